@@ -1,0 +1,315 @@
+"""The typed keepfit configuration: every default lives here, and validation reports every problem at once.
+
+A project's ``keepfit.yaml`` is parsed into :class:`KeepfitConfig`. CLI overrides (``--set train.lr=3e-5``)
+are applied to the raw mapping before validation, so an override is checked like any other value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from keepfit.errors import ConfigError
+
+__all__ = [
+    "KeepfitConfig",
+    "DataConfig",
+    "QualityConfig",
+    "SplitConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "EvaluateConfig",
+    "GateConfig",
+    "RegistryConfig",
+    "Task",
+    "load_config",
+    "save_config",
+    "apply_overrides",
+    "config_hash",
+    "DEFAULT_MODEL",
+    "CONFIG_FILENAME",
+]
+
+CONFIG_FILENAME = "keepfit.yaml"
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+Task = Literal["single-label", "multi-label", "regression"]
+Action = Literal["drop", "keep", "fail"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the data is and which columns mean what."""
+
+    train: str | None = Field(None, description="Training data file or folder (CSV/TSV/JSONL/Parquet/HF datasets).")
+    validation: str | None = Field(None, description="Optional user-given validation file (honoured as is).")
+    test: str | None = Field(None, description="Optional user-given test file (honoured as is).")
+    text_column: str = "text"
+    label_column: str | None = Field("label", description="Label column (single-label, or multi-label joined).")
+    label_columns: list[str] | None = Field(None, description="Multi-label as one 0/1 column per label.")
+    label_separator: str = Field("|", description="Separator of labels in one cell, for multi-label.")
+    target_column: str | None = Field(None, description="Numeric target column, for regression.")
+    group_column: str | None = Field(None, description="Rows sharing a value stay in one split.")
+    time_column: str | None = Field(None, description="Timestamp column, for time-based splits.")
+    split_column: str | None = Field(None, description="Column holding train/validation/test per row.")
+    slice_columns: list[str] = Field(default_factory=list, description="Columns to report metrics per value.")
+    max_chars: int = Field(20_000, gt=0, description="Longer texts are quarantined as over-long.")
+    encoding: str | None = Field(None, description="Force a file encoding; detected when empty.")
+    chunk_rows: int = Field(200_000, gt=0, description="Rows per chunk when reading large files.")
+
+
+class QualityConfig(_Section):
+    """What the pipeline does with each quality finding: drop, keep or fail."""
+
+    exact_duplicates: Action = "drop"
+    conflicting_duplicates: Action = "drop"
+    near_duplicates: Action = "keep"
+    leakage: Action = "drop"
+    near_duplicate_threshold: float = Field(0.85, gt=0, le=1, description="Jaccard similarity of word shingles.")
+    near_duplicate_max_rows: int = Field(
+        200_000, gt=0, description="Above this many rows near-duplicate search runs on normalised keys only."
+    )
+    imbalance_warn_ratio: float = Field(10.0, gt=1, description="Warn when largest/smallest class exceeds this.")
+    min_examples_per_label: int = Field(2, ge=1, description="Labels with fewer examples are reported.")
+
+
+class SplitConfig(_Section):
+    """How the kept rows become train, validation and test."""
+
+    method: Literal["auto", "stratified", "random", "group", "time", "given"] = "auto"
+    validation: float = Field(0.1, ge=0, lt=1)
+    test: float = Field(0.1, ge=0, lt=1)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> SplitConfig:
+        if self.validation + self.test >= 1:
+            raise ValueError(
+                f"split.validation + split.test must be below 1, got {self.validation} + {self.test}"
+            )
+        return self
+
+
+class ModelConfig(_Section):
+    """The pre-trained model to start from."""
+
+    name: str = Field(DEFAULT_MODEL, description="Local folder, or a name in the local Hugging Face cache.")
+    max_length: int | None = Field(None, gt=0, description="Token cap; from the data (99th pct) when empty.")
+    revision: str | None = None
+
+
+class TrainConfig(_Section):
+    """The fine-tuning recipe."""
+
+    strategy: Literal["head", "full", "lora"] = "full"
+    epochs: float = Field(3, gt=0)
+    batch_size: int = Field(32, gt=0)
+    lr: float = Field(1e-4, gt=0)
+    head_lr: float | None = Field(None, gt=0, description="Learning rate of the new head; lr when empty.")
+    layerwise_lr_decay: float | None = Field(None, gt=0, le=1)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    dropout: float | None = Field(None, ge=0, lt=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+    grad_accum: int = Field(1, ge=1)
+    early_stopping_patience: int | None = Field(None, ge=1)
+    metric_for_best: str = "accuracy"
+    imbalance: Literal["none", "class_weights", "oversample", "undersample"] = "none"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    length_bucketing: bool = True
+    evals_per_epoch: int = Field(1, ge=1)
+    checkpoint_every_steps: int = Field(200, ge=1)
+    lora_r: int = Field(8, gt=0)
+    lora_alpha: int = Field(16, gt=0)
+    lora_dropout: float = Field(0.1, ge=0, lt=1)
+    seed: int = 42
+    threads: int | None = Field(None, gt=0, description="torch threads; all cores when empty.")
+
+
+class EvaluateConfig(_Section):
+    """What evaluation reports."""
+
+    top_k: int = Field(5, ge=1)
+    bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for confidence intervals (0 = none).")
+    confidence: float = Field(0.95, gt=0, lt=1)
+    calibration_bins: int = Field(15, ge=2)
+    length_bins: list[int] = Field(default_factory=lambda: [32, 64, 128], description="Text length slices.")
+    batch_size: int = Field(64, gt=0)
+
+
+class GateConfig(_Section):
+    """The update gate: a candidate is promoted only if every rule passes."""
+
+    metric: str = "accuracy"
+    min_delta: float = Field(0.0, description="Candidate minus champion on the metric must be at least this.")
+    max_negative_flip_rate: float = Field(0.02, ge=0, le=1)
+    max_slice_drop: float = Field(0.05, ge=0, description="Largest drop allowed in a class or slice beyond its CI.")
+    min_slice_size: int = Field(20, ge=1, description="Smaller classes/slices are reported, not gated.")
+    require_significance: bool = False
+    alpha: float = Field(0.05, gt=0, lt=1)
+
+
+class RegistryConfig(_Section):
+    """Where model versions are registered (MLflow)."""
+
+    uri: str | None = Field(None, description="MLflow tracking URI; SQLite inside the store when empty.")
+    model_name: str | None = Field(None, description="Registered model name; the project folder name when empty.")
+
+
+class KeepfitConfig(_Section):
+    """The whole project configuration (``keepfit.yaml``)."""
+
+    store: str = Field(".keepfit", description="Project store: snapshots, runs, checkpoints, registry.")
+    task: Task = "single-label"
+    labels: list[str] | None = Field(None, description="Known labels; inferred from the data when empty.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+    @model_validator(mode="after")
+    def _columns_fit_task(self) -> KeepfitConfig:
+        problems = []
+        if self.task == "regression" and not self.data.target_column:
+            problems.append("task is regression but data.target_column is empty; name the numeric column")
+        if self.task != "regression" and not (self.data.label_column or self.data.label_columns):
+            problems.append(f"task is {self.task} but neither data.label_column nor data.label_columns is set")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            dupes = sorted({x for x in self.labels if self.labels.count(x) > 1})
+            problems.append(f"labels must be unique, these repeat: {dupes}")
+        if self.split.method == "group" and not self.data.group_column:
+            problems.append("split.method is group but data.group_column is empty")
+        if self.split.method == "time" and not self.data.time_column:
+            problems.append("split.method is time but data.time_column is empty")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.store)
+
+
+def _format_validation_error(err: ValidationError) -> list[str]:
+    problems = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        got = e.get("input")
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            problems.append(f"{where}: unknown setting (got {got!r}); check the spelling against `keepfit init`")
+        elif isinstance(got, (dict, list)) or e["type"] == "missing":
+            problems.append(f"{where}: {msg}")
+        else:
+            problems.append(f"{where}: {msg} (got {got!r})")
+    return problems
+
+
+def config_from_mapping(raw: dict[str, Any], source: str = "config") -> KeepfitConfig:
+    """Validate a raw mapping; raise ConfigError listing every problem."""
+    try:
+        return KeepfitConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{source} is not valid:", _format_validation_error(err)) from None
+
+
+def _parse_override_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a raw config mapping."""
+    out = json.loads(json.dumps(raw))
+    problems = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"--set {item!r}: expected KEY=VALUE such as train.lr=3e-5")
+            continue
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                problems.append(f"--set {item!r}: {part} is not a section")
+                break
+        else:
+            node[parts[-1]] = _parse_override_value(value)
+    if problems:
+        raise ConfigError("Some overrides could not be applied:", problems)
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> KeepfitConfig:
+    """Read ``keepfit.yaml`` (or defaults when ``path`` is None), apply overrides, validate the whole."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(
+                f"Config file {p} does not exist. Run `keepfit init DATA` to write one, or pass --config PATH."
+            )
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8-sig"))
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{p} is not valid YAML: {err}. Fix the file and try again.") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p} must hold a mapping of settings, got {type(loaded).__name__}.")
+        raw = loaded or {}
+        source = str(p)
+        _resolve_relative_paths(raw, p.parent)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    return config_from_mapping(raw, source)
+
+
+def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
+    """Paths in a config file are relative to the file, not to the working directory."""
+    data = raw.get("data")
+    if isinstance(data, dict):
+        for key in ("train", "validation", "test"):
+            value = data.get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                data[key] = str((base / value).resolve())
+    store = raw.get("store")
+    if isinstance(store, str) and not Path(store).is_absolute():
+        raw["store"] = str((base / store).resolve())
+    elif store is None:
+        raw["store"] = str((base / ".keepfit").resolve())
+
+
+def config_to_yaml(config: KeepfitConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def save_config(config: KeepfitConfig, path: str | Path) -> Path:
+    """Write the fully resolved config atomically."""
+    from keepfit._io import atomic_write_text
+
+    return atomic_write_text(Path(path), config_to_yaml(config))
+
+
+def config_hash(config: KeepfitConfig) -> str:
+    """A short stable hash of the resolved config (for lineage)."""
+    blob = json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,74 @@
+"""Plain typed values the stages pass to each other.
+
+Stages talk through these (and pandas/Arrow tables, paths), never through each other's internals.
+
+The canonical row table (a pandas DataFrame) every stage after loading sees has these columns:
+
+- ``row``     int, 1-based line number of the record in its source file (header is line 1 for CSV)
+- ``source``  str, file name the row came from
+- ``text``    str, normalised text (NFC, control characters removed, whitespace collapsed)
+- ``label``   str, single-label tasks
+- ``labels``  list[str], multi-label tasks
+- ``target``  float, regression
+- ``group``   str, optional (group-aware splits)
+- ``time``    str/datetime, optional (time-based splits)
+- ``split``   "train" | "validation" | "test", after splitting
+- ``slice:<name>`` one column per configured slice column, kept as the original value (str)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+__all__ = ["Task", "Snapshot", "SPLITS", "ROW", "SOURCE", "TEXT", "LABEL", "LABELS", "TARGET", "GROUP", "TIME",
+           "SPLIT", "SLICE_PREFIX", "label_column_for"]
+
+Task = Literal["single-label", "multi-label", "regression"]
+SPLITS: tuple[str, str, str] = ("train", "validation", "test")
+
+ROW = "row"
+SOURCE = "source"
+TEXT = "text"
+LABEL = "label"
+LABELS = "labels"
+TARGET = "target"
+GROUP = "group"
+TIME = "time"
+SPLIT = "split"
+SLICE_PREFIX = "slice:"
+
+
+def label_column_for(task: Task) -> str:
+    """The canonical column that holds the answer for a task."""
+    return {"single-label": LABEL, "multi-label": LABELS, "regression": TARGET}[task]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The cleaned, split data of one version, stored under its content hash.
+
+    ``train``/``validation``/``test`` are canonical row tables; ``quarantine`` holds every rejected row
+    with ``row``, ``source``, ``reason`` and the original values; ``report`` is the check report (JSON-able).
+    """
+
+    id: str
+    path: Path
+    task: Task
+    labels: list[str]
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    quarantine: pd.DataFrame
+    report: dict[str, Any] = field(default_factory=dict)
+    parent: str | None = None
+
+    def split(self, name: str) -> pd.DataFrame:
+        return {"train": self.train, "validation": self.validation, "test": self.test}[name]
+
+    @property
+    def answer_column(self) -> str:
+        return label_column_for(self.task)
