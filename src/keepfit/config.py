@@ -26,6 +26,7 @@ __all__ = [
     "EvaluateConfig",
     "GateConfig",
     "RegistryConfig",
+    "UpdateConfig",
     "Task",
     "load_config",
     "save_config",
@@ -161,6 +162,18 @@ class GateConfig(_Section):
     alpha: float = Field(0.05, gt=0, lt=1)
 
 
+class UpdateConfig(_Section):
+    """How `keepfit update` builds a candidate from the champion."""
+
+    strategy: Literal["warm", "retrain"] = "warm"
+    replay_ratio: float = Field(
+        1.0, ge=0, description="Earlier training rows replayed per new training row (stratified sample)."
+    )
+    distill: bool = Field(True, description="Focal distillation from the champion on what it got right.")
+    epochs: float | None = Field(None, gt=0, description="Epochs of the warm-started candidate; train.epochs when empty.")
+    lr: float | None = Field(None, gt=0, description="Learning rate of the warm start; train.lr when empty.")
+
+
 class RegistryConfig(_Section):
     """Where model versions are registered (MLflow)."""
 
@@ -181,6 +194,7 @@ class KeepfitConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    update: UpdateConfig = Field(default_factory=UpdateConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
     @model_validator(mode="after")

@@ -1,0 +1,329 @@
+"""The recipe: wires the stages in order (data -> train -> evaluate -> gate -> registry).
+
+Each public function here is what a CLI command calls, and what a user calls from Python.
+No stage logic lives here; only order, paths and lineage.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from keepfit.config import KeepfitConfig, config_hash
+from keepfit.errors import DataError, ModelError, RegistryError
+from keepfit.store import Store
+from keepfit.types import Snapshot
+
+__all__ = [
+    "FitResult",
+    "EvaluateResult",
+    "UpdateResult",
+    "CompareResult",
+    "fit",
+    "evaluate",
+    "predict",
+    "update",
+    "compare",
+    "resolve_snapshot",
+    "resolve_model",
+]
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What `keepfit fit` made: the run folder, the model folder, its evaluation and registry version."""
+
+    run_dir: Path
+    model_dir: Path
+    snapshot_id: str
+    metrics: dict[str, float]
+    report: Path
+    version: str | None
+    train: Any = None
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    metrics: dict[str, float]
+    report: Path
+    result: Any
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    comparison: Any
+    decision: Any
+    report: Path
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """What `keepfit update` did: the new snapshot, the candidate, the gate's decision and what was promoted."""
+
+    snapshot_id: str
+    diff: Any
+    candidate_version: str | None
+    champion_version: str | None
+    promoted: bool
+    forced: bool
+    reasons: list[str]
+    report: Path
+    run_dir: Path
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _new_run_dir(store: Store, kind: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    path = store.run(f"{stamp}-{kind}-{secrets.token_hex(3)}")
+    path.mkdir(parents=True, exist_ok=False)
+    return path
+
+
+def resolve_snapshot(config: KeepfitConfig, snapshot: str | None = None) -> Snapshot:
+    """The snapshot to train on: the one named, else one made (or reused) from ``config.data``, else HEAD."""
+    from keepfit.data import load_snapshot, snapshot_data
+
+    store = Store.at(config.store)
+    if snapshot:
+        return load_snapshot(store, snapshot)
+    if config.data.train:
+        return snapshot_data(config, store=store)
+    if store.head_file.exists():
+        return load_snapshot(store, "HEAD")
+    raise DataError(
+        "No data to train on: expected data.train in keepfit.yaml or an existing snapshot, found neither. "
+        "Run `keepfit init DATA` to write a config, or pass --snapshot ID."
+    )
+
+
+def resolve_model(config: KeepfitConfig, ref: str | Path) -> Path:
+    """A model folder from a path, a run folder, or a registry reference (``champion``, ``3``, ``v3``)."""
+    path = Path(ref)
+    for candidate in (path, path / "model"):
+        if (candidate / "config.json").exists():
+            return candidate
+    from keepfit.registry import Registry
+
+    try:
+        return Registry.open(config).model_path(str(ref))
+    except RegistryError as err:
+        raise ModelError(
+            f"Model {ref!s} not found: expected a model folder (with config.json), a run folder, or a "
+            f"registered version such as 'champion' or '3'. {err}"
+        ) from None
+
+
+def _true_values(snapshot: Snapshot, frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
+    """Ground truth in the array convention the evaluate stage expects, aligned with ``labels``."""
+    column = snapshot.answer_column
+    if snapshot.task == "regression":
+        return frame[column].to_numpy(dtype=float)
+    index = {name: i for i, name in enumerate(labels)}
+    if snapshot.task == "single-label":
+        return np.array([index.get(v, -1) for v in frame[column]], dtype=int)
+    matrix = np.zeros((len(frame), len(labels)), dtype=int)
+    for row, values in enumerate(frame[column]):
+        for v in values:
+            if v in index:
+                matrix[row, index[v]] = 1
+    return matrix
+
+
+def _evaluate_model(
+    config: KeepfitConfig,
+    model_dir: Path,
+    snapshot: Snapshot,
+    out_dir: Path,
+    *,
+    split: str = "test",
+    history: list[dict] | None = None,
+    title: str = "keepfit evaluation",
+) -> EvaluateResult:
+    from keepfit.evaluate import evaluate_outputs, write_evaluation_report
+    from keepfit.train import load_predictor
+
+    predictor = load_predictor(model_dir)
+    frame = snapshot.split(split)
+    if len(frame) == 0:
+        raise DataError(
+            f"Snapshot {snapshot.id[:12]} has no {split} rows to evaluate on. "
+            "Give a larger data set or set split.test above 0."
+        )
+    preds = predictor.predict(frame["text"].tolist(), batch_size=config.evaluate.batch_size)
+    labels = preds.labels
+    validation = None
+    if len(snapshot.validation):
+        val_preds = predictor.predict(snapshot.validation["text"].tolist(), batch_size=config.evaluate.batch_size)
+        validation = (_true_values(snapshot, snapshot.validation, labels), val_preds.outputs)
+    result = evaluate_outputs(
+        snapshot.task,
+        labels,
+        _true_values(snapshot, frame, labels),
+        preds.outputs,
+        config=config.evaluate,
+        frame=frame,
+        validation=validation,
+        seed=config.train.seed,
+    )
+    report = write_evaluation_report(result, out_dir, history=history, title=title)
+    return EvaluateResult(metrics=dict(result.headline), report=report, result=result)
+
+
+def _lineage(config: KeepfitConfig, snapshot: Snapshot, labels: list[str], parent: str | None):
+    from keepfit.registry import Lineage, code_version
+
+    return Lineage(
+        data_snapshot=snapshot.id,
+        parent_version=parent,
+        config_hash=config_hash(config),
+        code_version=code_version(),
+        task=snapshot.task,
+        labels=list(labels),
+    )
+
+
+def fit(
+    config: KeepfitConfig,
+    *,
+    snapshot: str | None = None,
+    resume: Path | None = None,
+    register: bool = True,
+    progress: bool = False,
+) -> FitResult:
+    """Snapshot the data, fine-tune, evaluate on the test split and register the model.
+
+    The first registered version becomes ``champion``; later fits are registered without an alias
+    (use ``keepfit update`` to replace a champion through the gate).
+    """
+    from keepfit.train import train_model
+
+    snap = resolve_snapshot(config, snapshot)
+    store = Store.at(config.store)
+    run_dir = Path(resume) if resume else _new_run_dir(store, "fit")
+    trained = train_model(snap, config, run_dir, resume=resume is not None, progress=progress)
+    evaluation = _evaluate_model(config, trained.model_dir, snap, run_dir / "evaluation", history=trained.history)
+    version = None
+    if register:
+        from keepfit.registry import Registry
+
+        registry = Registry.open(config)
+        alias = None if registry.champion() else "champion"
+        info = registry.register(
+            trained.model_dir,
+            metrics=_numeric(evaluation.metrics),
+            lineage=_lineage(config, snap, trained.labels, parent=None),
+            evaluation_dir=run_dir / "evaluation",
+            alias=alias,
+            tags={"keepfit.kind": "fit", "keepfit.run_dir": str(run_dir)},
+        )
+        version = info.version
+    return FitResult(
+        run_dir=run_dir,
+        model_dir=trained.model_dir,
+        snapshot_id=snap.id,
+        metrics=evaluation.metrics,
+        report=evaluation.report,
+        version=version,
+        train=trained,
+    )
+
+
+def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)}
+
+
+def evaluate(
+    config: KeepfitConfig,
+    model: str | Path = "champion",
+    *,
+    snapshot: str | None = None,
+    split: Literal["train", "validation", "test"] = "test",
+    out_dir: Path | None = None,
+) -> EvaluateResult:
+    """Evaluate a model (folder, run or registry reference) on a snapshot split; writes JSON + HTML."""
+    model_dir = resolve_model(config, model)
+    snap = resolve_snapshot(config, snapshot)
+    out = out_dir or _new_run_dir(Store.at(config.store), "evaluate")
+    return _evaluate_model(config, model_dir, snap, Path(out), split=split)
+
+
+def predict(
+    config: KeepfitConfig,
+    model: str | Path,
+    in_path: Path,
+    out_path: Path,
+    *,
+    text_column: str | None = None,
+    top_k: int | None = None,
+):
+    """Predict a file with a model (folder, run or registry reference); returns the predict report."""
+    from keepfit.train import predict_file
+
+    return predict_file(
+        resolve_model(config, model),
+        in_path,
+        out_path,
+        text_column=text_column or config.data.text_column,
+        batch_size=config.evaluate.batch_size,
+        top_k=top_k or config.evaluate.top_k,
+    )
+
+
+def _paired_outputs(config: KeepfitConfig, model_dir: Path, frame: pd.DataFrame):
+    from keepfit.train import load_predictor
+
+    preds = load_predictor(model_dir).predict(frame["text"].tolist(), batch_size=config.evaluate.batch_size)
+    return preds.labels, preds.outputs
+
+
+def _compare_on(
+    config: KeepfitConfig,
+    old_dir: Path,
+    new_dir: Path,
+    snapshot: Snapshot,
+    out_dir: Path,
+    groups: dict[str, np.ndarray] | None = None,
+    frame: pd.DataFrame | None = None,
+) -> CompareResult:
+    from keepfit.gate import apply_gate, compare_outputs, write_comparison_report
+
+    frame = snapshot.test if frame is None else frame
+    labels_old, out_old = _paired_outputs(config, old_dir, frame)
+    labels_new, out_new = _paired_outputs(config, new_dir, frame)
+    union = labels_new + [x for x in labels_old if x not in labels_new]
+    comparison = compare_outputs(
+        snapshot.task,
+        labels_old,
+        labels_new,
+        _true_values(snapshot, frame, union),
+        out_old,
+        out_new,
+        frame=frame,
+        config=config.evaluate,
+        groups=groups,
+        seed=config.train.seed,
+    )
+    decision = apply_gate(comparison, config.gate)
+    report = write_comparison_report(comparison, decision, out_dir)
+    return CompareResult(comparison=comparison, decision=decision, report=report)
+
+
+def compare(
+    config: KeepfitConfig,
+    a: str | Path = "champion",
+    b: str | Path = "challenger",
+    *,
+    snapshot: str | None = None,
+    out_dir: Path | None = None,
+) -> CompareResult:
+    """Paired comparison of model ``a`` (old) and ``b`` (new) on the same test examples, with the gate's verdict."""
+    old_dir, new_dir = resolve_model(config, a), resolve_model(config, b)
+    snap = resolve_snapshot(config, snapshot)
+    out = out_dir or _new_run_dir(Store.at(config.store), "compare")
+    return _compare_on(config, old_dir, new_dir, snap, Path(out))
