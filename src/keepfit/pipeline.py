@@ -75,6 +75,8 @@ class UpdateResult:
     reasons: list[str]
     report: Path
     run_dir: Path
+    decision: Any = None
+    comparison: Any = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -327,3 +329,139 @@ def compare(
     snap = resolve_snapshot(config, snapshot)
     out = out_dir or _new_run_dir(Store.at(config.store), "compare")
     return _compare_on(config, old_dir, new_dir, snap, Path(out))
+
+
+def _update_snapshot(config: KeepfitConfig, old: Snapshot, data: Path) -> tuple[Snapshot, Any, pd.DataFrame]:
+    """Check the new file, deduplicate it against all earlier data, split it, and store old + new as a snapshot.
+
+    Returns the new snapshot, its diff against ``old``, and the new training rows (for the warm start).
+    """
+    from keepfit.data import check_data, create_snapshot, diff_snapshots, split_rows
+    from keepfit.data.merge import merge_new_rows
+
+    checked = check_data(data, config)
+    merged = merge_new_rows(old, checked.kept)
+    new_split = split_rows(merged.new_rows, config)
+    frames = {
+        name: pd.concat([merged.earlier[name], new_split[new_split["split"] == name]], ignore_index=True)
+        for name in ("train", "validation", "test")
+    }
+    quarantine = pd.concat([checked.quarantine, merged.duplicates], ignore_index=True)
+    snapshot = create_snapshot(
+        frames,
+        quarantine=quarantine,
+        config=config,
+        store=Store.at(config.store),
+        parent=old.id,
+        report={**checked.report, "update": {"relabelled": merged.relabelled.to_dict("records"),
+                                             "duplicates_of_earlier": len(merged.duplicates)}},
+    )
+    new_train = new_split[new_split["split"] == "train"].reset_index(drop=True)
+    return snapshot, diff_snapshots(old, snapshot), new_train
+
+
+def _test_groups(old: Snapshot, new: Snapshot) -> dict[str, np.ndarray]:
+    seen = set(old.test["text"])
+    is_old = new.test["text"].isin(seen).to_numpy()
+    return {"earlier test set": is_old, "new test set": ~is_old, "all": np.ones(len(new.test), dtype=bool)}
+
+
+def _candidate_config(config: KeepfitConfig) -> KeepfitConfig:
+    train = config.train.model_copy(
+        update={k: v for k, v in {"epochs": config.update.epochs, "lr": config.update.lr}.items() if v is not None}
+    )
+    return config.model_copy(update={"train": train})
+
+
+def update(
+    config: KeepfitConfig,
+    data: Path,
+    *,
+    force: bool = False,
+    progress: bool = False,
+    on_diff: Any = None,
+) -> UpdateResult:
+    """New data -> snapshot and diff -> candidate -> paired comparison with the champion -> gate -> registry.
+
+    The candidate becomes ``champion`` only if every gate rule passes (or ``force``, which is recorded);
+    otherwise it is registered as ``challenger`` with the reasons.
+    """
+    from keepfit.data import load_snapshot
+    from keepfit.registry import Registry
+    from keepfit.train import train_model
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    registry = Registry.open(config)
+    champion = registry.champion()
+    if champion is None:
+        raise RegistryError("No champion to update: run `keepfit fit` first to register version 1.")
+    store = Store.at(config.store)
+    old = load_snapshot(store, champion.lineage.data_snapshot)
+    snapshot, diff, new_train = _update_snapshot(config, old, Path(data))
+    if on_diff is not None:
+        on_diff(diff)
+    timings["data_s"] = time.perf_counter() - started
+
+    run_dir = _new_run_dir(store, "update")
+    champion_dir = registry.model_path(champion.version)
+    t0 = time.perf_counter()
+    if config.update.strategy == "retrain":
+        trained = train_model(snapshot, config, run_dir, progress=progress)
+    else:
+        from keepfit.data.merge import replay_sample
+
+        replay = replay_sample(
+            old.train, int(round(config.update.replay_ratio * len(new_train))), old.task, config.train.seed
+        )
+        warm = Snapshot(
+            id=snapshot.id, path=snapshot.path, task=snapshot.task, labels=snapshot.labels,
+            train=new_train, validation=snapshot.validation, test=snapshot.test,
+            quarantine=snapshot.quarantine, report=snapshot.report, parent=snapshot.parent,
+        )
+        trained = train_model(
+            warm,
+            _candidate_config(config),
+            run_dir,
+            init_from=champion_dir,
+            teacher=champion_dir if config.update.distill else None,
+            replay=replay,
+            progress=progress,
+        )
+    timings["train_s"] = time.perf_counter() - t0
+
+    evaluation = _evaluate_model(config, trained.model_dir, snapshot, run_dir / "evaluation", history=trained.history)
+    compared = _compare_on(
+        config, champion_dir, trained.model_dir, snapshot, run_dir / "comparison", groups=_test_groups(old, snapshot)
+    )
+    decision = compared.decision
+    info = registry.register(
+        trained.model_dir,
+        metrics=_numeric(evaluation.metrics),
+        lineage=_lineage(config, snapshot, trained.labels, parent=champion.version),
+        evaluation_dir=run_dir / "evaluation",
+        comparison_dir=run_dir / "comparison",
+        tags={"keepfit.kind": f"update-{config.update.strategy}", "keepfit.run_dir": str(run_dir)},
+    )
+    reasons = list(decision.reasons)
+    promoted = bool(decision.passed or force)
+    if promoted:
+        why = "gate passed" if decision.passed else "forced past the gate: " + "; ".join(reasons)
+        registry.promote(info.version, reason=why, forced=not decision.passed)
+    else:
+        registry.set_challenger(info.version, reasons=reasons)
+    timings["total_s"] = time.perf_counter() - started
+    return UpdateResult(
+        snapshot_id=snapshot.id,
+        diff=diff,
+        candidate_version=info.version,
+        champion_version=info.version if promoted else champion.version,
+        promoted=promoted,
+        forced=promoted and not decision.passed,
+        reasons=reasons,
+        report=compared.report,
+        run_dir=run_dir,
+        decision=decision,
+        comparison=compared.comparison,
+        timings=timings,
+    )
