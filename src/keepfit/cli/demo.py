@@ -1,0 +1,134 @@
+"""`keepfit demo`: the whole story on generated data, no flags needed.
+
+Week 1: generate, init, check (found vs planted), snapshot, fit, evaluate.
+Week 2: update with a new intent and shifted data -> diff -> gate -> promotion.
+Then a bad candidate (partly corrupted labels) is rejected with its reasons, and the champion is rolled back.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import typer
+
+from keepfit.cli._console import console
+
+
+def _step(title: str) -> None:
+    console.rule(f"[bold]{title}")
+
+
+def _found_vs_planted(report: dict, planted: dict) -> None:
+    from rich.table import Table
+
+    found = report.get("found_counts", {})
+    table = Table(title="Planted problems, and what the check found")
+    table.add_column("problem")
+    table.add_column("planted", justify="right")
+    table.add_column("found", justify="right")
+    for key in sorted(set(planted) | set(found)):
+        table.add_row(key, str(planted.get(key, "-")), str(found.get(key, "-")))
+    console.print(table)
+
+
+def _corrupt_labels(src: Path, dst: Path, fraction: float, seed: int) -> int:
+    """Write a copy of ``src`` whose labels are shuffled on ``fraction`` of the rows; returns how many changed."""
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.read_csv(src, dtype=str, keep_default_na=False)
+    rng = np.random.default_rng(seed)
+    picked = rng.random(len(frame)) < fraction
+    labels = frame["intent"].to_numpy().copy()
+    labels[picked] = rng.permutation(labels[picked])
+    changed = int((labels != frame["intent"].to_numpy()).sum())
+    frame["intent"] = labels
+    frame.to_csv(dst, index=False)
+    return changed
+
+
+def demo_command(
+    folder: Path = typer.Option(Path("keepfit-demo"), "--dir", help="Where the demo project is written."),
+    small: bool = typer.Option(False, "--small", help="A smaller, faster run (used by the tests)."),
+    keep: bool = typer.Option(False, "--keep", help="Keep an existing demo folder instead of starting fresh."),
+) -> None:
+    """Run keepfit end to end on a generated support-intent task."""
+    from keepfit import pipeline
+    from keepfit.config import load_config
+    from keepfit.data import check_data, snapshot_data
+    from keepfit.data.demo_data import write_demo_files
+    from keepfit.data.infer import infer_config, write_config_file
+    from keepfit.registry import Registry
+
+    started = time.perf_counter()
+    if folder.exists() and not keep:
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    _step("1. Generate two weeks of support tickets")
+    files = write_demo_files(folder / "data", small=small)
+    console.print(f"week 1: {files.week1} ({files.week1_rows} rows); week 2: {files.week2} ({files.week2_rows} rows)")
+
+    _step("2. keepfit init (infer task and columns)")
+    inferred, notes = infer_config(files.week1)
+    config_path = write_config_file(inferred, notes, folder / "keepfit.yaml", force=True)
+    for note in notes:
+        console.print(f"  - {note}")
+    overrides = [f"train.epochs={2 if small else 3}", "train.lr=1e-4"]
+    if small:
+        overrides += ["train.strategy=head", "evaluate.bootstrap=200"]
+    config = load_config(config_path, overrides)
+
+    _step("3. keepfit data check week1 (every row kept or quarantined)")
+    checked = check_data(files.week1, config)
+    _found_vs_planted(checked.report, files.planted_week1)
+
+    _step("4. keepfit data snapshot")
+    snap = snapshot_data(config)
+    console.print(
+        f"snapshot {snap.id[:12]}: train {len(snap.train)}, validation {len(snap.validation)}, test {len(snap.test)}"
+    )
+
+    _step("5. keepfit fit (week 1)")
+    fitted = pipeline.fit(config)
+    console.print(f"version {fitted.version} registered as champion; test metrics:")
+    for name in ("accuracy", "macro_f1"):
+        if name in fitted.metrics:
+            console.print(f"  {name}: {fitted.metrics[name]:.4f}")
+    console.print(f"  report: {fitted.report}")
+
+    _step("6. keepfit update --data week2 (new intent, shifted data)")
+    from keepfit.cli.update import print_decision
+
+    from keepfit.data import render_diff
+
+    upd = pipeline.update(config, files.week2, on_diff=lambda d: render_diff(d, console))
+    print_decision(upd.decision)
+    verdict = "promoted to champion" if upd.promoted else "rejected: " + "; ".join(upd.reasons)
+    console.print(f"candidate version {upd.candidate_version} {verdict}")
+
+    _step("7. A bad candidate: week 2 with 40% of labels corrupted")
+    bad = folder / "data" / "week2_corrupted.csv"
+    changed = _corrupt_labels(files.week2, bad, fraction=0.4, seed=7)
+    console.print(f"corrupted {changed} labels in {bad.name}")
+    bad_upd = pipeline.update(config, bad)
+    print_decision(bad_upd.decision)
+    if bad_upd.promoted:
+        console.print("[red]The gate let the corrupted candidate through; this should not happen.[/]")
+    else:
+        console.print(f"[green]Rejected[/]: version {bad_upd.candidate_version} stays challenger because:")
+        for reason in bad_upd.reasons:
+            console.print(f"  - {reason}")
+
+    _step("8. keepfit models rollback")
+    registry = Registry.open(config)
+    before = registry.champion()
+    after = registry.rollback(reason="demo: roll back the week-2 update")
+    console.print(f"champion moved from version {before.version if before else '-'} back to version {after.version}")
+    console.print(f"\nDone in {time.perf_counter() - started:.0f} s. Project folder: {folder}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo_command)
