@@ -1,11 +1,13 @@
 """Text normalisation on Arrow arrays: Unicode NFC, control characters removed, whitespace collapsed, trimmed.
 
-Everything is vectorised with ``pyarrow.compute``. The expensive steps (NFC, regex replacement) run only on the
-values that need them: most texts are plain ASCII with single spaces, and a cheap scan finds the rest.
+Vectorised with ``pyarrow.compute``; the expensive steps (NFC, regex replacement) run only on the values that
+need them: most texts are plain ASCII with single spaces, and a cheap scan finds the rest. NFC itself runs in
+Python on the non-ASCII values, because pyarrow's ``utf8_normalize`` decomposes instead (pyarrow 25.0.1).
 """
 
 from __future__ import annotations
 
+import unicodedata
 from typing import NamedTuple
 
 import pyarrow as pa
@@ -23,7 +25,9 @@ _NEEDS_WORK = (
 )
 
 # Label cells that spreadsheet and pandas users mean as "no value".
-MISSING_TOKENS: frozenset[str] = frozenset({"", "nan", "NaN", "NAN", "None", "null", "NULL", "<NA>", "N/A", "#N/A"})
+MISSING_TOKENS: frozenset[str] = frozenset(
+    {"", "nan", "NaN", "NAN", "None", "null", "NULL", "<NA>", "N/A", "#N/A"}
+)
 
 
 class Normalized(NamedTuple):
@@ -41,6 +45,21 @@ def _as_string(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
     return arr
 
 
+def _nfc(arr: pa.Array) -> pa.Array:
+    """NFC in Python: pyarrow 25's utf8_normalize returns decomposed text for every form ('é' -> 'e\u0301').
+
+    Only non-ASCII values come here, and most are already NFC, which ``is_normalized`` confirms quickly.
+    """
+    values = arr.to_pylist()
+    return pa.array(
+        [
+            v if v is None or unicodedata.is_normalized("NFC", v) else unicodedata.normalize("NFC", v)
+            for v in values
+        ],
+        pa.string(),
+    )
+
+
 def normalize_text(arr: pa.Array | pa.ChunkedArray) -> Normalized:
     """Normalise a string array of length N: NFC, controls removed, whitespace runs -> one space, trimmed.
 
@@ -52,8 +71,7 @@ def normalize_text(arr: pa.Array | pa.ChunkedArray) -> Normalized:
         return Normalized(arr, 0)
     not_ascii = pc.invert(pc.fill_null(pc.string_is_ascii(arr), True))
     if pc.any(not_ascii).as_py():
-        nfc = pc.utf8_normalize(arr.filter(not_ascii), "NFC")
-        arr = pc.replace_with_mask(arr, not_ascii, nfc)
+        arr = pc.replace_with_mask(arr, not_ascii, _nfc(arr.filter(not_ascii)))
     needs = pc.fill_null(pc.match_substring_regex(arr, _NEEDS_WORK), False)
     if pc.any(needs).as_py():
         subset = arr.filter(needs)

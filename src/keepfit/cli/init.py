@@ -1,0 +1,48 @@
+"""`keepfit init DATA`: infer the task and columns from a data file and write a commented keepfit.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from keepfit.cli._console import console
+from keepfit.config import CONFIG_FILENAME
+
+
+def init(
+    data: Path = typer.Argument(..., help="Data file (CSV/TSV/JSONL/Parquet) or a saved datasets folder."),
+    out: Path = typer.Option(Path(CONFIG_FILENAME), "--out", "-o", help="Where to write the config."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing config file."),
+    text_column: str | None = typer.Option(None, "--text-column", help="Use this column as the text."),
+    label_column: str | None = typer.Option(None, "--label-column", help="Use this column as the label(s)."),
+    target_column: str | None = typer.Option(None, "--target-column", help="Regression: the numeric target."),
+    task: str | None = typer.Option(None, "--task", help="single-label | multi-label | regression."),
+) -> None:
+    """Infer the task (single-label, multi-label or regression) and the columns, and write a config to "
+    "review."""
+    from keepfit.data.infer import infer, write_config_file
+    from keepfit.errors import ConfigError
+
+    if task is not None and task not in ("single-label", "multi-label", "regression"):
+        raise ConfigError(f"--task must be single-label, multi-label or regression, got {task!r}.")
+    if out.exists() and not force:
+        raise ConfigError(
+            f"{out} already exists; expected a new path. Pass --force to overwrite it, or --out OTHER."
+        )
+    found = infer(
+        data, text_column=text_column, label_column=label_column, target_column=target_column, task=task
+    )
+    path = write_config_file(found.config, found.notes, out, force=force, label_names=found.labels)
+    d = found.config.data
+    answer = d.target_column or d.label_column or ", ".join(d.label_columns or [])
+    console.print(
+        f"[bold]task[/]: {found.config.task}   [bold]text[/]: {d.text_column}   [bold]answer[/]: {answer}"
+    )
+    for note in found.notes:
+        console.print(f"  - {note if len(note) <= 300 else note[:297] + '...'}")
+    console.print(f"Wrote [bold]{path}[/]. Review it, then run [bold]keepfit data check[/].")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
