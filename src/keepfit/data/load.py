@@ -150,7 +150,7 @@ def open_source(
     fmt = _format_of(p)
     if fmt == "parquet":
         return _open_parquet(p, config)
-    with p.open("rb") as f:
+    with _open_binary(p) as f:
         sample = f.read(_SAMPLE_BYTES)
     if not sample.strip():
         raise DataError(
@@ -164,9 +164,31 @@ def open_source(
     return _open_csv(p, config, sample, encoding, warnings)
 
 
+_COMPRESSED = {".gz": "gzip", ".bz2": "bz2"}
+
+
+def _open_binary(p: Path) -> io.BufferedIOBase:
+    """The file's bytes, decompressed for .gz and .bz2 (pyarrow's CSV reader decompresses those by itself)."""
+    kind = _COMPRESSED.get(p.suffix.lower())
+    if kind == "gzip":
+        import gzip
+
+        return gzip.open(p, "rb")  # type: ignore[return-value]
+    if kind == "bz2":
+        import bz2
+
+        return bz2.open(p, "rb")  # type: ignore[return-value]
+    return p.open("rb")
+
+
+def _base_suffix(p: Path) -> str:
+    """The format suffix, looking through a compression suffix: d.tsv.gz -> .tsv."""
+    suffixes = [s.lower() for s in p.suffixes if s.lower() not in _COMPRESSED]
+    return suffixes[-1] if suffixes else ""
+
+
 def _format_of(p: Path) -> str:
-    suffixes = [s.lower() for s in p.suffixes]
-    last = suffixes[-1] if suffixes else ""
+    last = _base_suffix(p)
     if last in (".parquet", ".pq"):
         return "parquet"
     if last in (".jsonl", ".ndjson"):
@@ -255,7 +277,7 @@ def _open_csv(
     text = _decode_sample(sample, encoding)
     complete = len(sample) < _SAMPLE_BYTES
     delimiter = _sniff_delimiter(p, text, complete)
-    if delimiter != "," and p.suffix.lower() not in (".tsv", ".tab"):
+    if delimiter != "," and _base_suffix(p) not in (".tsv", ".tab"):
         warnings.append(f"{p.name}: delimiter detected as {delimiter!r}")
     try:
         header = next(csv.reader(io.StringIO(text, newline=None), delimiter=delimiter), None)
@@ -289,13 +311,14 @@ def _check_unique(p: Path, names: list[str]) -> None:
     if dupes:
         raise DataError(
             f"{p.name}: column names must be unique, but {', '.join(repr(d) for d in dupes)} appears more "
-            f"than once (columns found: {names}). Rename the repeated columns in the header."
+            f"than once (columns found: {names}). Rename the repeated columns in the header"
+            + (" (empty names come from trailing delimiters: remove them)." if "" in dupes else ".")
         )
 
 
 def _sniff_delimiter(p: Path, text: str, complete: bool) -> str:
     """The delimiter giving a header of more than one column and the most rows of that width."""
-    if p.suffix.lower() in (".tsv", ".tab"):
+    if _base_suffix(p) in (".tsv", ".tab"):
         return "\t"
     lines = text.splitlines(keepends=True)
     if not complete and len(lines) > 1:
@@ -541,7 +564,9 @@ def _json_array_columns(p: Path, encoding: str) -> list[str]:
 
 def _load_json_array(p: Path, encoding: str) -> list[Any]:
     try:
-        value = json.loads(p.read_text(encoding=encoding if encoding != "utf-8" else "utf-8-sig"))
+        with _open_binary(p) as f:
+            raw = f.read()
+        value = json.loads(raw.decode(encoding if encoding != "utf-8" else "utf-8-sig", errors="replace"))
     except json.JSONDecodeError as err:
         raise DataError(
             f"{p.name}: the JSON document is broken at line {err.lineno}, column {err.colno} ({err.msg}); a "
@@ -565,7 +590,7 @@ def _json_chunks(src: DataSource, wanted: list[str]) -> Iterator[RawChunk]:
         return
     items: list[tuple[int, Any]] = []
     blank = 0
-    with src.path.open("r", encoding=src.encoding, errors="replace", newline="") as f:
+    with io.TextIOWrapper(_open_binary(src.path), encoding=src.encoding, errors="replace", newline="") as f:
         for lineno, line in enumerate(_physical_lines(f), start=1):
             if lineno == 1:
                 line = line.removeprefix("\ufeff")

@@ -169,3 +169,19 @@ def test_many_rows_are_numbered_exactly(tmp_path: Path):
     p = tmp_path / "d.csv"
     p.write_text("\n".join(lines) + "\n")
     assert load_and_validate(p, CFG).kept["row"].tolist() == expected
+
+
+@pytest.mark.parametrize("name", ["d.tsv.gz", "d.jsonl.bz2"])
+def test_compressed_files(tmp_path: Path, name: str):
+    import bz2
+    import gzip
+
+    p = tmp_path / name
+    if name.endswith(".gz"):
+        p.write_bytes(gzip.compress(b"text\tlabel\nhello, world\tx\n"))
+    else:
+        p.write_bytes(bz2.compress(json.dumps({"text": "hello, world", "label": "x"}).encode() + b"\n"))
+    checked = load_and_validate(p, CFG)
+    assert checked.kept[["row", "text", "label"]].values.tolist() == [
+        [2 if name.endswith(".gz") else 1, "hello, world", "x"]
+    ]

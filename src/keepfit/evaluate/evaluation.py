@@ -1,0 +1,224 @@
+"""`evaluate_outputs`: every evaluation number of one model on one set of rows, from arrays (no model code)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from keepfit.config import EvaluateConfig
+from keepfit.evaluate import calibration as cal
+from keepfit.evaluate import metrics as m
+from keepfit.evaluate._json import jsonable
+from keepfit.evaluate.bootstrap import bootstrap_sums, percentile_interval
+from keepfit.evaluate.slices import slice_masks
+from keepfit.types import TEXT
+
+__all__ = ["EvaluationResult", "evaluate_outputs", "MAX_LISTED_ERRORS"]
+
+MAX_LISTED_ERRORS = 20
+
+# Metrics that get bootstrap intervals, per task (all come from the same resampled sums, so they are cheap).
+_INTERVAL_METRICS = {
+    "single-label": ("accuracy", "macro_f1", "weighted_f1", "top_k_accuracy"),
+    "multi-label": ("subset_accuracy", "hamming_loss", "micro_f1", "macro_f1"),
+    "regression": ("mae", "rmse", "r2"),
+}
+# The metric reported (with an interval) for every slice.
+SLICE_METRIC = {"single-label": "accuracy", "multi-label": "subset_accuracy", "regression": "mae"}
+
+
+@dataclass
+class EvaluationResult:
+    """Everything `keepfit evaluate` reports. Shapes: ``confusion`` [C][C] (rows = truth) for single-label,
+    [C][2][2] (per label ``[[tn, fp], [fn, tp]]``) for multi-label, None for regression."""
+
+    task: str
+    labels: list[str]
+    n: int
+    headline: dict[str, float]
+    intervals: dict[str, tuple[float, float]]
+    per_class: dict[str, dict[str, float]]
+    per_slice: dict[str, dict[str, dict[str, Any]]]
+    confusion: list | None
+    calibration: dict[str, Any] | None
+    thresholds: dict[str, float] | None
+    predicted: list
+    top_k: int | None
+    settings: dict[str, Any] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (NaN becomes null). Per-row predictions are left out; see ``.predicted``."""
+        return jsonable({
+            "task": self.task, "labels": self.labels, "n": self.n, "headline": self.headline,
+            "intervals": self.intervals, "per_class": self.per_class, "per_slice": self.per_slice,
+            "confusion": self.confusion, "calibration": self.calibration, "thresholds": self.thresholds,
+            "top_k": self.top_k, "settings": self.settings, "errors": self.errors,
+        })
+
+
+def evaluate_outputs(
+    task: str,
+    labels: list[str],
+    y_true: np.ndarray,
+    outputs: np.ndarray,
+    *,
+    config: EvaluateConfig,
+    frame: pd.DataFrame | None = None,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    seed: int = 0,
+) -> EvaluationResult:
+    """Evaluate one model's ``outputs`` against ``y_true`` (array conventions in :mod:`keepfit.evaluate.metrics`).
+
+    ``frame`` (rows aligned with the arrays) provides slices: ``slice:<name>`` columns and text-length bins
+    (characters, ``config.length_bins``). ``validation`` = (y_true, outputs) of the validation split, used to fit
+    the temperature (classification) and, for multi-label, the per-label thresholds; without it thresholds are
+    0.5 and no temperature is fitted. Intervals are percentile bootstrap with ``config.bootstrap`` resamples.
+    Raises DataError for empty input, misaligned shapes, or NaN outputs.
+    """
+    y, out = m.check_outputs(task, labels, y_true, outputs)
+    val = None
+    if validation is not None:
+        val = m.check_outputs(task, labels, validation[0], validation[1], what="validation outputs")
+    settings = {"bootstrap": config.bootstrap, "confidence": config.confidence, "seed": seed,
+                "calibration_bins": config.calibration_bins, "length_bins": list(config.length_bins),
+                "length_unit": "characters"}
+    if task == "single-label":
+        result = _single(labels, y, out, config, val)
+    elif task == "multi-label":
+        result = _multi(labels, y, out, val)
+    else:
+        result = _regression(y, out)
+    stats, from_sums, per_class, confusion, predicted, thresholds, top_k = result
+    headline = result_headline = _headline(task, labels, y, out, predicted, config.top_k, thresholds)
+    calibration = _calibration(task, y, out, val, config.calibration_bins) if task != "regression" else None
+    if calibration is not None:
+        headline["ece"] = calibration["ece"]
+    intervals = _intervals(task, stats, from_sums, config, seed)
+    masks = slice_masks(frame, len(y), config.length_bins)
+    per_slice = _per_slice(task, stats, from_sums, masks, config, seed)
+    return EvaluationResult(
+        task=task, labels=list(labels), n=len(y), headline=result_headline, intervals=intervals,
+        per_class=per_class, per_slice=per_slice, confusion=confusion, calibration=calibration,
+        thresholds=thresholds, predicted=_named(task, labels, predicted), top_k=top_k, settings=settings,
+        errors=_worst_errors(task, labels, y, out, predicted, frame),
+    )
+
+
+def _single(labels, y, probs, config, val):
+    pred = m.predict_single(probs)
+    k = min(config.top_k, len(labels))
+    stats = m.single_stats(y, pred, len(labels), m.top_k_hits(y, probs, k))
+    known = y >= 0
+    confusion = skm.confusion_matrix(y[known], pred[known], labels=np.arange(len(labels))).tolist()
+    return (stats, lambda s: m.single_from_sums(s, len(labels)), m.per_class_single(y, probs, labels),
+            confusion, pred, None, k)
+
+
+def _multi(labels, y, probs, val):
+    thresholds = m.tune_thresholds(*val) if val is not None else np.full(len(labels), 0.5)
+    pred = m.predict_multi(probs, thresholds)
+    confusion = skm.multilabel_confusion_matrix(y, pred).tolist()
+    named = dict(zip(labels, map(float, thresholds), strict=True))
+    return (m.multi_stats(y, pred), lambda s: m.multi_from_sums(s, len(labels)),
+            m.per_label_multi(y, pred, labels, thresholds), confusion, pred, named, None)
+
+
+def _regression(y, pred):
+    return m.regression_stats(y, pred), m.regression_from_sums, {}, None, pred, None, None
+
+
+def _headline(task, labels, y, out, pred, top_k, thresholds) -> dict[str, float]:
+    if task == "single-label":
+        return m.single_label_headline(y, out, top_k)
+    if task == "multi-label":
+        return m.multi_label_headline(y, pred)
+    return m.regression_headline(y, out)
+
+
+def _intervals(task, stats, from_sums, config: EvaluateConfig, seed: int) -> dict[str, tuple[float, float]]:
+    if config.bootstrap == 0:
+        return {}
+    values = from_sums(bootstrap_sums(stats, config.bootstrap, seed))
+    out = {}
+    for name in _INTERVAL_METRICS[task]:
+        interval = percentile_interval(values[name], config.confidence)
+        if interval is not None:
+            out[name] = interval
+    return out
+
+
+def _per_slice(task, stats, from_sums, masks, config: EvaluateConfig, seed: int) -> dict[str, dict[str, Any]]:
+    """Per slice value: n, the task's main metrics, and a bootstrap interval on :data:`SLICE_METRIC`."""
+    key = SLICE_METRIC[task]
+    out: dict[str, dict[str, Any]] = {}
+    for name, values in masks.items():
+        out[name] = {}
+        for value, mask in values.items():
+            sums = stats[mask].sum(axis=0)
+            metrics = from_sums(sums)
+            entry: dict[str, Any] = {"n": int(mask.sum())}
+            for metric in (*_INTERVAL_METRICS[task][:2], key):
+                entry[metric] = float(metrics[metric])
+            if config.bootstrap:
+                # resample the whole evaluation set (as for the headline) and read the slice's rows off it
+                sliced = stats * mask[:, None]
+                entry["interval"] = percentile_interval(
+                    from_sums(bootstrap_sums(sliced, config.bootstrap, seed))[key], config.confidence)
+            out[name][value] = entry
+    return out
+
+
+def _calibration(task, y, probs, val, n_bins: int) -> dict[str, Any]:
+    conf, correct = cal.confidence_and_correct(task, y, probs)
+    out: dict[str, Any] = {
+        "unit": "row (max probability)" if task == "single-label" else "label decision (max(p, 1-p))",
+        "n_bins": n_bins,
+        "ece": cal.expected_calibration_error(conf, correct, n_bins),
+        "nll": cal.negative_log_likelihood(task, y, probs),
+        "bins": cal.reliability_bins(conf, correct, n_bins),
+        "temperature": None, "ece_after": None, "nll_after": None, "bins_after": None,
+    }
+    if val is not None:
+        temperature = cal.fit_temperature(task, *val)
+        scaled = cal.apply_temperature(task, probs, temperature)
+        conf_t, correct_t = cal.confidence_and_correct(task, y, scaled)
+        out.update(temperature=temperature, ece_after=cal.expected_calibration_error(conf_t, correct_t, n_bins),
+                   nll_after=cal.negative_log_likelihood(task, y, probs, temperature),
+                   bins_after=cal.reliability_bins(conf_t, correct_t, n_bins))
+    return out
+
+
+def _named(task, labels, pred) -> list:
+    if task == "single-label":
+        return [labels[i] for i in pred]
+    if task == "multi-label":
+        return [[labels[j] for j in np.flatnonzero(row)] for row in pred]
+    return [float(v) for v in pred]
+
+
+def _worst_errors(task, labels, y, out, pred, frame) -> list[dict[str, Any]]:
+    """The most confident mistakes (classification) or largest absolute errors (regression), for the report."""
+    texts = frame[TEXT].astype(str).tolist() if frame is not None and TEXT in frame.columns else None
+    if task == "single-label":
+        wrong = np.flatnonzero(pred != y)
+        score = out[wrong, pred[wrong]]
+        order = wrong[np.argsort(-score, kind="stable")][:MAX_LISTED_ERRORS]
+        rows = [{"index": int(i), "true": labels[y[i]] if y[i] >= 0 else None, "predicted": labels[pred[i]],
+                 "confidence": float(out[i, pred[i]])} for i in order]
+    elif task == "multi-label":
+        wrong = np.flatnonzero((pred != y).any(axis=1))[:MAX_LISTED_ERRORS]
+        rows = [{"index": int(i), "true": [labels[j] for j in np.flatnonzero(y[i])],
+                 "predicted": [labels[j] for j in np.flatnonzero(pred[i])]} for i in wrong]
+    else:
+        order = np.argsort(-np.abs(out - y), kind="stable")[:MAX_LISTED_ERRORS]
+        rows = [{"index": int(i), "true": float(y[i]), "predicted": float(out[i]),
+                 "abs_error": float(abs(out[i] - y[i]))} for i in order]
+    if texts is not None:
+        for row in rows:
+            row["text"] = texts[row["index"]]
+    return rows
