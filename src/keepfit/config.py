@@ -132,6 +132,10 @@ class TrainConfig(_Section):
     length_bucketing: bool = True
     evals_per_epoch: int = Field(1, ge=1)
     checkpoint_every_steps: int = Field(200, ge=1)
+    distill_weight: float = Field(1.0, ge=0, description="Weight of focal distillation from the teacher (updates).")
+    distill_temperature: float = Field(2.0, gt=0)
+    focal_alpha: float = Field(1.0, ge=0, description="Distillation weight on every example.")
+    focal_beta: float = Field(5.0, ge=0, description="Extra distillation weight where the teacher is right.")
     lora_r: int = Field(8, gt=0)
     lora_alpha: int = Field(16, gt=0)
     lora_dropout: float = Field(0.1, ge=0, lt=1)
@@ -148,6 +152,10 @@ class EvaluateConfig(_Section):
     calibration_bins: int = Field(15, ge=2)
     length_bins: list[int] = Field(default_factory=lambda: [32, 64, 128], description="Text length slices.")
     batch_size: int = Field(64, gt=0)
+    regression_tolerance: float | None = Field(
+        None, gt=0, description="Regression: |error| at most this counts as right (flips, slices); "
+        "half the standard deviation of the true values when empty."
+    )
 
 
 class GateConfig(_Section):

@@ -36,7 +36,8 @@ def confidence_and_correct(task: str, y_true: np.ndarray, probs: np.ndarray) -> 
 
 def bin_index(confidence: np.ndarray, n_bins: int) -> np.ndarray:
     """Equal-width bin of each confidence: bin ``b`` holds ``(b/B, (b+1)/B]``; 0 goes to the first bin."""
-    return np.clip(np.ceil(confidence * n_bins).astype(int) - 1, 0, n_bins - 1)
+    # the small slack keeps exact edges such as 0.7 (0.7 * 10 = 7.000000000000001) in their lower bin
+    return np.clip(np.ceil(confidence * n_bins - 1e-9).astype(int) - 1, 0, n_bins - 1)
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:

@@ -50,6 +50,7 @@ class EvaluationResult:
     top_k: int | None
     settings: dict[str, Any] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    truth: np.ndarray | None = field(default=None, repr=False)  # y_true as evaluated, for the report's plots
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (NaN becomes null). Per-row predictions are left out; see ``.predicted``."""
@@ -94,7 +95,7 @@ def evaluate_outputs(
     else:
         result = _regression(y, out)
     stats, from_sums, per_class, confusion, predicted, thresholds, top_k = result
-    headline = result_headline = _headline(task, labels, y, out, predicted, config.top_k, thresholds)
+    headline = _headline(task, labels, y, out, predicted, config.top_k)
     calibration = _calibration(task, y, out, val, config.calibration_bins) if task != "regression" else None
     if calibration is not None:
         headline["ece"] = calibration["ece"]
@@ -102,10 +103,10 @@ def evaluate_outputs(
     masks = slice_masks(frame, len(y), config.length_bins)
     per_slice = _per_slice(task, stats, from_sums, masks, config, seed)
     return EvaluationResult(
-        task=task, labels=list(labels), n=len(y), headline=result_headline, intervals=intervals,
+        task=task, labels=list(labels), n=len(y), headline=headline, intervals=intervals,
         per_class=per_class, per_slice=per_slice, confusion=confusion, calibration=calibration,
         thresholds=thresholds, predicted=_named(task, labels, predicted), top_k=top_k, settings=settings,
-        errors=_worst_errors(task, labels, y, out, predicted, frame),
+        errors=_worst_errors(task, labels, y, out, predicted, frame), truth=y,
     )
 
 
@@ -132,7 +133,7 @@ def _regression(y, pred):
     return m.regression_stats(y, pred), m.regression_from_sums, {}, None, pred, None, None
 
 
-def _headline(task, labels, y, out, pred, top_k, thresholds) -> dict[str, float]:
+def _headline(task, labels, y, out, pred, top_k) -> dict[str, float]:
     if task == "single-label":
         return m.single_label_headline(y, out, top_k)
     if task == "multi-label":
@@ -153,23 +154,28 @@ def _intervals(task, stats, from_sums, config: EvaluateConfig, seed: int) -> dic
 
 
 def _per_slice(task, stats, from_sums, masks, config: EvaluateConfig, seed: int) -> dict[str, dict[str, Any]]:
-    """Per slice value: n, the task's main metrics, and a bootstrap interval on :data:`SLICE_METRIC`."""
+    """Per slice value: n, the task's main metrics, and a bootstrap interval on :data:`SLICE_METRIC`.
+
+    The interval resamples the whole evaluation set (as for the headline) and reads each slice's rows off it;
+    every slice metric is column 1 / column 0 of the statistics (accuracy, exact match, or MAE).
+    """
     key = SLICE_METRIC[task]
-    out: dict[str, dict[str, Any]] = {}
-    for name, values in masks.items():
-        out[name] = {}
-        for value, mask in values.items():
-            sums = stats[mask].sum(axis=0)
-            metrics = from_sums(sums)
-            entry: dict[str, Any] = {"n": int(mask.sum())}
-            for metric in (*_INTERVAL_METRICS[task][:2], key):
-                entry[metric] = float(metrics[metric])
-            if config.bootstrap:
-                # resample the whole evaluation set (as for the headline) and read the slice's rows off it
-                sliced = stats * mask[:, None]
-                entry["interval"] = percentile_interval(
-                    from_sums(bootstrap_sums(sliced, config.bootstrap, seed))[key], config.confidence)
-            out[name][value] = entry
+    flat = [(name, value, mask) for name, values in masks.items() for value, mask in values.items()]
+    sampled = None
+    if config.bootstrap and flat:
+        cols = np.column_stack([stats[:, :2] * mask[:, None] for _, _, mask in flat])
+        sums = bootstrap_sums(cols, config.bootstrap, seed)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sampled = sums[:, 1::2] / sums[:, 0::2]
+    out: dict[str, dict[str, Any]] = {name: {} for name in masks}
+    for j, (name, value, mask) in enumerate(flat):
+        metrics = from_sums(stats[mask].sum(axis=0))
+        entry: dict[str, Any] = {"n": int(mask.sum())}
+        for metric in dict.fromkeys((*_INTERVAL_METRICS[task][:2], key)):
+            entry[metric] = float(metrics[metric])
+        if sampled is not None:
+            entry["interval"] = percentile_interval(sampled[:, j], config.confidence)
+        out[name][value] = entry
     return out
 
 

@@ -243,6 +243,7 @@ def single_from_sums(sums: np.ndarray, n_labels: int) -> dict[str, np.ndarray]:
         "micro_f1": _nan_ratio(2 * tp.sum(axis=-1), (true + pred).sum(axis=-1)),
         "recall_per_class": _nan_ratio(tp, true),
         "f1_per_class": f1,
+        "support_per_class": true,
     }
 
 
@@ -270,6 +271,7 @@ def multi_from_sums(sums: np.ndarray, n_labels: int) -> dict[str, np.ndarray]:
         "macro_f1": f1.mean(axis=-1) if c else np.full(one.shape, np.nan),
         "f1_per_class": f1,
         "recall_per_class": _nan_ratio(tp, true),
+        "support_per_class": true,
     }
 
 

@@ -35,11 +35,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 # Library code stays quiet: no telemetry, no "View run at" lines or progress bars written by MLflow itself.
-# (setdefault: a user who sets these explicitly keeps their choice.)
+# MLflow's HTTP defaults (7 retries, backoff factor 2) make an unreachable tracking server take about four
+# minutes to report; 3 retries with factor 1 report it in seconds. setdefault: explicit settings win.
 for _var, _value in {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
 }.items():
     os.environ.setdefault(_var, _value)
 
@@ -82,6 +85,7 @@ _MODEL_ARTIFACT = "model"
 _NAME_OK = re.compile(r"[^A-Za-z0-9_.\- ]+")
 _METRIC_OK = re.compile(r"[^\w.\- /]+")
 _CLIENTS: dict[str, MlflowClient] = {}
+_DB_IDENTITY: dict[str, tuple[int, int] | None] = {}  # SQLite file (device, inode) each cached client uses
 _CHECK_URI = "Check registry.uri in keepfit.yaml (and that the tracking server is reachable, if it is one)."
 _T = TypeVar("_T")
 
@@ -92,12 +96,49 @@ def _quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _client_for(uri: str) -> MlflowClient:
-    """One client per tracking URI per process (creating an SQLite store runs migrations: seconds)."""
-    if uri not in _CLIENTS:
+def _client_for(uri: str, db_file: Path | None = None) -> MlflowClient:
+    """One client per tracking URI per process (creating an SQLite store runs migrations: seconds).
+
+    ``db_file`` is the SQLite file behind ``uri``: if it was deleted or replaced since the client was made
+    (a project folder removed and made again in one process), the cached stores would keep writing to the
+    old, deleted file, so they are dropped and rebuilt.
+    """
+    cached = _CLIENTS.get(uri)
+    if cached is not None and db_file is not None and _DB_IDENTITY.get(uri) != _file_identity(db_file):
+        _forget_stores(cached)
+        cached = None
+    if cached is None:
         _quiet_mlflow()
-        _CLIENTS[uri] = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    return _CLIENTS[uri]
+        cached = _CLIENTS[uri] = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return cached
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///path`` URI (None for in-memory or non-SQLite URIs)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _forget_stores(client: MlflowClient) -> None:
+    # MLflow caches one store per URI (lru_cache in its store registries); both must be rebuilt.
+    from mlflow.tracking._model_registry.registry import ModelRegistryStoreRegistry
+    from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
+
+    for store_of in (lambda: client._tracking_client.store, lambda: client._get_registry_client().store):
+        with contextlib.suppress(Exception):
+            store_of().engine.dispose()
+    TrackingStoreRegistry._get_store_with_resolved_uri.cache_clear()
+    ModelRegistryStoreRegistry._get_store_with_resolved_uri.cache_clear()
 
 
 def _now_iso(ms: int | None = None) -> str:
@@ -173,14 +214,17 @@ class Registry:
         and remove half-made versions a killed registration left behind."""
         store = Store.at(config.store)
         uri = config.registry.uri or store.default_registry_uri
-        if config.registry.uri is None:
-            store.registry_db.parent.mkdir(parents=True, exist_ok=True)
         name = model_name_for(config)
         artifacts = store.registry_artifacts.as_uri() if _is_local_uri(uri) else None
+        db_file = _sqlite_file(uri)
+        if db_file is not None:
+            db_file.parent.mkdir(parents=True, exist_ok=True)  # SQLite makes the file, not its folder
         try:
-            client = _client_for(uri)
+            client = _client_for(uri, db_file)
             experiment_id = _ensure_experiment(client, name, artifacts)
             _ensure_registered_model(client, name)
+            if db_file is not None:
+                _DB_IDENTITY[uri] = _file_identity(db_file)
         except MlflowException as err:
             raise RegistryError(
                 f"Cannot open the MLflow registry at {uri}: {err.message}. "
@@ -251,6 +295,7 @@ class Registry:
             **lineage.to_tags(MAX_TAG_VAL_LENGTH),
             REGISTRATION: "true",
             OWNER: json.dumps(owner),
+            "mlflow.user": _user(),  # the UI's "User" column
         }
         run = self.client.create_run(self.experiment_id, tags=run_tags, run_name=f"{self.name}-registering")
         return run.info.run_id

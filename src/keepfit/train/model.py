@@ -189,7 +189,7 @@ def head_linear(model: nn.Module) -> nn.Linear:
 
 
 def _replace_module(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
-    for name, module in model.named_modules():
+    for _name, module in model.named_modules():
         for child_name, child in module.named_children():
             if child is old:
                 setattr(module, child_name, new)

@@ -51,3 +51,14 @@ def test_event_keys_sort_in_creation_order_and_junk_is_skipped():
     tags = {keys[1]: json.dumps(_promote("2", "1")), keys[0]: json.dumps(_promote("1", None)),
             keys[2]: "{not json", keys[3]: "[1, 2]", "keepfit.status": "champion"}
     assert [e["version"] for e in events_from_tags(tags)] == ["1", "2"]
+
+
+def test_code_version_names_the_package_version_and_commit():
+    import re
+    from importlib import metadata
+
+    from keepfit.registry import code_version
+
+    version = code_version()
+    assert re.fullmatch(r"[0-9][^+]*(\+g[0-9a-f]{7,40})?", version), version
+    assert version.split("+")[0] == metadata.version("keepfit")

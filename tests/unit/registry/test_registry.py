@@ -252,3 +252,18 @@ def test_model_name_defaults_to_the_project_folder(tmp_path):
 def test_open_reuses_one_client_per_uri(config):
     first, second = Registry.open(config), Registry.open(config)
     assert first.client is second.client
+
+
+def test_store_removed_and_made_again_in_one_process(tmp_path, make_model, make_lineage):
+    """A project folder deleted and recreated at the same path must not write into the deleted database."""
+    import shutil
+
+    from keepfit.config import KeepfitConfig
+
+    config = KeepfitConfig(store=str(tmp_path / "again" / ".keepfit"))
+    Registry.open(config).register(make_model("a"), metrics={}, lineage=make_lineage(), alias="champion")
+    shutil.rmtree(tmp_path / "again")
+    fresh = Registry.open(config)
+    assert fresh.list() == [] and Store.at(config.store).registry_db.exists()
+    assert fresh.register(make_model("b"), metrics={}, lineage=make_lineage()).version == "1"
+    assert len(_plain_client(config).search_model_versions(f"name = '{fresh.name}'")) == 1

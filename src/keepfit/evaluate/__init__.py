@@ -1,0 +1,22 @@
+"""The evaluate stage: metrics, calibration, slices, bootstrap intervals and reports, from arrays."""
+
+from __future__ import annotations
+
+from keepfit.evaluate.calibration import (
+    apply_temperature,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+)
+from keepfit.evaluate.evaluation import EvaluationResult, evaluate_outputs
+from keepfit.evaluate.report import write_evaluation_report
+
+__all__ = [
+    "EvaluationResult",
+    "evaluate_outputs",
+    "write_evaluation_report",
+    "expected_calibration_error",
+    "reliability_bins",
+    "fit_temperature",
+    "apply_temperature",
+]

@@ -1,0 +1,320 @@
+"""Paired comparison of an old and a new model on the same examples.
+
+Everything is *paired*: both models are scored on the same rows, and every bootstrap resample uses the same
+row indices for both (their per-example statistics are stacked and resampled together), so intervals on
+deltas reflect the correlation between the two models.
+
+What "right" means per example (used for flips, McNemar and slices):
+
+- single-label: the predicted label is the true label;
+- multi-label: the whole label set is predicted exactly (0.5 thresholds) - a flip is an example that was fully
+  right and now is not (or the reverse);
+- regression: ``|prediction - target| <= tolerance`` (``EvaluateConfig.regression_tolerance``, else half the
+  standard deviation of the targets); a negative flip is an example whose error grew beyond the tolerance.
+
+Labels are aligned by **name**: the new model may know labels the old one never saw. ``y_true`` indexes the
+union ``labels_new + [labels of the old model that the new one lacks]``. An old model's prediction can never be
+a label it does not know, so examples of new labels always count as wrong for the old model.
+
+Per class the compared metric is recall (accuracy on the class's examples) for single-label and F1 for
+multi-label; per slice it is the rate of right examples as defined above.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+
+from keepfit.config import EvaluateConfig
+from keepfit.errors import ConfigError, DataError
+from keepfit.evaluate import calibration as cal
+from keepfit.evaluate import metrics as m
+from keepfit.evaluate._json import jsonable
+from keepfit.evaluate.bootstrap import bootstrap_sums, percentile_interval
+from keepfit.evaluate.slices import slice_masks
+from keepfit.types import TEXT
+
+__all__ = ["Comparison", "GroupComparison", "compare_outputs", "union_labels", "mcnemar_exact",
+           "DELTA_METRICS", "MAX_LISTED_FLIPS", "ALL"]
+
+ALL = "all"
+MAX_LISTED_FLIPS = 200
+DELTA_METRICS = {
+    "single-label": ("accuracy", "macro_f1", "weighted_f1", "top_k_accuracy"),
+    "multi-label": ("subset_accuracy", "hamming_loss", "micro_f1", "macro_f1"),
+    "regression": ("mae", "rmse", "r2", "within_tolerance"),
+}
+CLASS_METRIC = {"single-label": "recall", "multi-label": "f1"}
+SLICE_METRIC = {"single-label": "accuracy", "multi-label": "exact match", "regression": "within tolerance"}
+
+
+@dataclass
+class GroupComparison:
+    """Old vs new on one group of examples. Deltas are new - old; ``interval`` is the paired bootstrap interval."""
+
+    name: str
+    n: int
+    deltas: dict[str, dict[str, Any]]
+    mcnemar: dict[str, Any]
+    negative_flip_rate: float
+    positive_flip_rate: float
+    negative_flips: list[dict[str, Any]]
+    positive_flips: list[dict[str, Any]]
+    per_class: dict[str, dict[str, Any]]
+    per_slice: dict[str, dict[str, dict[str, Any]]]
+    calibration: dict[str, float] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return jsonable(self.__dict__)
+
+
+@dataclass
+class Comparison:
+    """A paired comparison, per named group of examples (always including ``"all"``)."""
+
+    task: str
+    labels: list[str]
+    labels_old: list[str]
+    labels_new: list[str]
+    n: int
+    groups: dict[str, GroupComparison]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def group(self, name: str = ALL) -> GroupComparison:
+        if name not in self.groups:
+            raise ConfigError(f"The comparison has no group named {name!r}; it has {sorted(self.groups)}.")
+        return self.groups[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return jsonable({
+            "task": self.task, "labels": self.labels, "labels_old": self.labels_old, "labels_new": self.labels_new,
+            "n": self.n, "settings": self.settings, "groups": {k: g.to_dict() for k, g in self.groups.items()},
+        })
+
+
+def union_labels(labels_old: list[str], labels_new: list[str]) -> list[str]:
+    """The shared label space: the new model's labels, then the old model's labels the new one lacks."""
+    return list(labels_new) + [x for x in labels_old if x not in set(labels_new)]
+
+
+def mcnemar_exact(old_right_new_wrong: int, old_wrong_new_right: int) -> float:
+    """Two-sided exact McNemar p-value: a binomial test of the discordant pairs against 1/2 (1.0 without any)."""
+    b, c = int(old_right_new_wrong), int(old_wrong_new_right)
+    if b + c == 0:
+        return 1.0
+    return float(binomtest(c, b + c, 0.5, alternative="two-sided").pvalue)
+
+
+def _expand(task: str, own: list[str], union: list[str], outputs: np.ndarray) -> np.ndarray:
+    """Outputs [n, len(own)] placed in the union label space (zero probability for labels the model lacks)."""
+    if task == "regression":
+        return outputs
+    where = {name: i for i, name in enumerate(union)}
+    full = np.zeros((len(outputs), len(union)), dtype=float)
+    full[:, [where[name] for name in own]] = outputs
+    return full
+
+
+def compare_outputs(
+    task: str,
+    labels_old: list[str],
+    labels_new: list[str],
+    y_true: np.ndarray,
+    outputs_old: np.ndarray,
+    outputs_new: np.ndarray,
+    *,
+    frame: pd.DataFrame | None = None,
+    config: EvaluateConfig,
+    groups: dict[str, np.ndarray] | None = None,
+    seed: int = 0,
+) -> Comparison:
+    """Paired comparison of two models' outputs on the same rows (conventions in the module docstring).
+
+    ``groups`` maps a name to a boolean mask [n] of rows to report on separately (e.g. the earlier and the new
+    test set); ``"all"`` is added when missing. In the ``"all"`` group the other groups also appear as slices.
+    """
+    union = union_labels(labels_old, labels_new) if task != "regression" else []
+    y, old = m.check_outputs(task, union, y_true, _expand(task, labels_old, union, _as2d(task, outputs_old, labels_old)),
+                             what="old model outputs")
+    _, new = m.check_outputs(task, union, y_true, _expand(task, labels_new, union, _as2d(task, outputs_new, labels_new)),
+                             what="new model outputs")
+    n = len(y)
+    if frame is not None and len(frame) != n:
+        raise DataError(f"The frame has {len(frame)} rows but the outputs have {n}; pass the rows that were "
+                        "scored, in the same order.")
+    masks = _groups(groups, n)
+    tolerance = _tolerance(task, y, config)
+    model_old = _score(task, y, old, config, tolerance)
+    model_new = _score(task, y, new, config, tolerance)
+    settings = {"bootstrap": config.bootstrap, "confidence": config.confidence, "seed": seed,
+                "class_metric": CLASS_METRIC.get(task), "slice_metric": SLICE_METRIC[task],
+                "regression_tolerance": tolerance, "length_unit": "characters", "length_bins": config.length_bins}
+    out = {}
+    for name, mask in masks.items():
+        extra = {k: v for k, v in masks.items() if k != ALL} if name == ALL else None
+        out[name] = _compare_group(name, mask, task, union, y, old, new, model_old, model_new, frame, extra,
+                                   config, seed)
+    return Comparison(task=task, labels=union, labels_old=list(labels_old), labels_new=list(labels_new), n=n,
+                      groups=out, settings=settings)
+
+
+def _as2d(task: str, outputs: np.ndarray, labels: list[str]) -> np.ndarray:
+    out = np.asarray(outputs, dtype=float)
+    if task != "regression" and (out.ndim != 2 or out.shape[1] != len(labels)):
+        raise DataError(f"{task} outputs must have one column per label of their model ({len(labels)}), "
+                        f"got shape {list(out.shape)}.")
+    return out
+
+
+def _groups(groups: dict[str, np.ndarray] | None, n: int) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for name, mask in (groups or {}).items():
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (n,):
+            raise DataError(f"Group {name!r} has a mask of shape {list(mask.shape)}; expected [{n}] (one per row).")
+        out[name] = mask
+    if ALL not in out:
+        out = {ALL: np.ones(n, dtype=bool), **out}
+    return out
+
+
+def _tolerance(task: str, y: np.ndarray, config: EvaluateConfig) -> float | None:
+    if task != "regression":
+        return None
+    if config.regression_tolerance is not None:
+        return float(config.regression_tolerance)
+    return float(0.5 * np.std(y))
+
+
+@dataclass
+class _Scored:
+    pred: np.ndarray
+    correct: np.ndarray
+    stats: np.ndarray
+
+
+def _score(task: str, y: np.ndarray, out: np.ndarray, config: EvaluateConfig, tolerance: float | None) -> _Scored:
+    if task == "single-label":
+        pred = m.predict_single(out)
+        hits = m.top_k_hits(y, out, config.top_k)
+        return _Scored(pred, (pred == y).astype(float), m.single_stats(y, pred, out.shape[1], hits))
+    if task == "multi-label":
+        pred = m.predict_multi(out)
+        return _Scored(pred, (pred == y).all(axis=1).astype(float), m.multi_stats(y, pred))
+    stats = m.regression_stats(y, out, tolerance)
+    return _Scored(out, stats[:, 5].copy(), stats)
+
+
+def _from_sums(task: str, c: int):
+    if task == "single-label":
+        return lambda s: m.single_from_sums(s, c)
+    if task == "multi-label":
+        return lambda s: m.multi_from_sums(s, c)
+    return m.regression_from_sums
+
+
+def _compare_group(name, mask, task, union, y, old, new, a: _Scored, b: _Scored, frame, extra,
+                   config: EvaluateConfig, seed: int) -> GroupComparison:
+    rows = np.flatnonzero(mask)
+    n = len(rows)
+    from_sums = _from_sums(task, len(union))
+    k = a.stats.shape[1]
+    paired = np.hstack([a.stats[rows], b.stats[rows]])
+    point_old, point_new = from_sums(paired[:, :k].sum(axis=0)), from_sums(paired[:, k:].sum(axis=0))
+    samples = None
+    if config.bootstrap and n:
+        sums = bootstrap_sums(paired, config.bootstrap, seed)
+        samples = (from_sums(sums[:, :k]), from_sums(sums[:, k:]))
+    deltas = {}
+    for metric in DELTA_METRICS[task]:
+        diffs = samples[1][metric] - samples[0][metric] if samples is not None else None
+        deltas[metric] = _delta(point_old[metric], point_new[metric], diffs, config.confidence)
+        deltas[metric]["higher_is_better"] = m.HIGHER_IS_BETTER[metric]
+    ca, cb = a.correct[rows], b.correct[rows]
+    neg, pos = np.flatnonzero((ca == 1) & (cb == 0)), np.flatnonzero((ca == 0) & (cb == 1))
+    mcnemar = {
+        "both_right": int(((ca == 1) & (cb == 1)).sum()), "both_wrong": int(((ca == 0) & (cb == 0)).sum()),
+        "old_right_new_wrong": len(neg), "old_wrong_new_right": len(pos),
+        "p_value": mcnemar_exact(len(neg), len(pos)), "new_better": len(pos) > len(neg),
+    }
+    sub_frame = frame.iloc[rows].reset_index(drop=True) if frame is not None else None
+    sub_extra = {k2: v[rows] for k2, v in extra.items()} if extra else None
+    return GroupComparison(
+        name=name, n=n, deltas=deltas, mcnemar=mcnemar,
+        negative_flip_rate=len(neg) / n if n else float("nan"),
+        positive_flip_rate=len(pos) / n if n else float("nan"),
+        negative_flips=_flips(rows[neg], task, union, y, a, b, frame),
+        positive_flips=_flips(rows[pos], task, union, y, a, b, frame),
+        per_class=_per_class(task, union, point_old, point_new, samples, config.confidence),
+        per_slice=_per_slice(slice_masks(sub_frame, n, config.length_bins, sub_extra), ca, cb, config, seed),
+        calibration=_calibration(task, y[rows], old[rows], new[rows], config.calibration_bins) if n else None,
+    )
+
+
+def _delta(old: Any, new: Any, diffs: np.ndarray | None, confidence: float) -> dict[str, Any]:
+    """Point values, their delta (new - old) and the percentile interval of the resampled deltas ``diffs``."""
+    old_v, new_v = float(old), float(new)
+    interval = percentile_interval(diffs, confidence) if diffs is not None else None
+    return {"old": old_v, "new": new_v, "delta": new_v - old_v, "interval": interval}
+
+
+def _per_class(task, union, point_old, point_new, samples, confidence) -> dict[str, dict[str, Any]]:
+    """The class metric (recall or F1) per label; ``n`` = examples whose truth holds the label."""
+    if task == "regression":
+        return {}
+    key = f"{CLASS_METRIC[task]}_per_class"
+    diffs = samples[1][key] - samples[0][key] if samples is not None else None
+    out = {}
+    for j, name in enumerate(union):
+        entry = _delta(point_old[key][j], point_new[key][j], None if diffs is None else diffs[:, j], confidence)
+        out[name] = {"n": int(point_old["support_per_class"][j]), **entry}
+    return out
+
+
+def _per_slice(masks, ca, cb, config: EvaluateConfig, seed: int) -> dict[str, dict[str, dict[str, Any]]]:
+    """Rate of right examples per slice value, old vs new, with a paired interval on the delta."""
+    flat = [(name, value, mask) for name, values in masks.items() for value, mask in values.items()]
+    sampled = None
+    if config.bootstrap and flat:
+        cols = np.column_stack([np.column_stack([mask, ca * mask, cb * mask]) for _, _, mask in flat])
+        sums = bootstrap_sums(cols, config.bootstrap, seed)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sampled = (sums[:, 2::3] - sums[:, 1::3]) / sums[:, 0::3]
+    out: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in masks}
+    for j, (name, value, mask) in enumerate(flat):
+        old, new = float(ca[mask].mean()), float(cb[mask].mean())
+        interval = percentile_interval(sampled[:, j], config.confidence) if sampled is not None else None
+        out[name][value] = {"n": int(mask.sum()), "old": old, "new": new, "delta": new - old, "interval": interval}
+    return out
+
+
+def _calibration(task, y, old, new, n_bins: int) -> dict[str, float] | None:
+    if task == "regression":
+        return None
+    ece_old = cal.expected_calibration_error(*cal.confidence_and_correct(task, y, old), n_bins)
+    ece_new = cal.expected_calibration_error(*cal.confidence_and_correct(task, y, new), n_bins)
+    return {"ece_old": ece_old, "ece_new": ece_new, "delta": ece_new - ece_old}
+
+
+def _describe(task, union, value) -> Any:
+    if task == "single-label":
+        return union[int(value)] if value >= 0 else None
+    if task == "multi-label":
+        return [union[j] for j in np.flatnonzero(value)]
+    return float(value)
+
+
+def _flips(rows: np.ndarray, task, union, y, a: _Scored, b: _Scored, frame) -> list[dict[str, Any]]:
+    texts = frame[TEXT].astype(str).to_numpy() if frame is not None and TEXT in frame.columns else None
+    out = []
+    for i in rows[:MAX_LISTED_FLIPS]:
+        row = {"index": int(i), "true": _describe(task, union, y[i]), "old": _describe(task, union, a.pred[i]),
+               "new": _describe(task, union, b.pred[i])}
+        if texts is not None:
+            row["text"] = str(texts[i])
+        out.append(row)
+    return out

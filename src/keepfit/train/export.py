@@ -1,0 +1,67 @@
+"""The model folder: Hugging Face compatible (safetensors, config with the label map, tokenizer), plus
+``keepfit.json`` (task, labels, target scaling, token cap, lineage) and a model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from keepfit._io import atomic_dir
+
+__all__ = ["export_model", "model_card"]
+
+
+def model_card(meta: dict[str, Any], history: list[dict[str, Any]], config_yaml: str) -> str:
+    """README.md naming the data snapshot, the config and the validation metrics."""
+    last = history[-1] if history else {}
+    metric_lines = "\n".join(f"| {k} | {v:.4f} |" for k, v in last.items() if isinstance(v, float)) or "| - | - |"
+    labels = meta.get("labels") or []
+    return f"""---
+library_name: transformers
+pipeline_tag: text-classification
+tags: [keepfit]
+---
+
+# keepfit model
+
+- task: {meta["task"]}
+- base model: {meta.get("base_model")}
+- strategy: {meta.get("strategy")}
+- data snapshot: `{meta.get("data_snapshot")}`
+- config hash: `{meta.get("config_hash")}`
+- labels ({len(labels)}): {", ".join(labels[:50])}{" ..." if len(labels) > 50 else ""}
+- max length: {meta.get("max_length")} tokens
+
+## Validation metrics (best checkpoint, epoch {meta.get("best_epoch")})
+
+| metric | value |
+|---|---|
+{metric_lines}
+
+## Use
+
+```python
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+model = AutoModelForSequenceClassification.from_pretrained("PATH")
+tokenizer = AutoTokenizer.from_pretrained("PATH")
+```
+or `keepfit predict PATH in.csv out.csv`.
+
+## Config
+
+```yaml
+{config_yaml}```
+"""
+
+
+def export_model(model: nn.Module, tokenizer, out: Path, meta: dict[str, Any], card: str) -> Path:
+    """Write the model folder atomically (an existing folder is replaced only once the new one is complete)."""
+    with atomic_dir(Path(out), overwrite=True) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "keepfit.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+    return Path(out)

@@ -1,0 +1,189 @@
+"""Batch prediction from a model folder: length-sorted batches, inference mode, outputs in input order."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from keepfit._io import atomic_write_bytes
+from keepfit.errors import DataError, ModelError
+from keepfit.train.batching import tokenize
+from keepfit.train.inference import choose_precision, sorted_forward
+from keepfit.train.model import load_tokenizer, read_meta, resolve_model_path
+
+__all__ = ["Predictions", "Predictor", "PredictReport", "load_predictor", "predict_file", "outputs_from_logits"]
+
+
+@dataclass
+class Predictions:
+    """Model outputs for n texts.
+
+    ``outputs``: single-label [n, C] softmax probabilities, multi-label [n, C] sigmoid probabilities, regression
+    [n] predicted targets (in the original units); columns follow ``labels``.
+    """
+
+    task: str
+    labels: list[str]
+    outputs: np.ndarray
+    texts_per_second: float
+    top_k_labels: list[list[str]] = field(default_factory=list)
+    top_k_scores: list[list[float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PredictReport:
+    out_path: Path
+    rows: int
+    seconds: float
+    texts_per_second: float
+    task: str
+
+
+def outputs_from_logits(logits: torch.Tensor, task: str, mean: float = 0.0, std: float = 1.0) -> np.ndarray:
+    """Probabilities (classification) or targets in original units (regression) from raw logits."""
+    logits = logits.float()
+    if task == "single-label":
+        return torch.softmax(logits, dim=-1).numpy()
+    if task == "multi-label":
+        return torch.sigmoid(logits).numpy()
+    return (logits.reshape(-1) * std + mean).numpy()
+
+
+def _task_from_config(config) -> str:
+    if config.problem_type == "regression" or config.num_labels == 1:
+        return "regression"
+    return "multi-label" if config.problem_type == "multi_label_classification" else "single-label"
+
+
+class Predictor:
+    """A loaded model folder. ``predict(texts)`` gives :class:`Predictions`."""
+
+    def __init__(self, model_dir: Path, *, precision: str = "auto", threads: int | None = None) -> None:
+        from transformers import AutoModelForSequenceClassification
+
+        self.model_dir = Path(model_dir)
+        self.meta = read_meta(self.model_dir)
+        try:
+            self.model = AutoModelForSequenceClassification.from_pretrained(str(self.model_dir)).eval()
+        except (OSError, ValueError) as err:
+            raise ModelError(f"Could not load the model in {self.model_dir}: {err}") from None
+        self.tokenizer = load_tokenizer(self.model_dir)
+        config = self.model.config
+        self.task = self.meta.get("task") or _task_from_config(config)
+        self.labels = list(self.meta.get("labels") or [config.id2label[i] for i in range(config.num_labels)])
+        self.max_length = self.meta.get("max_length") or min(self.tokenizer.model_max_length, 512)
+        self.mean = float(self.meta.get("target_mean", 0.0))
+        self.std = float(self.meta.get("target_std", 1.0))
+        self.precision = choose_precision(precision)
+        if threads:
+            torch.set_num_threads(threads)
+
+    def logits(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+        """Raw outputs [n, C] (regression [n, 1]) in input order."""
+        ids = tokenize(self.tokenizer, texts, self.max_length)
+        pad = self.tokenizer.pad_token_id or 0
+        return sorted_forward(ids, pad, batch_size, lambda b: self.model(**b).logits, precision=self.precision)
+
+    def predict(self, texts: list[str], batch_size: int = 64, top_k: int = 5) -> Predictions:
+        """Outputs for ``texts`` (see :class:`Predictions`), with the ``top_k`` labels per text."""
+        texts = [str(t) for t in texts]
+        start = time.perf_counter()
+        logits = self.logits(texts, batch_size)
+        if len(texts) == 0:
+            logits = torch.zeros((0, 1 if self.task == "regression" else len(self.labels)))
+        outputs = outputs_from_logits(logits, self.task, self.mean, self.std)
+        seconds = max(time.perf_counter() - start, 1e-9)
+        top_labels: list[list[str]] = []
+        top_scores: list[list[float]] = []
+        if self.task != "regression" and len(texts):
+            k = min(top_k, len(self.labels))
+            order = np.argsort(-outputs, axis=1, kind="stable")[:, :k]
+            top_labels = [[self.labels[j] for j in row] for row in order]
+            top_scores = [[float(outputs[i, j]) for j in row] for i, row in enumerate(order)]
+        return Predictions(self.task, self.labels, outputs, len(texts) / seconds, top_labels, top_scores)
+
+
+def load_predictor(model_dir: Path, *, precision: str = "auto") -> Predictor:
+    """A Predictor for a keepfit model folder, a run folder (its ``model/``) or a plain HF folder."""
+    return Predictor(resolve_model_path(model_dir), precision=precision)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        from keepfit.data.load import open_source
+    except ImportError:
+        open_source = None
+    if open_source is not None:
+        source = open_source(path)
+        frames = [pd.DataFrame({k: v.to_pandas() for k, v in chunk.columns.items()}) for chunk in source.chunks()]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=source.columns)
+    if not Path(path).exists():
+        raise DataError(f"Input file {path} does not exist. Check the path.")
+    return _read_with_pandas(Path(path))
+
+
+def _read_with_pandas(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    if suffix in (".jsonl", ".json"):
+        return pd.read_json(path, lines=suffix == ".jsonl")
+    return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+
+
+def _write_table(frame: pd.DataFrame, path: Path) -> None:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import io
+
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        data = buf.getvalue()
+    elif suffix in (".jsonl", ".json"):
+        data = frame.to_json(orient="records", lines=True, force_ascii=False).encode()
+    else:
+        data = frame.to_csv(index=False, sep="\t" if suffix == ".tsv" else ",").encode()
+    atomic_write_bytes(path, data)
+
+
+def prediction_columns(preds: Predictions) -> dict[str, list]:
+    """label, score and top_k (JSON list of [label, probability]) per row; prediction for regression."""
+    if preds.task == "regression":
+        return {"prediction": [float(x) for x in preds.outputs]}
+    top = [json.dumps([[lab, round(p, 6)] for lab, p in zip(ls, ps, strict=False)]) for ls, ps in
+           zip(preds.top_k_labels, preds.top_k_scores, strict=False)]
+    if preds.task == "multi-label":
+        chosen = ["|".join(preds.labels[j] for j in np.flatnonzero(row >= 0.5)) for row in preds.outputs]
+        return {"label": chosen, "score": [float(row.max()) for row in preds.outputs], "top_k": top}
+    best = preds.outputs.argmax(axis=1) if len(preds.outputs) else np.zeros(0, dtype=int)
+    return {"label": [preds.labels[j] for j in best],
+            "score": [float(preds.outputs[i, j]) for i, j in enumerate(best)], "top_k": top}
+
+
+def predict_file(model_dir: Path, in_path: Path, out_path: Path, *, text_column: str = "text",
+                 batch_size: int = 64, top_k: int = 5) -> PredictReport:
+    """Predict every row of ``in_path`` (CSV/TSV/JSONL/Parquet); write its columns plus predictions to ``out_path``.
+
+    Rows keep their input order. The output format follows ``out_path``'s suffix.
+    """
+    frame = _read_table(Path(in_path))
+    if text_column not in frame.columns:
+        raise DataError(
+            f"{in_path} has no column {text_column!r} (columns: {list(frame.columns)}). "
+            "Pass --text-column NAME."
+        )
+    predictor = load_predictor(model_dir)
+    start = time.perf_counter()
+    preds = predictor.predict(frame[text_column].fillna("").astype(str).tolist(), batch_size, top_k)
+    out = frame.copy()
+    for name, values in prediction_columns(preds).items():
+        out[f"predicted_{name}" if name in frame.columns else name] = values  # never overwrite input columns
+    _write_table(out, Path(out_path))
+    seconds = time.perf_counter() - start
+    return PredictReport(Path(out_path), len(frame), seconds, preds.texts_per_second, preds.task)
