@@ -125,8 +125,12 @@ def demo_command(
     _step("8. keepfit models rollback")
     registry = Registry.open(config)
     before = registry.champion()
-    after = registry.rollback(reason="demo: roll back the week-2 update")
-    console.print(f"champion moved from version {before.version if before else '-'} back to version {after.version}")
+    if upd.promoted:
+        after = registry.rollback(reason="demo: roll back the week-2 update")
+        console.print(f"champion moved from version {before.version} back to version {after.version}")
+    else:
+        console.print(f"The week-2 candidate was not promoted, so version {before.version} is still champion; "
+                      "nothing to roll back.")
     console.print(f"\nDone in {time.perf_counter() - started:.0f} s. Project folder: {folder}")
 
 

@@ -1,4 +1,4 @@
-"""Tiny HTML building blocks for self-contained reports (inline CSS, images as data URIs, no external assets)."""
+"""Tiny HTML building blocks for self-contained reports (inline CSS, data-URI images)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any
 __all__ = ["page", "table", "figure", "fmt", "fmt_interval", "esc"]
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
+color:#222}
 h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.5rem 0;font-size:.85rem}
 th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:left}th{background:#f4f4f4}
@@ -47,7 +48,8 @@ def fmt_interval(interval: Any, digits: int = 4) -> str:
 
 
 def table(header: list[str], rows: Iterable[list[Any]], numeric_from: int = 1) -> str:
-    """An HTML table; cells at or after ``numeric_from`` are right-aligned. Cells are escaped unless pre-formatted
+    """An HTML table; cells at or after ``numeric_from`` are right-aligned. Cells are escaped unless given
+    pre-formatted
     as ``("html", markup)``."""
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = []
@@ -67,13 +69,14 @@ def table(header: list[str], rows: Iterable[list[Any]], numeric_from: int = 1) -
 
 
 def figure(data_uri: str, caption: str) -> str:
-    return f'<figure><img src="{data_uri}" alt="{esc(caption)}"><figcaption class="note">{esc(caption)}</figcaption></figure>'
+    cap = esc(caption)
+    return f'<figure><img src="{data_uri}" alt="{cap}"><figcaption class="note">{cap}</figcaption></figure>'
 
 
 def page(title: str, sections: list[str]) -> str:
     """A whole HTML document; everything it needs is inline."""
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
         f"<h1>{esc(title)}</h1>" + "\n".join(sections) + "</body></html>\n"
     )

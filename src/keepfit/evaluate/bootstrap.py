@@ -3,8 +3,9 @@
 Every metric keepfit bootstraps is a function of *sums* of per-example statistics (counts of correct
 answers, true/predicted/true-positive indicators per class, absolute and squared errors). A resample is then
 a row of multiplicities ``W[b, i]`` (how often example ``i`` was drawn in resample ``b``) and its sums are
-one matrix product ``W @ S``. The multiplicities come from a numpy index matrix ``rng.integers(0, n, (B, n))``,
-so a paired comparison uses the *same* resamples for both models simply by stacking their statistics.
+one matrix product ``W @ S``. The multiplicities come from a numpy index matrix
+``rng.integers(0, n, (B, n))``, so a paired comparison uses the *same* resamples for both models simply by
+stacking their statistics.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ MAX_CELLS = 20_000_000
 
 
 def resample_indices(n: int, resamples: int, seed: int) -> np.ndarray:
-    """The full bootstrap index matrix, shape [resamples, n] (what :func:`bootstrap_sums` draws, chunk by chunk)."""
+    """The bootstrap index matrix [resamples, n] that :func:`bootstrap_sums` draws (there chunk by chunk)."""
     rng = np.random.default_rng(seed)
     return rng.integers(0, n, size=(resamples, n))
 
@@ -28,9 +29,10 @@ def _chunk_rows(n: int, resamples: int) -> int:
 
 
 def bootstrap_sums(stats: np.ndarray, resamples: int, seed: int) -> np.ndarray:
-    """Column sums of ``stats`` [n, k] over ``resamples`` bootstrap resamples of its rows: shape [resamples, k].
+    """Column sums of ``stats`` [n, k] over bootstrap resamples of its rows: shape [resamples, k].
 
-    Deterministic for a given seed: resample ``b`` uses row ``b`` of :func:`resample_indices` ``(n, resamples, seed)``.
+    Deterministic for a given seed: resample ``b`` uses row ``b`` of
+    :func:`resample_indices` ``(n, resamples, seed)``.
     """
     stats = np.asarray(stats, dtype=float)
     if stats.ndim == 1:
@@ -51,7 +53,7 @@ def bootstrap_sums(stats: np.ndarray, resamples: int, seed: int) -> np.ndarray:
 
 
 def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float] | None:
-    """Two-sided percentile interval of bootstrap ``samples`` [B] (NaNs ignored); None when none are finite."""
+    """Two-sided percentile interval of bootstrap ``samples`` [B] (NaNs ignored); None if none is finite."""
     values = np.asarray(samples, dtype=float)
     values = values[np.isfinite(values)]
     if values.size == 0:

@@ -1,6 +1,6 @@
 """Calibration: expected calibration error, reliability-diagram data, and temperature scaling.
 
-Single-label: the confidence of a row is its largest probability, and it is right when the argmax is the truth.
+Single-label: the confidence of a row is its largest probability; it is right when the argmax is the truth.
 Multi-label: every (row, label) decision counts on its own: confidence ``max(p, 1 - p)``, right when
 ``(p >= 0.5) == truth``; temperature scaling then divides the logits of the sigmoids.
 """
@@ -41,11 +41,10 @@ def bin_index(confidence: np.ndarray, n_bins: int) -> np.ndarray:
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
-    """ECE = sum over bins of (bin count / N) * |accuracy in bin - mean confidence in bin| (equal-width bins)."""
+    """ECE = sum over equal-width bins of (bin count / N) * |accuracy in bin - mean confidence in bin|."""
     if len(confidence) == 0:
         return float("nan")
     idx = bin_index(confidence, n_bins)
-    count = np.bincount(idx, minlength=n_bins)
     conf_sum = np.bincount(idx, weights=confidence, minlength=n_bins)
     acc_sum = np.bincount(idx, weights=correct, minlength=n_bins)
     return float(np.abs(acc_sum - conf_sum).sum() / len(confidence))
@@ -60,11 +59,15 @@ def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 
     bins = []
     for b in range(n_bins):
         has = count[b] > 0
-        bins.append({
-            "lo": b / n_bins, "hi": (b + 1) / n_bins, "count": int(count[b]),
-            "accuracy": float(acc_sum[b] / count[b]) if has else float("nan"),
-            "confidence": float(conf_sum[b] / count[b]) if has else float("nan"),
-        })
+        bins.append(
+            {
+                "lo": b / n_bins,
+                "hi": (b + 1) / n_bins,
+                "count": int(count[b]),
+                "accuracy": float(acc_sum[b] / count[b]) if has else float("nan"),
+                "confidence": float(conf_sum[b] / count[b]) if has else float("nan"),
+            }
+        )
     return bins
 
 
@@ -74,7 +77,7 @@ def _logits(task: str, probs: np.ndarray) -> np.ndarray:
 
 
 def apply_temperature(task: str, probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities with logits divided by ``temperature`` (softmax for single-label, sigmoid for multi-label).
+    """Probabilities with logits divided by ``temperature`` (softmax: single-label, sigmoid: multi-label).
 
     Log-probabilities are logits up to a per-row constant, which softmax ignores, so probabilities suffice.
     """
@@ -82,7 +85,9 @@ def apply_temperature(task: str, probs: np.ndarray, temperature: float) -> np.nd
     return expit(z) if task == "multi-label" else np.exp(log_softmax(z, axis=1))
 
 
-def negative_log_likelihood(task: str, y_true: np.ndarray, probs: np.ndarray, temperature: float = 1.0) -> float:
+def negative_log_likelihood(
+    task: str, y_true: np.ndarray, probs: np.ndarray, temperature: float = 1.0
+) -> float:
     """Mean NLL (nats) of the truth under ``probs`` scaled by ``temperature`` (per row, or per decision)."""
     z = _logits(task, probs) / temperature
     if task == "multi-label":
@@ -96,6 +101,10 @@ def negative_log_likelihood(task: str, y_true: np.ndarray, probs: np.ndarray, te
 def fit_temperature(task: str, y_true: np.ndarray, probs: np.ndarray) -> float:
     """The temperature T minimising validation NLL, searched on log T within :data:`TEMPERATURE_BOUNDS`."""
     lo, hi = np.log(TEMPERATURE_BOUNDS[0]), np.log(TEMPERATURE_BOUNDS[1])
-    result = minimize_scalar(lambda log_t: negative_log_likelihood(task, y_true, probs, float(np.exp(log_t))),
-                             bounds=(lo, hi), method="bounded", options={"xatol": 1e-4})
+    result = minimize_scalar(
+        lambda log_t: negative_log_likelihood(task, y_true, probs, float(np.exp(log_t))),
+        bounds=(lo, hi),
+        method="bounded",
+        options={"xatol": 1e-4},
+    )
     return float(np.exp(result.x))

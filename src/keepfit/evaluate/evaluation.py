@@ -1,7 +1,8 @@
-"""`evaluate_outputs`: every evaluation number of one model on one set of rows, from arrays (no model code)."""
+"""`evaluate_outputs`: every evaluation number of one model on one set of rows, from arrays only."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,12 +55,23 @@ class EvaluationResult:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (NaN becomes null). Per-row predictions are left out; see ``.predicted``."""
-        return jsonable({
-            "task": self.task, "labels": self.labels, "n": self.n, "headline": self.headline,
-            "intervals": self.intervals, "per_class": self.per_class, "per_slice": self.per_slice,
-            "confusion": self.confusion, "calibration": self.calibration, "thresholds": self.thresholds,
-            "top_k": self.top_k, "settings": self.settings, "errors": self.errors,
-        })
+        return jsonable(
+            {
+                "task": self.task,
+                "labels": self.labels,
+                "n": self.n,
+                "headline": self.headline,
+                "intervals": self.intervals,
+                "per_class": self.per_class,
+                "per_slice": self.per_slice,
+                "confusion": self.confusion,
+                "calibration": self.calibration,
+                "thresholds": self.thresholds,
+                "top_k": self.top_k,
+                "settings": self.settings,
+                "errors": self.errors,
+            }
+        )
 
 
 def evaluate_outputs(
@@ -73,21 +85,27 @@ def evaluate_outputs(
     validation: tuple[np.ndarray, np.ndarray] | None = None,
     seed: int = 0,
 ) -> EvaluationResult:
-    """Evaluate one model's ``outputs`` against ``y_true`` (array conventions in :mod:`keepfit.evaluate.metrics`).
+    """Evaluate one model's ``outputs`` against ``y_true`` (conventions: :mod:`keepfit.evaluate.metrics`).
 
     ``frame`` (rows aligned with the arrays) provides slices: ``slice:<name>`` columns and text-length bins
-    (characters, ``config.length_bins``). ``validation`` = (y_true, outputs) of the validation split, used to fit
-    the temperature (classification) and, for multi-label, the per-label thresholds; without it thresholds are
-    0.5 and no temperature is fitted. Intervals are percentile bootstrap with ``config.bootstrap`` resamples.
+    (characters, ``config.length_bins``). ``validation`` = (y_true, outputs) of the validation split, used to
+    fit the temperature (classification) and, for multi-label, the per-label thresholds; without it
+    thresholds are 0.5 and no temperature is fitted. Intervals are percentile bootstrap with
+    ``config.bootstrap`` resamples.
     Raises DataError for empty input, misaligned shapes, or NaN outputs.
     """
     y, out = m.check_outputs(task, labels, y_true, outputs)
     val = None
     if validation is not None:
         val = m.check_outputs(task, labels, validation[0], validation[1], what="validation outputs")
-    settings = {"bootstrap": config.bootstrap, "confidence": config.confidence, "seed": seed,
-                "calibration_bins": config.calibration_bins, "length_bins": list(config.length_bins),
-                "length_unit": "characters"}
+    settings = {
+        "bootstrap": config.bootstrap,
+        "confidence": config.confidence,
+        "seed": seed,
+        "calibration_bins": config.calibration_bins,
+        "length_bins": list(config.length_bins),
+        "length_unit": "characters",
+    }
     if task == "single-label":
         result = _single(labels, y, out, config, val)
     elif task == "multi-label":
@@ -103,10 +121,21 @@ def evaluate_outputs(
     masks = slice_masks(frame, len(y), config.length_bins)
     per_slice = _per_slice(task, stats, from_sums, masks, config, seed)
     return EvaluationResult(
-        task=task, labels=list(labels), n=len(y), headline=headline, intervals=intervals,
-        per_class=per_class, per_slice=per_slice, confusion=confusion, calibration=calibration,
-        thresholds=thresholds, predicted=_named(task, labels, predicted), top_k=top_k, settings=settings,
-        errors=_worst_errors(task, labels, y, out, predicted, frame), truth=y,
+        task=task,
+        labels=list(labels),
+        n=len(y),
+        headline=headline,
+        intervals=intervals,
+        per_class=per_class,
+        per_slice=per_slice,
+        confusion=confusion,
+        calibration=calibration,
+        thresholds=thresholds,
+        predicted=_named(task, labels, predicted),
+        top_k=top_k,
+        settings=settings,
+        errors=_worst_errors(task, labels, y, out, predicted, frame),
+        truth=y,
     )
 
 
@@ -115,9 +144,18 @@ def _single(labels, y, probs, config, val):
     k = min(config.top_k, len(labels))
     stats = m.single_stats(y, pred, len(labels), m.top_k_hits(y, probs, k))
     known = y >= 0
-    confusion = skm.confusion_matrix(y[known], pred[known], labels=np.arange(len(labels))).tolist()
-    return (stats, lambda s: m.single_from_sums(s, len(labels)), m.per_class_single(y, probs, labels),
-            confusion, pred, None, k)
+    with warnings.catch_warnings():  # one label only: scikit-learn warns although `labels` is given
+        warnings.filterwarnings("ignore", message="A single label was found", category=UserWarning)
+        confusion = skm.confusion_matrix(y[known], pred[known], labels=np.arange(len(labels))).tolist()
+    return (
+        stats,
+        lambda s: m.single_from_sums(s, len(labels)),
+        m.per_class_single(y, probs, labels),
+        confusion,
+        pred,
+        None,
+        k,
+    )
 
 
 def _multi(labels, y, probs, val):
@@ -125,8 +163,15 @@ def _multi(labels, y, probs, val):
     pred = m.predict_multi(probs, thresholds)
     confusion = skm.multilabel_confusion_matrix(y, pred).tolist()
     named = dict(zip(labels, map(float, thresholds), strict=True))
-    return (m.multi_stats(y, pred), lambda s: m.multi_from_sums(s, len(labels)),
-            m.per_label_multi(y, pred, labels, thresholds), confusion, pred, named, None)
+    return (
+        m.multi_stats(y, pred),
+        lambda s: m.multi_from_sums(s, len(labels)),
+        m.per_label_multi(y, pred, labels, thresholds),
+        confusion,
+        pred,
+        named,
+        None,
+    )
 
 
 def _regression(y, pred):
@@ -187,15 +232,21 @@ def _calibration(task, y, probs, val, n_bins: int) -> dict[str, Any]:
         "ece": cal.expected_calibration_error(conf, correct, n_bins),
         "nll": cal.negative_log_likelihood(task, y, probs),
         "bins": cal.reliability_bins(conf, correct, n_bins),
-        "temperature": None, "ece_after": None, "nll_after": None, "bins_after": None,
+        "temperature": None,
+        "ece_after": None,
+        "nll_after": None,
+        "bins_after": None,
     }
     if val is not None:
         temperature = cal.fit_temperature(task, *val)
         scaled = cal.apply_temperature(task, probs, temperature)
         conf_t, correct_t = cal.confidence_and_correct(task, y, scaled)
-        out.update(temperature=temperature, ece_after=cal.expected_calibration_error(conf_t, correct_t, n_bins),
-                   nll_after=cal.negative_log_likelihood(task, y, probs, temperature),
-                   bins_after=cal.reliability_bins(conf_t, correct_t, n_bins))
+        out.update(
+            temperature=temperature,
+            ece_after=cal.expected_calibration_error(conf_t, correct_t, n_bins),
+            nll_after=cal.negative_log_likelihood(task, y, probs, temperature),
+            bins_after=cal.reliability_bins(conf_t, correct_t, n_bins),
+        )
     return out
 
 
@@ -208,22 +259,42 @@ def _named(task, labels, pred) -> list:
 
 
 def _worst_errors(task, labels, y, out, pred, frame) -> list[dict[str, Any]]:
-    """The most confident mistakes (classification) or largest absolute errors (regression), for the report."""
+    """The most confident mistakes (classification) or largest absolute errors (regression)."""
     texts = frame[TEXT].astype(str).tolist() if frame is not None and TEXT in frame.columns else None
     if task == "single-label":
         wrong = np.flatnonzero(pred != y)
         score = out[wrong, pred[wrong]]
         order = wrong[np.argsort(-score, kind="stable")][:MAX_LISTED_ERRORS]
-        rows = [{"index": int(i), "true": labels[y[i]] if y[i] >= 0 else None, "predicted": labels[pred[i]],
-                 "confidence": float(out[i, pred[i]])} for i in order]
+        rows = [
+            {
+                "index": int(i),
+                "true": labels[y[i]] if y[i] >= 0 else None,
+                "predicted": labels[pred[i]],
+                "confidence": float(out[i, pred[i]]),
+            }
+            for i in order
+        ]
     elif task == "multi-label":
         wrong = np.flatnonzero((pred != y).any(axis=1))[:MAX_LISTED_ERRORS]
-        rows = [{"index": int(i), "true": [labels[j] for j in np.flatnonzero(y[i])],
-                 "predicted": [labels[j] for j in np.flatnonzero(pred[i])]} for i in wrong]
+        rows = [
+            {
+                "index": int(i),
+                "true": [labels[j] for j in np.flatnonzero(y[i])],
+                "predicted": [labels[j] for j in np.flatnonzero(pred[i])],
+            }
+            for i in wrong
+        ]
     else:
         order = np.argsort(-np.abs(out - y), kind="stable")[:MAX_LISTED_ERRORS]
-        rows = [{"index": int(i), "true": float(y[i]), "predicted": float(out[i]),
-                 "abs_error": float(abs(out[i] - y[i]))} for i in order]
+        rows = [
+            {
+                "index": int(i),
+                "true": float(y[i]),
+                "predicted": float(out[i]),
+                "abs_error": float(abs(out[i] - y[i])),
+            }
+            for i in order
+        ]
     if texts is not None:
         for row in rows:
             row["text"] = texts[row["index"]]

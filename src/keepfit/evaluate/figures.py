@@ -29,8 +29,6 @@ __all__ = [
 MAX_CONFUSION_CLASSES = 20
 MAX_BARS = 60
 _X_KEYS = ("epoch", "step", "global_step")
-_SKIP_KEYS = {"epoch", "step", "global_step", "time", "time_s", "elapsed_s", "lr", "learning_rate",
-              "samples_per_s", "samples_per_second", "tokens", "padding_overhead"}
 
 
 def to_data_uri(fig: Figure) -> str:
@@ -42,17 +40,19 @@ def to_data_uri(fig: Figure) -> str:
 
 
 def learning_curves(history: list[dict[str, Any]]) -> Figure | None:
-    """Training loss (left axis) and validation metrics (right axis) per epoch or step; None without numbers."""
+    """Training loss (left axis) and validation metrics (right axis) per epoch or step; None if no numbers."""
     rows = [r for r in history if isinstance(r, dict)]
     if not rows:
         return None
     x_key = next((k for k in _X_KEYS if all(k in r for r in rows)), None)
     x = [r[x_key] for r in rows] if x_key else list(range(1, len(rows) + 1))
-    numeric = [k for k in dict.fromkeys(k for r in rows for k in r)
-               if k not in _SKIP_KEYS and any(_is_number(r.get(k)) for r in rows)]
+    numeric = [
+        k for k in dict.fromkeys(k for r in rows for k in r) if any(_is_number(r.get(k)) for r in rows)
+    ]
+    # losses on the left; validation metrics (keys starting "val") on the right; counters and timings left out
     losses = [k for k in numeric if "loss" in k]
-    others = [k for k in numeric if "loss" not in k]
-    if not numeric:
+    others = [k for k in numeric if k.startswith("val") and "loss" not in k]
+    if not losses and not others:
         return None
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for k in losses:
@@ -63,8 +63,14 @@ def learning_curves(history: list[dict[str, Any]]) -> Figure | None:
     if others:
         ax2 = ax.twinx()
         for i, k in enumerate(others):
-            ax2.plot(x, [_num(r.get(k)) for r in rows], marker="s", linestyle="--", color=f"C{len(losses) + i}",
-                     label=k)
+            ax2.plot(
+                x,
+                [_num(r.get(k)) for r in rows],
+                marker="s",
+                linestyle="--",
+                color=f"C{len(losses) + i}",
+                label=k,
+            )
         ax2.set_ylabel("validation metric")
         h2, n2 = ax2.get_legend_handles_labels()
         handles, names = handles + h2, names + n2
@@ -74,7 +80,9 @@ def learning_curves(history: list[dict[str, Any]]) -> Figure | None:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+    return (
+        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+    )
 
 
 def _num(v: Any) -> float:
@@ -82,7 +90,7 @@ def _num(v: Any) -> float:
 
 
 def top_confused(confusion: np.ndarray, k: int = MAX_CONFUSION_CLASSES) -> np.ndarray:
-    """Indices of at most ``k`` classes taking part in the largest off-diagonal confusions (all when C <= k)."""
+    """Indices of at most ``k`` classes in the largest off-diagonal confusions (all when C <= k)."""
     c = len(confusion)
     if c <= k:
         return np.arange(c)
@@ -98,7 +106,9 @@ def top_confused(confusion: np.ndarray, k: int = MAX_CONFUSION_CLASSES) -> np.nd
             break
     if len(chosen) < min(k, c):  # few confusions: fill with the least accurate classes
         recall = np.diag(confusion) / np.maximum(confusion.sum(axis=1), 1)
-        chosen += [int(i) for i in np.argsort(recall, kind="stable") if int(i) not in chosen][: k - len(chosen)]
+        chosen += [int(i) for i in np.argsort(recall, kind="stable") if int(i) not in chosen][
+            : k - len(chosen)
+        ]
     return np.array(sorted(chosen))
 
 
@@ -119,16 +129,31 @@ def confusion_figure(confusion: list[list[int]], labels: list[str]) -> Figure:
         top = sub.max() if sub.size else 0
         for (i, j), v in np.ndenumerate(sub):
             if v:
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=6,
-                        color="white" if v > top / 2 else "black")
-    title = "Confusion matrix" if len(keep) == len(matrix) else f"Confusion matrix: {len(keep)} most confused classes"
+                ax.text(
+                    j,
+                    i,
+                    str(v),
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if v > top / 2 else "black",
+                )
+    title = (
+        "Confusion matrix"
+        if len(keep) == len(matrix)
+        else f"Confusion matrix: {len(keep)} most confused classes"
+    )
     ax.set_title(title)
     return fig
 
 
-def reliability_figure(bins: list[dict], bins_after: list[dict] | None = None,
-                       ece: float | None = None, ece_after: float | None = None) -> Figure:
-    """Reliability diagram: accuracy per confidence bin against the diagonal, before (and after) temperature."""
+def reliability_figure(
+    bins: list[dict],
+    bins_after: list[dict] | None = None,
+    ece: float | None = None,
+    ece_after: float | None = None,
+) -> Figure:
+    """Reliability diagram: accuracy per confidence bin against the diagonal, before and after temperature."""
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
     for data, label, marker in ((bins, "before", "o"), (bins_after, "after temperature", "s")):
@@ -171,19 +196,28 @@ def regression_figure(y_true: np.ndarray, pred: np.ndarray) -> Figure:
     a.set_xlabel("true")
     a.set_ylabel("predicted")
     a.set_title("Predicted vs true")
-    b.hist(pred - y_true, bins=30, color="C1")
+    residuals = pred - y_true
+    b.hist(residuals, bins=30 if np.ptp(residuals) > 1e-6 * (1 + np.abs(residuals).max()) else 1, color="C1")
     b.set_xlabel("residual (predicted - true)")
     b.set_title("Residuals")
     return fig
 
 
-def interval_figure(rows: list[tuple[str, float, tuple[float, float] | None]], title: str,
-                    xlabel: str = "delta (new - old)", zero: bool = True) -> Figure:
-    """Point estimates with interval bars, one row each (a forest plot)."""
+def interval_figure(
+    rows: list[tuple],
+    title: str,
+    xlabel: str = "delta (new - old)",
+    zero: bool = True,
+) -> Figure:
+    """Point estimates with interval bars, one row each (a forest plot).
+
+    A row is ``(name, value, interval or None[, higher_is_better])``; changes for the worse are red.
+    """
     rows = rows[:MAX_BARS]
     fig, ax = plt.subplots(figsize=(6.5, max(2.0, 0.28 * len(rows) + 1)))
-    for i, (_, value, interval) in enumerate(rows):
-        color = "C3" if value < 0 else "C2"
+    for i, (_, value, interval, *rest) in enumerate(rows):
+        higher_is_better = rest[0] if rest else True
+        color = "C3" if (value < 0) == higher_is_better and value != 0 else "C2"
         if interval is not None:
             ax.plot(interval, [i, i], color=color, linewidth=2)
         ax.plot([value], [i], marker="o", color=color)

@@ -1,8 +1,8 @@
 """Metrics for single-label, multi-label and regression outputs.
 
 Point estimates come from scikit-learn and scipy. For intervals, per-slice values and paired deltas the same
-metrics are also written as functions of summed per-example statistics (see :mod:`keepfit.evaluate.bootstrap`);
-tests pin both forms to each other.
+metrics are also written as functions of summed per-example statistics
+(see :mod:`keepfit.evaluate.bootstrap`); tests pin both forms to each other.
 
 Array conventions (shared with the training stage), ``n`` examples and ``C`` labels:
 
@@ -48,15 +48,32 @@ TASKS = ("single-label", "multi-label", "regression")
 
 # Direction of every metric keepfit reports; deltas are always new - old, this says which sign is good.
 HIGHER_IS_BETTER: dict[str, bool] = {
-    "accuracy": True, "top_k_accuracy": True, "macro_f1": True, "micro_f1": True, "weighted_f1": True,
-    "macro_precision": True, "macro_recall": True, "weighted_precision": True, "weighted_recall": True,
-    "subset_accuracy": True, "hamming_loss": False, "mae": False, "rmse": False, "r2": True, "spearman": True,
-    "within_tolerance": True, "ece": False, "nll": False, "recall": True, "f1": True,
+    "accuracy": True,
+    "top_k_accuracy": True,
+    "macro_f1": True,
+    "micro_f1": True,
+    "weighted_f1": True,
+    "macro_precision": True,
+    "macro_recall": True,
+    "weighted_precision": True,
+    "weighted_recall": True,
+    "subset_accuracy": True,
+    "hamming_loss": False,
+    "mae": False,
+    "rmse": False,
+    "r2": True,
+    "spearman": True,
+    "within_tolerance": True,
+    "ece": False,
+    "nll": False,
+    "recall": True,
+    "f1": True,
 }
 
 
-def check_outputs(task: str, labels: list[str], y_true: np.ndarray, outputs: np.ndarray,
-                  what: str = "outputs") -> tuple[np.ndarray, np.ndarray]:
+def check_outputs(
+    task: str, labels: list[str], y_true: np.ndarray, outputs: np.ndarray, what: str = "outputs"
+) -> tuple[np.ndarray, np.ndarray]:
     """Validate and normalise ``y_true``/``outputs`` for ``task``; raise DataError saying what is wrong."""
     if task not in TASKS:
         raise DataError(f"task must be one of {', '.join(TASKS)}, got {task!r}.")
@@ -66,15 +83,20 @@ def check_outputs(task: str, labels: list[str], y_true: np.ndarray, outputs: np.
         out = out[:, 0]
     n = len(y)
     if n == 0:
-        raise DataError(f"Nothing to evaluate: {what} has 0 examples. Evaluate on a split with at least one row.")
+        raise DataError(
+            f"Nothing to evaluate: {what} has 0 examples. Evaluate on a split with at least one row."
+        )
     if len(out) != n:
-        raise DataError(f"{what}: y_true has {n} rows but outputs has {len(out)}; they must be aligned row by row.")
+        raise DataError(
+            f"{what}: y_true has {n} rows but outputs has {len(out)}; they must be aligned row by row."
+        )
     bad = ~np.isfinite(out)
     if bad.any():
         rows = np.flatnonzero(bad.reshape(n, -1).any(axis=1))
         raise DataError(
             f"{what} contain {int(bad.sum())} NaN or infinite values (rows {rows[:10].tolist()}"
-            f"{' ...' if len(rows) > 10 else ''}). The model probably diverged: retrain with a lower learning "
+            f"{' ...' if len(rows) > 10 else ''}). The model probably diverged: retrain with a lower "
+            "learning "
             "rate or check the checkpoint."
         )
     if task == "regression":
@@ -82,22 +104,30 @@ def check_outputs(task: str, labels: list[str], y_true: np.ndarray, outputs: np.
             raise DataError(f"{what}: regression expects predictions of shape [n], got {list(out.shape)}.")
         y = y.astype(float)
         if not np.isfinite(y).all():
-            raise DataError(f"{what}: regression targets contain NaN or infinite values; clean the data first.")
+            raise DataError(
+                f"{what}: regression targets contain NaN or infinite values; clean the data first."
+            )
         return y, out
     c = len(labels)
     if out.ndim != 2 or out.shape[1] != c:
-        raise DataError(f"{what}: {task} expects probabilities of shape [n, {c}] (one column per label), "
-                        f"got {list(out.shape)}.")
+        raise DataError(
+            f"{what}: {task} expects probabilities of shape [n, {c}] (one column per label), "
+            f"got {list(out.shape)}."
+        )
     if task == "single-label":
         y = y.astype(int)
         if y.ndim != 1 or (y >= c).any() or (y < -1).any():
-            raise DataError(f"{what}: single-label y_true must be label indices in [0, {c}) (or -1 for a label "
-                            f"the model does not know), got values from {y.min()} to {y.max()}.")
+            raise DataError(
+                f"{what}: single-label y_true must be label indices in [0, {c}) (or -1 for a label "
+                f"the model does not know), got values from {y.min()} to {y.max()}."
+            )
     else:
         y = y.astype(int)
         if y.shape != out.shape or not np.isin(y, (0, 1)).all():
-            raise DataError(f"{what}: multi-label y_true must be a 0/1 matrix of shape {list(out.shape)}, "
-                            f"got shape {list(y.shape)}.")
+            raise DataError(
+                f"{what}: multi-label y_true must be a 0/1 matrix of shape {list(out.shape)}, "
+                f"got shape {list(y.shape)}."
+            )
     return y, out
 
 
@@ -114,13 +144,15 @@ def predict_multi(probs: np.ndarray, thresholds: np.ndarray | float = 0.5) -> np
 def top_k_hits(y_true: np.ndarray, probs: np.ndarray, k: int) -> np.ndarray:
     """1.0 where the true label is among the ``k`` most probable labels, else 0.0 (shape [n])."""
     k = min(k, probs.shape[1])
-    top = np.argpartition(-probs, k - 1, axis=1)[:, :k] if k < probs.shape[1] else np.tile(
-        np.arange(probs.shape[1]), (len(probs), 1))
+    top = (
+        np.argpartition(-probs, k - 1, axis=1)[:, :k]
+        if k < probs.shape[1]
+        else np.tile(np.arange(probs.shape[1]), (len(probs), 1))
+    )
     return (top == y_true[:, None]).any(axis=1).astype(float)
 
 
-def tune_thresholds(y_true: np.ndarray, probs: np.ndarray,
-                    grid: np.ndarray | None = None) -> np.ndarray:
+def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, grid: np.ndarray | None = None) -> np.ndarray:
     """Per-label thresholds [C] maximising that label's F1 on validation data.
 
     Candidates are 0.05, 0.10, ..., 0.95; ties go to the threshold closest to 0.5. A label without a positive
@@ -140,15 +172,22 @@ def tune_thresholds(y_true: np.ndarray, probs: np.ndarray,
 
 
 def single_label_headline(y_true: np.ndarray, probs: np.ndarray, top_k: int) -> dict[str, float]:
-    """accuracy, top_k_accuracy, precision/recall/F1 macro, micro and weighted (labels seen in truth or prediction)."""
+    """accuracy, top_k_accuracy, P/R/F1 macro, micro, weighted (over labels in truth or predictions)."""
     pred = predict_single(probs)
-    out = {"accuracy": float(np.mean(pred == y_true)), "top_k_accuracy": float(top_k_hits(y_true, probs, top_k).mean())}
+    out = {
+        "accuracy": float(np.mean(pred == y_true)),
+        "top_k_accuracy": float(top_k_hits(y_true, probs, top_k).mean()),
+    }
     known = y_true >= 0
     for average in ("macro", "micro", "weighted"):
         p, r, f, _ = skm.precision_recall_fscore_support(
-            y_true, pred, average=average, zero_division=0,
-            labels=np.union1d(y_true[known], pred))
-        out[f"{average}_precision"], out[f"{average}_recall"], out[f"{average}_f1"] = float(p), float(r), float(f)
+            y_true, pred, average=average, zero_division=0, labels=np.union1d(y_true[known], pred)
+        )
+        out[f"{average}_precision"], out[f"{average}_recall"], out[f"{average}_f1"] = (
+            float(p),
+            float(r),
+            float(f),
+        )
     return out
 
 
@@ -156,9 +195,12 @@ def per_class_single(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -
     """Precision, recall, F1 and support per label (a label absent from the data has support 0 and zeros)."""
     pred = predict_single(probs)
     p, r, f, s = skm.precision_recall_fscore_support(
-        y_true, pred, labels=np.arange(len(labels)), average=None, zero_division=0)
-    return {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-            for i, name in enumerate(labels)}
+        y_true, pred, labels=np.arange(len(labels)), average=None, zero_division=0
+    )
+    return {
+        name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+        for i, name in enumerate(labels)
+    }
 
 
 def multi_label_headline(y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -169,16 +211,29 @@ def multi_label_headline(y_true: np.ndarray, pred: np.ndarray) -> dict[str, floa
     }
     for average in ("micro", "macro", "weighted"):
         p, r, f, _ = skm.precision_recall_fscore_support(y_true, pred, average=average, zero_division=0)
-        out[f"{average}_precision"], out[f"{average}_recall"], out[f"{average}_f1"] = float(p), float(r), float(f)
+        out[f"{average}_precision"], out[f"{average}_recall"], out[f"{average}_f1"] = (
+            float(p),
+            float(r),
+            float(f),
+        )
     return out
 
 
-def per_label_multi(y_true: np.ndarray, pred: np.ndarray, labels: list[str],
-                    thresholds: np.ndarray) -> dict[str, dict[str, float]]:
+def per_label_multi(
+    y_true: np.ndarray, pred: np.ndarray, labels: list[str], thresholds: np.ndarray
+) -> dict[str, dict[str, float]]:
     """Precision, recall, F1, support and the decision threshold per label."""
     p, r, f, s = skm.precision_recall_fscore_support(y_true, pred, average=None, zero_division=0)
-    return {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i]),
-                   "threshold": float(thresholds[i])} for i, name in enumerate(labels)}
+    return {
+        name: {
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "support": int(s[i]),
+            "threshold": float(thresholds[i]),
+        }
+        for i, name in enumerate(labels)
+    }
 
 
 def regression_headline(y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -195,7 +250,8 @@ def regression_headline(y_true: np.ndarray, pred: np.ndarray) -> dict[str, float
     return out
 
 
-# ---- the same metrics as functions of summed per-example statistics (for bootstrap, slices, paired deltas) ----
+# ---- the same metrics from summed per-example statistics (for bootstrap, slices, paired deltas) ----
+
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     num, den = np.broadcast_arrays(np.asarray(num, dtype=float), np.asarray(den, dtype=float))
@@ -207,12 +263,17 @@ def _nan_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
 
 
-def single_stats(y_true: np.ndarray, pred: np.ndarray, n_labels: int,
-                 topk: np.ndarray | None = None) -> np.ndarray:
-    """Per-example statistics [n, 3 + 3C]: one, correct, top-k hit, one-hot truth, one-hot prediction, true positive."""
+def single_stats(
+    y_true: np.ndarray, pred: np.ndarray, n_labels: int, topk: np.ndarray | None = None
+) -> np.ndarray:
+    """Per-example statistics [n, 3 + 3C]: one, correct, top-k hit, one-hot truth, prediction, TP."""
     n = len(y_true)
     eye = np.eye(n_labels, dtype=float)
-    truth = np.zeros((n, n_labels)) if n_labels == 0 else np.where((y_true >= 0)[:, None], eye[np.maximum(y_true, 0)], 0)
+    truth = (
+        np.zeros((n, n_labels))
+        if n_labels == 0
+        else np.where((y_true >= 0)[:, None], eye[np.maximum(y_true, 0)], 0)
+    )
     predicted = eye[pred]
     correct = (pred == y_true).astype(float)
     hits = correct if topk is None else topk
@@ -220,14 +281,14 @@ def single_stats(y_true: np.ndarray, pred: np.ndarray, n_labels: int,
 
 
 def single_from_sums(sums: np.ndarray, n_labels: int) -> dict[str, np.ndarray]:
-    """Metrics from summed :func:`single_stats` columns (any leading shape): accuracy, top_k_accuracy, F1s, recalls.
+    """Metrics from summed :func:`single_stats` columns (any leading shape): accuracy, top-k, F1s, recalls.
 
     Macro averages run over the labels that occur in the truth or the predictions of that sum (as scikit-learn
     does with ``labels=None``); ``recall_per_class`` is NaN for a label without examples.
     """
     c = n_labels
     one, correct, hits = sums[..., 0], sums[..., 1], sums[..., 2]
-    true, pred, tp = sums[..., 3:3 + c], sums[..., 3 + c:3 + 2 * c], sums[..., 3 + 2 * c:3 + 3 * c]
+    true, pred, tp = sums[..., 3 : 3 + c], sums[..., 3 + c : 3 + 2 * c], sums[..., 3 + 2 * c : 3 + 3 * c]
     present = (true + pred) > 0
     n_present = present.sum(axis=-1)
     f1 = _ratio(2 * tp, true + pred)
@@ -248,7 +309,7 @@ def single_from_sums(sums: np.ndarray, n_labels: int) -> dict[str, np.ndarray]:
 
 
 def multi_stats(y_true: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Per-example statistics [n, 3 + 3C]: one, exact match, label errors, truth, prediction, true positives."""
+    """Per-example statistics [n, 3 + 3C]: one, exact match, label errors, truth, prediction, TP."""
     n = len(y_true)
     exact = (pred == y_true).all(axis=1).astype(float)
     errors = (pred != y_true).sum(axis=1).astype(float)
@@ -256,13 +317,13 @@ def multi_stats(y_true: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
 
 def multi_from_sums(sums: np.ndarray, n_labels: int) -> dict[str, np.ndarray]:
-    """Metrics from summed :func:`multi_stats` columns: subset_accuracy, hamming_loss, micro/macro F1, per-label F1.
+    """Metrics from summed :func:`multi_stats` columns: subset accuracy, Hamming loss, F1s.
 
     Macro F1 averages over every label (as scikit-learn does for indicator matrices).
     """
     c = n_labels
     one, exact, errors = sums[..., 0], sums[..., 1], sums[..., 2]
-    true, pred, tp = sums[..., 3:3 + c], sums[..., 3 + c:3 + 2 * c], sums[..., 3 + 2 * c:3 + 3 * c]
+    true, pred, tp = sums[..., 3 : 3 + c], sums[..., 3 + c : 3 + 2 * c], sums[..., 3 + 2 * c : 3 + 3 * c]
     f1 = _ratio(2 * tp, true + pred)
     return {
         "subset_accuracy": _nan_ratio(exact, one),
@@ -279,7 +340,7 @@ def regression_stats(y_true: np.ndarray, pred: np.ndarray, tolerance: float | No
     """Per-example statistics [n, 6]: one, |error|, error², y, y², |error| <= tolerance."""
     err = pred - y_true
     within = np.abs(err) <= tolerance if tolerance is not None else np.zeros(len(err), dtype=bool)
-    return np.column_stack([np.ones(len(err)), np.abs(err), err ** 2, y_true, y_true ** 2, within.astype(float)])
+    return np.column_stack([np.ones(len(err)), np.abs(err), err**2, y_true, y_true**2, within.astype(float)])
 
 
 def regression_from_sums(sums: np.ndarray) -> dict[str, np.ndarray]:

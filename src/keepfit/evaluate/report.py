@@ -20,12 +20,18 @@ EVALUATION_JSON = "evaluation.json"
 REPORT_HTML = "report.html"
 
 
-def write_evaluation_report(result: EvaluationResult, out_dir: Path, *, history: list[dict] | None = None,
-                            title: str = "keepfit evaluation") -> Path:
+def write_evaluation_report(
+    result: EvaluationResult,
+    out_dir: Path,
+    *,
+    history: list[dict] | None = None,
+    title: str = "keepfit evaluation",
+) -> Path:
     """Write ``evaluation.json`` and ``report.html`` into ``out_dir`` (each atomically); return the HTML path.
 
-    ``history`` is the per-epoch (or per-evaluation) training log: dicts with ``epoch`` or ``step`` and numeric
-    values; keys containing "loss" are drawn as training curves, other numbers as validation metrics.
+    ``history`` is the per-epoch (or per-evaluation) training log: dicts with ``epoch`` or ``step`` and
+    numeric values; keys containing "loss" are drawn as loss curves, keys starting with "val" as validation
+    metrics.
     The HTML embeds its figures as base64 PNG and references nothing outside itself.
     """
     out_dir = Path(out_dir)
@@ -33,39 +39,69 @@ def write_evaluation_report(result: EvaluationResult, out_dir: Path, *, history:
     data = result.to_dict()
     if history:
         data["history"] = jsonable(history)
-    atomic_write_text(out_dir / EVALUATION_JSON, json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False))
+    atomic_write_text(
+        out_dir / EVALUATION_JSON, json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False)
+    )
     html_text = page(title, _sections(result, history or []))
     return atomic_write_text(out_dir / REPORT_HTML, html_text)
 
 
 def _sections(result: EvaluationResult, history: list[dict]) -> list[str]:
-    out = [f'<p class="note">{esc(result.task)}, {result.n} examples, {len(result.labels)} labels. '
-           f"Intervals: {int(result.settings.get('confidence', 0.95) * 100)}% percentile bootstrap, "
-           f"{result.settings.get('bootstrap')} resamples, seed {result.settings.get('seed')}.</p>"]
-    out.append("<h2>Headline metrics</h2>" + table(
-        ["metric", "value", "interval"],
-        [[name, value, fmt_interval(result.intervals.get(name))] for name, value in result.headline.items()]))
+    out = [
+        f'<p class="note">{esc(result.task)}, {result.n} examples, {len(result.labels)} labels. '
+        f"Intervals: {int(result.settings.get('confidence', 0.95) * 100)}% percentile bootstrap, "
+        f"{result.settings.get('bootstrap')} resamples, seed {result.settings.get('seed')}.</p>"
+    ]
+    out.append(
+        "<h2>Headline metrics</h2>"
+        + table(
+            ["metric", "value", "interval"],
+            [
+                [name, value, fmt_interval(result.intervals.get(name))]
+                for name, value in result.headline.items()
+            ],
+        )
+    )
     figs = _figures(result, history)
     if figs:
         out.append("<h2>Figures</h2>" + "".join(figure(uri, caption) for uri, caption in figs))
     if result.calibration:
         out.append(_calibration_section(result.calibration))
     if result.per_class:
-        keys = [k for k in ("precision", "recall", "f1", "support", "threshold")
-                if k in next(iter(result.per_class.values()))]
-        out.append("<h2>Per class</h2>" + table(
-            ["label", *keys], [[name, *[row[k] for k in keys]] for name, row in result.per_class.items()]))
+        keys = [
+            k
+            for k in ("precision", "recall", "f1", "support", "threshold")
+            if k in next(iter(result.per_class.values()))
+        ]
+        out.append(
+            "<h2>Per class</h2>"
+            + table(
+                ["label", *keys], [[name, *[row[k] for k in keys]] for name, row in result.per_class.items()]
+            )
+        )
     for name, values in result.per_slice.items():
         metrics = [k for k in next(iter(values.values()), {}) if k not in ("n", "interval")]
         unit = " (characters)" if name == "length_chars" else ""
-        out.append(f"<h2>Slice: {esc(name)}{unit}</h2>" + table(
-            ["value", "n", *metrics, "interval"],
-            [[value, row["n"], *[row[k] for k in metrics], fmt_interval(row.get("interval"))]
-             for value, row in values.items()]))
+        out.append(
+            f"<h2>Slice: {esc(name)}{unit}</h2>"
+            + table(
+                ["value", "n", *metrics, "interval"],
+                [
+                    [value, row["n"], *[row[k] for k in metrics], fmt_interval(row.get("interval"))]
+                    for value, row in values.items()
+                ],
+            )
+        )
     if result.errors:
         keys = [k for k in result.errors[0] if k != "index"]
-        out.append("<h2>Largest errors</h2>" + table(
-            ["row", *keys], [[e["index"], *[_cell(e.get(k)) for k in keys]] for e in result.errors], numeric_from=99))
+        out.append(
+            "<h2>Largest errors</h2>"
+            + table(
+                ["row", *keys],
+                [[e["index"], *[_cell(e.get(k)) for k in keys]] for e in result.errors],
+                numeric_from=99,
+            )
+        )
     return out
 
 
@@ -78,11 +114,15 @@ def _cell(value: Any) -> Any:
 def _calibration_section(c: dict[str, Any]) -> str:
     rows = [["ECE", c["ece"], c.get("ece_after")], ["NLL (nats)", c["nll"], c.get("nll_after")]]
     temp = c.get("temperature")
-    note = (f"Temperature fitted on validation: T = {temp:.3f}." if temp is not None
-            else "No validation outputs given: no temperature fitted.")
-    return (f"<h2>Calibration</h2><p class=\"note\">{esc(note)} Confidence unit: {esc(c['unit'])}; "
-            f"{c['n_bins']} equal-width bins.</p>"
-            + table(["", "before", "after temperature"], rows))
+    note = (
+        f"Temperature fitted on validation: T = {temp:.3f}."
+        if temp is not None
+        else "No validation outputs given: no temperature fitted."
+    )
+    return (
+        f'<h2>Calibration</h2><p class="note">{esc(note)} Confidence unit: {esc(c["unit"])}; '
+        f"{c['n_bins']} equal-width bins.</p>" + table(["", "before", "after temperature"], rows)
+    )
 
 
 def _figures(result: EvaluationResult, history: list[dict]) -> list[tuple[str, str]]:
@@ -91,18 +131,32 @@ def _figures(result: EvaluationResult, history: list[dict]) -> list[tuple[str, s
     if curves is not None:
         figs.append((fg.to_data_uri(curves), "Training loss and validation metrics per evaluation."))
     if result.task == "single-label" and result.confusion:
-        figs.append((fg.to_data_uri(fg.confusion_figure(result.confusion, result.labels)),
-                     "Confusion matrix (rows: true label, columns: predicted label)."))
+        figs.append(
+            (
+                fg.to_data_uri(fg.confusion_figure(result.confusion, result.labels)),
+                "Confusion matrix (rows: true label, columns: predicted label).",
+            )
+        )
     if result.calibration:
         c = result.calibration
-        figs.append((fg.to_data_uri(fg.reliability_figure(c["bins"], c.get("bins_after"), c["ece"],
-                                                          c.get("ece_after"))),
-                     "Reliability diagram: accuracy against confidence per bin."))
+        figs.append(
+            (
+                fg.to_data_uri(
+                    fg.reliability_figure(c["bins"], c.get("bins_after"), c["ece"], c.get("ece_after"))
+                ),
+                "Reliability diagram: accuracy against confidence per bin.",
+            )
+        )
     if result.per_class:
         f1 = {name: row["f1"] for name, row in result.per_class.items()}
         figs.append((fg.to_data_uri(fg.per_class_figure(f1)), "F1 per class, lowest first."))
     if result.task == "regression" and result.truth is not None:
-        figs.append((fg.to_data_uri(fg.regression_figure(np.asarray(result.truth),
-                                                         np.asarray(result.predicted, dtype=float))),
-                     "Predicted against true values, and residuals."))
+        figs.append(
+            (
+                fg.to_data_uri(
+                    fg.regression_figure(np.asarray(result.truth), np.asarray(result.predicted, dtype=float))
+                ),
+                "Predicted against true values, and residuals.",
+            )
+        )
     return figs

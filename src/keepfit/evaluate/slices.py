@@ -1,8 +1,8 @@
 """Slices: named subsets of the evaluated rows, from ``slice:<name>`` columns and text-length bins.
 
-Text length is measured in **characters** of the canonical (normalised) ``text`` column: it needs no tokenizer,
-is what a user sees, and stays the same across models. ``length_bins=[32, 64, 128]`` gives the slices
-``<=32``, ``33-64``, ``65-128`` and ``>128`` under the name ``length_chars``.
+Text length is measured in **characters** of the canonical (normalised) ``text`` column: it needs no
+tokenizer, is what a user sees, and stays the same across models. ``length_bins=[32, 64, 128]`` gives the
+slices ``<=32``, ``33-64``, ``65-128`` and ``>128`` under the name ``length_chars``.
 """
 
 from __future__ import annotations
@@ -37,22 +37,28 @@ def _length_slices(texts: pd.Series, edges: list[int]) -> dict[str, np.ndarray]:
     return {name: which == i for i, name in enumerate(length_bin_names(edges))}
 
 
-def slice_masks(frame: pd.DataFrame | None, n: int, length_bins: list[int] | None = None,
-                extra: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, np.ndarray]]:
-    """Boolean masks [n] per slice name and value: each ``slice:<name>`` column, text-length bins, ``extra`` groups.
+def slice_masks(
+    frame: pd.DataFrame | None,
+    n: int,
+    length_bins: list[int] | None = None,
+    extra: dict[str, np.ndarray] | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Boolean masks [n] per slice name and value: ``slice:<name>`` columns, length bins, ``extra``.
 
     Empty masks are left out. ``frame`` must have exactly ``n`` rows, aligned with the evaluated arrays.
     """
     out: dict[str, dict[str, np.ndarray]] = {}
     if frame is not None:
         if len(frame) != n:
-            raise DataError(f"The frame has {len(frame)} rows but {n} examples were evaluated; pass the rows "
-                            "that produced the outputs, in the same order.")
+            raise DataError(
+                f"The frame has {len(frame)} rows but {n} examples were evaluated; pass the rows "
+                "that produced the outputs, in the same order."
+            )
         for column in frame.columns:
             if not str(column).startswith(SLICE_PREFIX):
                 continue
             values = frame[column].astype(object).where(frame[column].notna(), MISSING).astype(str).to_numpy()
-            out[str(column)[len(SLICE_PREFIX):]] = {v: values == v for v in sorted(set(values))}
+            out[str(column)[len(SLICE_PREFIX) :]] = {v: values == v for v in sorted(set(values))}
         if TEXT in frame.columns and length_bins:
             out[LENGTH_SLICE] = _length_slices(frame[TEXT], length_bins)
     if extra:

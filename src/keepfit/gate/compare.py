@@ -13,8 +13,8 @@ What "right" means per example (used for flips, McNemar and slices):
   standard deviation of the targets); a negative flip is an example whose error grew beyond the tolerance.
 
 Labels are aligned by **name**: the new model may know labels the old one never saw. ``y_true`` indexes the
-union ``labels_new + [labels of the old model that the new one lacks]``. An old model's prediction can never be
-a label it does not know, so examples of new labels always count as wrong for the old model.
+union ``labels_new + [labels of the old model that the new one lacks]``. An old model's prediction can never
+be a label it does not know, so examples of new labels always count as wrong for the old model.
 
 Per class the compared metric is recall (accuracy on the class's examples) for single-label and F1 for
 multi-label; per slice it is the rate of right examples as defined above.
@@ -38,8 +38,16 @@ from keepfit.evaluate.bootstrap import bootstrap_sums, percentile_interval
 from keepfit.evaluate.slices import slice_masks
 from keepfit.types import TEXT
 
-__all__ = ["Comparison", "GroupComparison", "compare_outputs", "union_labels", "mcnemar_exact",
-           "DELTA_METRICS", "MAX_LISTED_FLIPS", "ALL"]
+__all__ = [
+    "Comparison",
+    "GroupComparison",
+    "compare_outputs",
+    "union_labels",
+    "mcnemar_exact",
+    "DELTA_METRICS",
+    "MAX_LISTED_FLIPS",
+    "ALL",
+]
 
 ALL = "all"
 MAX_LISTED_FLIPS = 200
@@ -54,7 +62,7 @@ SLICE_METRIC = {"single-label": "accuracy", "multi-label": "exact match", "regre
 
 @dataclass
 class GroupComparison:
-    """Old vs new on one group of examples. Deltas are new - old; ``interval`` is the paired bootstrap interval."""
+    """Old vs new on one group of examples. Deltas are new - old; ``interval``: paired bootstrap interval."""
 
     name: str
     n: int
@@ -90,10 +98,17 @@ class Comparison:
         return self.groups[name]
 
     def to_dict(self) -> dict[str, Any]:
-        return jsonable({
-            "task": self.task, "labels": self.labels, "labels_old": self.labels_old, "labels_new": self.labels_new,
-            "n": self.n, "settings": self.settings, "groups": {k: g.to_dict() for k, g in self.groups.items()},
-        })
+        return jsonable(
+            {
+                "task": self.task,
+                "labels": self.labels,
+                "labels_old": self.labels_old,
+                "labels_new": self.labels_new,
+                "n": self.n,
+                "settings": self.settings,
+                "groups": {k: g.to_dict() for k, g in self.groups.items()},
+            }
+        )
 
 
 def union_labels(labels_old: list[str], labels_new: list[str]) -> list[str]:
@@ -102,7 +117,7 @@ def union_labels(labels_old: list[str], labels_new: list[str]) -> list[str]:
 
 
 def mcnemar_exact(old_right_new_wrong: int, old_wrong_new_right: int) -> float:
-    """Two-sided exact McNemar p-value: a binomial test of the discordant pairs against 1/2 (1.0 without any)."""
+    """Two-sided exact McNemar p-value: binomial test of discordant pairs against 1/2 (1.0 if none)."""
     b, c = int(old_right_new_wrong), int(old_wrong_new_right)
     if b + c == 0:
         return 1.0
@@ -138,35 +153,64 @@ def compare_outputs(
     test set); ``"all"`` is added when missing. In the ``"all"`` group the other groups also appear as slices.
     """
     union = union_labels(labels_old, labels_new) if task != "regression" else []
-    y, old = m.check_outputs(task, union, y_true, _expand(task, labels_old, union, _as2d(task, outputs_old, labels_old)),
-                             what="old model outputs")
-    _, new = m.check_outputs(task, union, y_true, _expand(task, labels_new, union, _as2d(task, outputs_new, labels_new)),
-                             what="new model outputs")
+    y, old = m.check_outputs(
+        task,
+        union,
+        y_true,
+        _expand(task, labels_old, union, _as2d(task, outputs_old, labels_old)),
+        what="old model outputs",
+    )
+    _, new = m.check_outputs(
+        task,
+        union,
+        y_true,
+        _expand(task, labels_new, union, _as2d(task, outputs_new, labels_new)),
+        what="new model outputs",
+    )
     n = len(y)
     if frame is not None and len(frame) != n:
-        raise DataError(f"The frame has {len(frame)} rows but the outputs have {n}; pass the rows that were "
-                        "scored, in the same order.")
+        raise DataError(
+            f"The frame has {len(frame)} rows but the outputs have {n}; pass the rows that were "
+            "scored, in the same order."
+        )
     masks = _groups(groups, n)
     tolerance = _tolerance(task, y, config)
     model_old = _score(task, y, old, config, tolerance)
     model_new = _score(task, y, new, config, tolerance)
-    settings = {"bootstrap": config.bootstrap, "confidence": config.confidence, "seed": seed,
-                "class_metric": CLASS_METRIC.get(task), "slice_metric": SLICE_METRIC[task],
-                "regression_tolerance": tolerance, "length_unit": "characters", "length_bins": config.length_bins}
+    settings = {
+        "bootstrap": config.bootstrap,
+        "confidence": config.confidence,
+        "seed": seed,
+        "class_metric": CLASS_METRIC.get(task),
+        "slice_metric": SLICE_METRIC[task],
+        "regression_tolerance": tolerance,
+        "length_unit": "characters",
+        "length_bins": config.length_bins,
+    }
     out = {}
     for name, mask in masks.items():
         extra = {k: v for k, v in masks.items() if k != ALL} if name == ALL else None
-        out[name] = _compare_group(name, mask, task, union, y, old, new, model_old, model_new, frame, extra,
-                                   config, seed)
-    return Comparison(task=task, labels=union, labels_old=list(labels_old), labels_new=list(labels_new), n=n,
-                      groups=out, settings=settings)
+        out[name] = _compare_group(
+            name, mask, task, union, y, old, new, model_old, model_new, frame, extra, config, seed
+        )
+    return Comparison(
+        task=task,
+        labels=union,
+        labels_old=list(labels_old),
+        labels_new=list(labels_new),
+        n=n,
+        groups=out,
+        settings=settings,
+    )
 
 
 def _as2d(task: str, outputs: np.ndarray, labels: list[str]) -> np.ndarray:
     out = np.asarray(outputs, dtype=float)
     if task != "regression" and (out.ndim != 2 or out.shape[1] != len(labels)):
-        raise DataError(f"{task} outputs must have one column per label of their model ({len(labels)}), "
-                        f"got shape {list(out.shape)}.")
+        raise DataError(
+            f"{task} outputs must have one column per label of their model ({len(labels)}), "
+            f"got shape {list(out.shape)}."
+        )
     return out
 
 
@@ -175,7 +219,9 @@ def _groups(groups: dict[str, np.ndarray] | None, n: int) -> dict[str, np.ndarra
     for name, mask in (groups or {}).items():
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != (n,):
-            raise DataError(f"Group {name!r} has a mask of shape {list(mask.shape)}; expected [{n}] (one per row).")
+            raise DataError(
+                f"Group {name!r} has a mask of shape {list(mask.shape)}; expected [{n}] (one per row)."
+            )
         out[name] = mask
     if ALL not in out:
         out = {ALL: np.ones(n, dtype=bool), **out}
@@ -197,7 +243,9 @@ class _Scored:
     stats: np.ndarray
 
 
-def _score(task: str, y: np.ndarray, out: np.ndarray, config: EvaluateConfig, tolerance: float | None) -> _Scored:
+def _score(
+    task: str, y: np.ndarray, out: np.ndarray, config: EvaluateConfig, tolerance: float | None
+) -> _Scored:
     if task == "single-label":
         pred = m.predict_single(out)
         hits = m.top_k_hits(y, out, config.top_k)
@@ -217,8 +265,21 @@ def _from_sums(task: str, c: int):
     return m.regression_from_sums
 
 
-def _compare_group(name, mask, task, union, y, old, new, a: _Scored, b: _Scored, frame, extra,
-                   config: EvaluateConfig, seed: int) -> GroupComparison:
+def _compare_group(
+    name,
+    mask,
+    task,
+    union,
+    y,
+    old,
+    new,
+    a: _Scored,
+    b: _Scored,
+    frame,
+    extra,
+    config: EvaluateConfig,
+    seed: int,
+) -> GroupComparison:
     rows = np.flatnonzero(mask)
     n = len(rows)
     from_sums = _from_sums(task, len(union))
@@ -237,14 +298,20 @@ def _compare_group(name, mask, task, union, y, old, new, a: _Scored, b: _Scored,
     ca, cb = a.correct[rows], b.correct[rows]
     neg, pos = np.flatnonzero((ca == 1) & (cb == 0)), np.flatnonzero((ca == 0) & (cb == 1))
     mcnemar = {
-        "both_right": int(((ca == 1) & (cb == 1)).sum()), "both_wrong": int(((ca == 0) & (cb == 0)).sum()),
-        "old_right_new_wrong": len(neg), "old_wrong_new_right": len(pos),
-        "p_value": mcnemar_exact(len(neg), len(pos)), "new_better": len(pos) > len(neg),
+        "both_right": int(((ca == 1) & (cb == 1)).sum()),
+        "both_wrong": int(((ca == 0) & (cb == 0)).sum()),
+        "old_right_new_wrong": len(neg),
+        "old_wrong_new_right": len(pos),
+        "p_value": mcnemar_exact(len(neg), len(pos)),
+        "new_better": len(pos) > len(neg),
     }
     sub_frame = frame.iloc[rows].reset_index(drop=True) if frame is not None else None
     sub_extra = {k2: v[rows] for k2, v in extra.items()} if extra else None
     return GroupComparison(
-        name=name, n=n, deltas=deltas, mcnemar=mcnemar,
+        name=name,
+        n=n,
+        deltas=deltas,
+        mcnemar=mcnemar,
         negative_flip_rate=len(neg) / n if n else float("nan"),
         positive_flip_rate=len(pos) / n if n else float("nan"),
         negative_flips=_flips(rows[neg], task, union, y, a, b, frame),
@@ -270,7 +337,9 @@ def _per_class(task, union, point_old, point_new, samples, confidence) -> dict[s
     diffs = samples[1][key] - samples[0][key] if samples is not None else None
     out = {}
     for j, name in enumerate(union):
-        entry = _delta(point_old[key][j], point_new[key][j], None if diffs is None else diffs[:, j], confidence)
+        entry = _delta(
+            point_old[key][j], point_new[key][j], None if diffs is None else diffs[:, j], confidence
+        )
         out[name] = {"n": int(point_old["support_per_class"][j]), **entry}
     return out
 
@@ -288,7 +357,13 @@ def _per_slice(masks, ca, cb, config: EvaluateConfig, seed: int) -> dict[str, di
     for j, (name, value, mask) in enumerate(flat):
         old, new = float(ca[mask].mean()), float(cb[mask].mean())
         interval = percentile_interval(sampled[:, j], config.confidence) if sampled is not None else None
-        out[name][value] = {"n": int(mask.sum()), "old": old, "new": new, "delta": new - old, "interval": interval}
+        out[name][value] = {
+            "n": int(mask.sum()),
+            "old": old,
+            "new": new,
+            "delta": new - old,
+            "interval": interval,
+        }
     return out
 
 
@@ -312,8 +387,12 @@ def _flips(rows: np.ndarray, task, union, y, a: _Scored, b: _Scored, frame) -> l
     texts = frame[TEXT].astype(str).to_numpy() if frame is not None and TEXT in frame.columns else None
     out = []
     for i in rows[:MAX_LISTED_FLIPS]:
-        row = {"index": int(i), "true": _describe(task, union, y[i]), "old": _describe(task, union, a.pred[i]),
-               "new": _describe(task, union, b.pred[i])}
+        row = {
+            "index": int(i),
+            "true": _describe(task, union, y[i]),
+            "old": _describe(task, union, a.pred[i]),
+            "new": _describe(task, union, b.pred[i]),
+        }
         if texts is not None:
             row["text"] = str(texts[i])
         out.append(row)

@@ -20,9 +20,10 @@ COMPARE_HTML = "compare.html"
 _LISTED_IN_HTML = 50
 
 
-def write_comparison_report(comparison: Comparison, decision: GateDecision, out_dir: Path,
-                            *, title: str = "keepfit comparison") -> Path:
-    """Write ``compare.json`` (comparison + decision) and ``compare.html`` into ``out_dir``; return the HTML path."""
+def write_comparison_report(
+    comparison: Comparison, decision: GateDecision, out_dir: Path, *, title: str = "keepfit comparison"
+) -> Path:
+    """Write ``compare.json`` (comparison + decision) and ``compare.html`` in ``out_dir``; return the HTML."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = {"decision": decision.to_dict(), "comparison": comparison.to_dict()}
@@ -32,30 +33,67 @@ def write_comparison_report(comparison: Comparison, decision: GateDecision, out_
 
 def _verdict(decision: GateDecision) -> str:
     word = '<span class="pass">PASSED</span>' if decision.passed else '<span class="fail">REJECTED</span>'
-    rows = [[r.name, ("html", '<span class="pass">pass</span>' if r.passed else '<span class="fail">FAIL</span>')
-             if not r.skipped else "skipped", r.detail] for r in decision.rules]
-    return (f"<h2>Gate: {word} (judged on group {esc(decision.group)})</h2>"
-            + table(["rule", "result", "detail"], rows, numeric_from=99))
+    rows = [
+        [
+            r.name,
+            ("html", '<span class="pass">pass</span>' if r.passed else '<span class="fail">FAIL</span>')
+            if not r.skipped
+            else "skipped",
+            r.detail,
+        ]
+        for r in decision.rules
+    ]
+    return f"<h2>Gate: {word} (judged on group {esc(decision.group)})</h2>" + table(
+        ["rule", "result", "detail"], rows, numeric_from=99
+    )
 
 
 def _sections(c: Comparison, decision: GateDecision) -> list[str]:
     s = c.settings
-    out = [f'<p class="note">{esc(c.task)}, {c.n} paired examples. Deltas are new - old; intervals are '
-           f"{int(s.get('confidence', 0.95) * 100)}% paired percentile bootstrap ({s.get('bootstrap')} resamples, "
-           f"seed {s.get('seed')}, the same resamples for both models).</p>", _verdict(decision)]
-    figs = [(fg.to_data_uri(_metric_forest(c)), "Metric deltas per group with paired intervals."),
-            (fg.to_data_uri(_flip_bars(c)), "Examples fixed and broken per group (McNemar's discordant pairs).")]
+    out = [
+        f'<p class="note">{esc(c.task)}, {c.n} paired examples. Deltas are new - old; intervals are '
+        f"{int(s.get('confidence', 0.95) * 100)}% paired percentile bootstrap "
+        f"({s.get('bootstrap')} resamples, "
+        f"seed {s.get('seed')}, the same resamples for both models).</p>",
+        _verdict(decision),
+    ]
+    figs = [
+        (fg.to_data_uri(_metric_forest(c)), "Metric deltas per group with paired intervals."),
+        (fg.to_data_uri(_flip_bars(c)), "Examples fixed and broken per group (McNemar's discordant pairs)."),
+    ]
     g = c.groups.get(decision.group) or next(iter(c.groups.values()))
     if g.per_class:
-        rows = sorted(((n, r["delta"], _tuple(r["interval"])) for n, r in g.per_class.items()
-                       if r["delta"] == r["delta"]), key=lambda t: t[1])
-        figs.append((fg.to_data_uri(fg.interval_figure(rows, f"{s.get('class_metric')} per class ({g.name})")),
-                     "Per-class deltas, worst first."))
-    slice_rows = sorted(((f"{k}={v}", r["delta"], _tuple(r["interval"])) for k, vals in g.per_slice.items()
-                         for v, r in vals.items()), key=lambda t: t[1])
+        rows = sorted(
+            (
+                (n, r["delta"], _tuple(r["interval"]))
+                for n, r in g.per_class.items()
+                if r["delta"] == r["delta"]
+            ),
+            key=lambda t: t[1],
+        )
+        figs.append(
+            (
+                fg.to_data_uri(fg.interval_figure(rows, f"{s.get('class_metric')} per class ({g.name})")),
+                "Per-class deltas, worst first.",
+            )
+        )
+    slice_rows = sorted(
+        (
+            (f"{k}={v}", r["delta"], _tuple(r["interval"]))
+            for k, vals in g.per_slice.items()
+            for v, r in vals.items()
+        ),
+        key=lambda t: t[1],
+    )
     if slice_rows:
-        figs.append((fg.to_data_uri(fg.interval_figure(slice_rows, f"{s.get('slice_metric')} per slice ({g.name})")),
-                     "Per-slice deltas, worst first."))
+        figs.append(
+            (
+                fg.to_data_uri(
+                    fg.interval_figure(slice_rows, f"{s.get('slice_metric')} per slice ({g.name})")
+                ),
+                "Per-slice deltas, worst first.",
+            )
+        )
     out.append("<h2>Figures</h2>" + "".join(figure(uri, cap) for uri, cap in figs))
     for group in c.groups.values():
         out.append(_group_section(c, group))
@@ -67,8 +105,11 @@ def _tuple(interval):
 
 
 def _metric_forest(c: Comparison):
-    rows = [(f"{name}: {metric}", d["delta"], _tuple(d["interval"]))
-            for name, g in c.groups.items() for metric, d in g.deltas.items()]
+    rows = [
+        (f"{name}: {metric}", d["delta"], _tuple(d["interval"]), d["higher_is_better"])
+        for name, g in c.groups.items()
+        for metric, d in g.deltas.items()
+    ]
     return fg.interval_figure(rows, "Metric deltas (new - old)")
 
 
@@ -90,30 +131,57 @@ def _flip_bars(c: Comparison):
 def _group_section(c: Comparison, g: GroupComparison) -> str:
     mc = g.mcnemar
     parts = [f"<h2>Group: {esc(g.name)} ({g.n} examples)</h2>"]
-    parts.append(table(["metric", "old", "new", "delta", "interval"],
-                       [[k, d["old"], d["new"], d["delta"], fmt_interval(d["interval"])] for k, d in g.deltas.items()]))
-    parts.append(f'<p class="note">Negative flip rate {g.negative_flip_rate:.4f} ({mc["old_right_new_wrong"]} broken), '
-                 f'positive flip rate {g.positive_flip_rate:.4f} ({mc["old_wrong_new_right"]} fixed); McNemar exact '
-                 f'p = {mc["p_value"]:.4g}.'
-                 + (f' ECE {g.calibration["ece_old"]:.4f} -> {g.calibration["ece_new"]:.4f}.' if g.calibration else "")
-                 + "</p>")
+    parts.append(
+        table(
+            ["metric", "old", "new", "delta", "interval"],
+            [[k, d["old"], d["new"], d["delta"], fmt_interval(d["interval"])] for k, d in g.deltas.items()],
+        )
+    )
+    parts.append(
+        f'<p class="note">Negative flip rate {g.negative_flip_rate:.4f} '
+        f"({mc['old_right_new_wrong']} broken), "
+        f"positive flip rate {g.positive_flip_rate:.4f} ({mc['old_wrong_new_right']} fixed); McNemar exact "
+        f"p = {mc['p_value']:.4g}."
+        + (f" ECE {g.calibration['ece_old']:.4f} -> {g.calibration['ece_new']:.4f}." if g.calibration else "")
+        + "</p>"
+    )
     if g.per_class:
-        rows = sorted(g.per_class.items(), key=lambda kv: (kv[1]["delta"] if kv[1]["delta"] == kv[1]["delta"]
-                                                           else 9.0))
-        parts.append(f"<h3>Per class ({esc(c.settings.get('class_metric'))})</h3>" + table(
-            ["label", "n", "old", "new", "delta", "interval"],
-            [[k, r["n"], r["old"], r["new"], r["delta"], fmt_interval(r["interval"])] for k, r in rows]))
+        rows = sorted(
+            g.per_class.items(), key=lambda kv: kv[1]["delta"] if kv[1]["delta"] == kv[1]["delta"] else 9.0
+        )
+        parts.append(
+            f"<h3>Per class ({esc(c.settings.get('class_metric'))})</h3>"
+            + table(
+                ["label", "n", "old", "new", "delta", "interval"],
+                [[k, r["n"], r["old"], r["new"], r["delta"], fmt_interval(r["interval"])] for k, r in rows],
+            )
+        )
     for name, values in g.per_slice.items():
-        parts.append(f"<h3>Slice {esc(name)} ({esc(c.settings.get('slice_metric'))})</h3>" + table(
-            ["value", "n", "old", "new", "delta", "interval"],
-            [[v, r["n"], r["old"], r["new"], r["delta"], fmt_interval(r["interval"])] for v, r in values.items()]))
-    for title, flips in (("Negative flips (old right, new wrong)", g.negative_flips),
-                         ("Positive flips (old wrong, new right)", g.positive_flips)):
+        parts.append(
+            f"<h3>Slice {esc(name)} ({esc(c.settings.get('slice_metric'))})</h3>"
+            + table(
+                ["value", "n", "old", "new", "delta", "interval"],
+                [
+                    [v, r["n"], r["old"], r["new"], r["delta"], fmt_interval(r["interval"])]
+                    for v, r in values.items()
+                ],
+            )
+        )
+    for title, flips in (
+        ("Negative flips (old right, new wrong)", g.negative_flips),
+        ("Positive flips (old wrong, new right)", g.positive_flips),
+    ):
         if flips:
             keys = [k for k in ("text", "true", "old", "new") if k in flips[0]]
             shown = flips[:_LISTED_IN_HTML]
-            parts.append(f"<h3>{title}: first {len(shown)}</h3>" + table(
-                ["row", *keys], [[f["index"], *[_cell(f[k]) for k in keys]] for f in shown], numeric_from=99))
+            parts.append(
+                f"<h3>{title}: first {len(shown)}</h3>"
+                + table(
+                    ["row", *keys],
+                    [[f["index"], *[_cell(f[k]) for k in keys]] for f in shown],
+                    numeric_from=99,
+                )
+            )
     return "".join(parts)
 
 

@@ -59,7 +59,9 @@ or `keepfit predict PATH in.csv out.csv`.
 
 def export_model(model: nn.Module, tokenizer, out: Path, meta: dict[str, Any], card: str) -> Path:
     """Write the model folder atomically (an existing folder is replaced only once the new one is complete)."""
-    with atomic_dir(Path(out), overwrite=True) as tmp:
+    from keepfit.train.model import quiet_transformers
+
+    with atomic_dir(Path(out), overwrite=True) as tmp, quiet_transformers():
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         (tmp / "keepfit.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")

@@ -303,6 +303,7 @@ def fit_loop(job: Job, accelerator, *, resume: bool, progress: bool) -> TrainSta
     """Train ``job.model``; evaluate, keep the best weights, checkpoint; return the final state."""
     tc = job.config.train
     rank, world = accelerator.process_index, accelerator.num_processes
+    log.info("processes: %d (this is rank %d), device %s", world, rank, accelerator.device)
     ckpt_dir = job.run_dir / "checkpoints"
     everything = tc.strategy != "lora"
     metric = best_metric_name(job.task, tc.metric_for_best)

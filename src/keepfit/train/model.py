@@ -27,6 +27,7 @@ __all__ = [
     "head_linear",
     "grow_head",
     "read_meta",
+    "quiet_transformers",
 ]
 
 KEEPFIT_META = "keepfit.json"
@@ -89,16 +90,20 @@ def resolve_model_path(name: str | Path, revision: str | None = None) -> Path:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """transformers reports freshly initialised heads at warning level; that is expected here."""
     import transformers
 
     level = transformers.logging.get_verbosity()
+    bars = transformers.utils.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     try:
         yield
     finally:
         transformers.logging.set_verbosity(level)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
 
 
 def read_meta(model_dir: Path) -> dict[str, Any]:
@@ -112,7 +117,7 @@ def load_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             return AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError) as err:
         raise ModelError(f"Could not load a tokenizer from {path}: {err}. The folder needs tokenizer files.") from None
@@ -165,7 +170,7 @@ def load_model(path: Path, task: str, labels: list[str], *, dropout: float | Non
             names = ["target"] if task == "regression" else labels
             config.id2label = dict(enumerate(names))
             config.label2id = {x: i for i, x in enumerate(names)}
-        with _quiet_transformers():
+        with quiet_transformers():
             model = AutoModelForSequenceClassification.from_pretrained(str(path), config=config)
     except ModelError:
         raise

@@ -15,7 +15,7 @@ from keepfit._io import atomic_write_bytes
 from keepfit.errors import DataError, ModelError
 from keepfit.train.batching import tokenize
 from keepfit.train.inference import choose_precision, sorted_forward
-from keepfit.train.model import load_tokenizer, read_meta, resolve_model_path
+from keepfit.train.model import load_tokenizer, quiet_transformers, read_meta, resolve_model_path
 
 __all__ = ["Predictions", "Predictor", "PredictReport", "load_predictor", "predict_file", "outputs_from_logits"]
 
@@ -70,7 +70,8 @@ class Predictor:
         self.model_dir = Path(model_dir)
         self.meta = read_meta(self.model_dir)
         try:
-            self.model = AutoModelForSequenceClassification.from_pretrained(str(self.model_dir)).eval()
+            with quiet_transformers():
+                self.model = AutoModelForSequenceClassification.from_pretrained(str(self.model_dir)).eval()
         except (OSError, ValueError) as err:
             raise ModelError(f"Could not load the model in {self.model_dir}: {err}") from None
         self.tokenizer = load_tokenizer(self.model_dir)

@@ -4,7 +4,64 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["make_tiny_model"]
+import numpy as np
+import pandas as pd
+
+from keepfit.config import KeepfitConfig
+from keepfit.types import Snapshot
+
+__all__ = ["make_tiny_model", "sentiment_frame", "all_texts", "snapshot_of", "config_for"]
+
+KEYWORDS = {
+    "neg": ["bad", "awful", "hate", "sad", "poor"],
+    "pos": ["great", "good", "love", "happy", "nice"],
+    "neu": ["okay", "fine", "average", "plain", "so-so"],
+}
+FILLER = ["the", "movie", "was", "really", "quite", "a", "film", "story", "very", "this", "it", "plot"]
+
+
+def sentiment_frame(n: int, seed: int, labels: tuple[str, ...] = ("neg", "pos")) -> pd.DataFrame:
+    """Texts of 2-12 filler words plus one keyword that decides the label (an easy task)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        label = labels[i % len(labels)]
+        tokens = list(rng.choice(FILLER, size=int(rng.integers(2, 13)))) + [str(rng.choice(KEYWORDS[label]))]
+        rng.shuffle(tokens)
+        rows.append({"text": " ".join(tokens), "label": label})
+    return pd.DataFrame(rows)
+
+
+def all_texts() -> list[str]:
+    """Texts covering every word of the synthetic tasks (to train the tiny tokenizer on)."""
+    words = FILLER + [w for ws in KEYWORDS.values() for w in ws]
+    return [" ".join(words)] * 3 + sentiment_frame(300, 99, ("neg", "pos", "neu"))["text"].tolist()
+
+
+def snapshot_of(train: pd.DataFrame, validation: pd.DataFrame, test: pd.DataFrame, task: str = "single-label",
+                labels: list[str] | None = None, snapshot_id: str = "snap0123456789") -> Snapshot:
+    if labels is None:
+        if task == "single-label":
+            labels = sorted(set(train["label"]))
+        elif task == "multi-label":
+            labels = sorted({x for v in train["labels"] for x in v})
+        else:
+            labels = []
+    return Snapshot(id=snapshot_id, path=Path("."), task=task, labels=labels, train=train, validation=validation,
+                    test=test, quarantine=pd.DataFrame())
+
+
+def config_for(model: Path, task: str = "single-label", **train) -> KeepfitConfig:
+    """A config for quick tests: fp32, one thread, few epochs, high learning rate."""
+    defaults = {"epochs": 4, "lr": 1e-2, "batch_size": 16, "precision": "fp32", "threads": 1,
+                "checkpoint_every_steps": 1000}
+    defaults.update(train)
+    raw = {"task": task, "model": {"name": str(model)}, "train": defaults}
+    if task == "regression":
+        raw["data"] = {"target_column": "target"}
+    return KeepfitConfig.model_validate(raw)
+
+
 
 
 def make_tiny_model(folder: Path, texts: list[str], *, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
@@ -37,5 +94,8 @@ def make_tiny_model(folder: Path, texts: list[str], *, hidden: int = 32, layers:
                         num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=128,
                         pad_token_id=tok.token_to_id("[PAD]"))
     torch.manual_seed(seed)
-    BertModel(config).save_pretrained(str(folder))
+    from keepfit.train.model import quiet_transformers
+
+    with quiet_transformers():
+        BertModel(config).save_pretrained(str(folder))
     return folder

@@ -1,0 +1,573 @@
+"""Quality findings on the canonical row table: duplicates, conflicts, near-duplicates, label distribution, leakage.
+
+Every check is a small object with one interface (:class:`QualityCheck`): ``run(frame, config) -> Finding``.
+A finding says what was found (kind, count, up to five examples with row numbers and source) and which rows the
+configured action concerns; :func:`apply_finding` then drops those rows into the quarantine with a reason, keeps
+them, or raises :class:`~keepfit.errors.DataError` (action ``fail``). Dropping never loses a row: it moves to the
+quarantine, so ``in = kept + quarantined`` still holds.
+
+Order matters and :func:`run_quality` fixes it: conflicting labels first (every copy of a text with two answers
+is quarantined, because we cannot know which answer is right), then exact duplicates (same text and answer; the
+first copy stays), then near-duplicates, then the label distribution of what is left. Leakage needs splits and
+runs after splitting (:func:`check_leakage`).
+
+Duplicate checks work within a split when the table already has one (user-given splits), so a copy in the test
+split is never dropped in favour of a training copy; copies across splits are leakage.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from keepfit.config import KeepfitConfig
+from keepfit.errors import DataError
+from keepfit.types import LABEL, LABELS, ROW, SOURCE, SPLIT, TARGET, TEXT, Task, label_column_for
+from keepfit.data.validate import QUARANTINE_COLUMNS
+
+__all__ = [
+    "Finding",
+    "QualityCheck",
+    "ConflictingLabels",
+    "ExactDuplicates",
+    "NearDuplicates",
+    "LabelDistribution",
+    "Leakage",
+    "QUALITY_CHECKS",
+    "QualityOutcome",
+    "run_quality",
+    "check_leakage",
+    "apply_finding",
+    "answer_strings",
+    "aggressive_key",
+    "MAX_EXAMPLES",
+]
+
+MAX_EXAMPLES = 5
+_RAW_CHARS = 300
+_EVAL_ORDER = ("test", "validation")  # leakage: copies in these splits are kept, the other side is flagged
+_NUM_PERM = 64
+
+
+@dataclass
+class Finding:
+    """One quality finding.
+
+    ``count`` is the number of rows the finding concerns (for ``label_distribution``: labels under the minimum);
+    ``flagged`` holds the positions (0-based, into the checked frame) of the rows the action applies to, with
+    one ``flag_detail`` each; ``action`` is the configured action (drop, keep, fail) or ``report`` for findings
+    that never remove rows.
+    """
+
+    kind: str
+    count: int
+    action: str
+    summary: str
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+    flagged: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    flag_detail: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able view (without the flagged positions)."""
+        return {
+            "kind": self.kind,
+            "count": int(self.count),
+            "action": self.action,
+            "summary": self.summary,
+            "examples": self.examples,
+            "details": self.details,
+        }
+
+
+@runtime_checkable
+class QualityCheck(Protocol):
+    """A quality check: a name, and ``run`` returning one :class:`Finding` for a canonical row table."""
+
+    name: str
+
+    def run(self, frame: pd.DataFrame, config: KeepfitConfig) -> Finding: ...
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def answer_strings(frame: pd.DataFrame, task: Task) -> pd.Series:
+    """The answer of every row as a comparable string (multi-label: sorted labels joined by ``|``)."""
+    column = label_column_for(task)
+    if column not in frame:
+        return pd.Series([""] * len(frame), index=frame.index, dtype=object)
+    values = frame[column]
+    if task == "multi-label":
+        return values.map(lambda v: "|".join(sorted(str(x) for x in v)))
+    if task == "regression":
+        return values.astype(float).map(lambda v: repr(round(v, 9)))
+    return values.astype(str)
+
+
+def _hash(*columns: Iterable[Any]) -> np.ndarray:
+    """A 64-bit hash per row of the given equal-length columns (strings or numbers)."""
+    frame = pd.DataFrame({str(i): np.asarray(list(c) if not hasattr(c, "__len__") else c, dtype=object)
+                          for i, c in enumerate(columns)})
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+
+
+def _object(values: pd.Series) -> np.ndarray:
+    return values.to_numpy(dtype=object)
+
+
+def _partition(frame: pd.DataFrame) -> np.ndarray:
+    """The split of each row when the table has one (duplicates are looked for within a split), else ''."""
+    if SPLIT in frame:
+        return _object(frame[SPLIT].astype(str))
+    return np.full(len(frame), "", dtype=object)
+
+
+def _where(frame: pd.DataFrame, pos: int) -> str:
+    row = frame[ROW].iat[pos]
+    source = frame[SOURCE].iat[pos] if SOURCE in frame else ""
+    return f"row {int(row)}" + (f" of {source}" if source else "")
+
+
+def _example(frame: pd.DataFrame, pos: int, answers: pd.Series, **extra: Any) -> dict[str, Any]:
+    out = {
+        "row": int(frame[ROW].iat[pos]),
+        "source": str(frame[SOURCE].iat[pos]) if SOURCE in frame else "",
+        "text": str(frame[TEXT].iat[pos])[:200],
+        "label": str(answers.iat[pos]),
+    }
+    if SPLIT in frame:
+        out["split"] = str(frame[SPLIT].iat[pos])
+    out.update(extra)
+    return out
+
+
+def _action_word(action: str) -> str:
+    return {"drop": "dropped to the quarantine", "keep": "kept", "fail": "fail"}.get(action, action)
+
+
+def aggressive_key(texts: pd.Series) -> np.ndarray:
+    """Lowercase, strip punctuation and digits, collapse spaces: the cheap near-duplicate key (vectorised)."""
+    arr = pa.array(texts.astype(str).to_numpy(dtype=object), type=pa.large_string())
+    arr = pc.utf8_lower(arr)
+    arr = pc.replace_substring_regex(arr, pattern=r"[\W\d_]+", replacement=" ")
+    arr = pc.utf8_trim_whitespace(arr)
+    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=object)
+
+
+_WORD = re.compile(r"\w+")
+
+
+def _shingles(text: str) -> set[bytes]:
+    """Word bigrams of the lowercased text (unigrams for one-word texts)."""
+    tokens = _WORD.findall(text.lower())
+    if len(tokens) < 2:
+        return {t.encode() for t in tokens}
+    return {f"{a} {b}".encode() for a, b in zip(tokens, tokens[1:], strict=False)}
+
+
+def _jaccard(a: set[bytes], b: set[bytes]) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+class _MinHashIndex:
+    """MinHash + LSH (datasketch) over texts; candidates are confirmed with the exact Jaccard of shingles."""
+
+    def __init__(self, threshold: float) -> None:
+        from datasketch import MinHashLSH
+
+        self.threshold = threshold
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=_NUM_PERM)
+        self.sets: dict[int, set[bytes]] = {}
+
+    @staticmethod
+    def sketch(texts: list[str]) -> tuple[list[set[bytes]], list[Any]]:
+        from datasketch import MinHash
+
+        sets = [_shingles(t) for t in texts]
+        return sets, MinHash.bulk(sets, num_perm=_NUM_PERM)
+
+    def best(self, shingles: set[bytes], minhash: Any) -> tuple[int, float] | None:
+        """The indexed key most similar to these shingles at or above the threshold, with its Jaccard."""
+        found: tuple[int, float] | None = None
+        for key in self.lsh.query(minhash):
+            sim = _jaccard(shingles, self.sets[key])
+            if sim >= self.threshold and (found is None or sim > found[1]):
+                found = (key, sim)
+        return found
+
+    def insert(self, key: int, shingles: set[bytes], minhash: Any) -> None:
+        self.sets[key] = shingles
+        self.lsh.insert(key, minhash)
+
+
+def _near_method(n_rows: int, config: KeepfitConfig) -> str:
+    return "minhash" if n_rows <= config.quality.near_duplicate_max_rows else "normalised_key"
+
+
+# ------------------------------------------------------------------------------------------------ the checks
+
+
+class ConflictingLabels:
+    """Same text, different answers: every copy is flagged (reason ``conflicting_labels``)."""
+
+    name = "conflicting_duplicates"
+
+    def run(self, frame: pd.DataFrame, config: KeepfitConfig) -> Finding:
+        action = config.quality.conflicting_duplicates
+        answers = answer_strings(frame, config.task)
+        text_key = _hash(_object(frame[TEXT]))
+        answer_code = pd.factorize(answers)[0]
+        n_answers = pd.Series(answer_code).groupby(text_key).transform("nunique").to_numpy()
+        flagged = np.flatnonzero(n_answers > 1)
+        if len(flagged) == 0:
+            return Finding(self.name, 0, action, "no text carries two different labels", reason="conflicting_labels")
+        sub = pd.DataFrame({"text": _object(frame[TEXT].iloc[flagged]), "answer": _object(answers.iloc[flagged]),
+                            "row": frame[ROW].iloc[flagged].to_numpy()})
+        per_text = sub.groupby("text", sort=False).agg(answers=("answer", lambda s: sorted(set(s))),
+                                                      rows=("row", list))
+        details_by_text = {
+            t: "labels " + ", ".join(repr(a) for a in r.answers) + " on rows " + ", ".join(str(x) for x in r.rows[:6])
+            for t, r in per_text.iterrows()
+        }
+        flag_detail = [details_by_text[t] for t in sub["text"]]
+        examples = []
+        for t, r in per_text.head(MAX_EXAMPLES).iterrows():
+            examples.append({"text": str(t)[:200], "labels": list(r.answers), "rows": [int(x) for x in r.rows[:10]],
+                             "source": str(frame[SOURCE].iat[int(flagged[0])]) if SOURCE in frame else ""})
+        n_texts = len(per_text)
+        summary = (f"{len(flagged)} rows ({n_texts} texts) carry conflicting labels; "
+                   f"{_action_word(action)}" + (" (all copies: which label is right is unknown)"
+                                                  if action == "drop" else ""))
+        return Finding(self.name, len(flagged), action, summary, examples, {"texts": n_texts},
+                       reason="conflicting_labels", flagged=flagged, flag_detail=flag_detail)
+
+
+class ExactDuplicates:
+    """Same text and same answer (within a split): every copy after the first is flagged (``duplicate``)."""
+
+    name = "exact_duplicates"
+
+    def run(self, frame: pd.DataFrame, config: KeepfitConfig) -> Finding:
+        action = config.quality.exact_duplicates
+        answers = answer_strings(frame, config.task)
+        key = _hash(_object(frame[TEXT]), _object(answers), _partition(frame))
+        first_pos = pd.Series(np.arange(len(frame))).groupby(key).transform("first").to_numpy()
+        flagged = np.flatnonzero(first_pos != np.arange(len(frame)))
+        if len(flagged) == 0:
+            return Finding(self.name, 0, action, "no exact duplicates", reason="duplicate")
+        firsts = first_pos[flagged]
+        first_rows = frame[ROW].to_numpy()[firsts]
+        flag_detail = [f"same as row {int(r)}" for r in first_rows]
+        examples = [
+            _example(frame, int(p), answers, same_as_row=int(frame[ROW].iat[int(f)]))
+            for p, f in zip(flagged[:MAX_EXAMPLES], firsts[:MAX_EXAMPLES], strict=True)
+        ]
+        n_texts = len(np.unique(key[flagged]))
+        summary = f"{len(flagged)} exact duplicate rows (copies of {n_texts} texts); {_action_word(action)}"
+        return Finding(self.name, len(flagged), action, summary, examples, {"texts": n_texts},
+                       reason="duplicate", flagged=flagged, flag_detail=flag_detail)
+
+
+class NearDuplicates:
+    """Texts nearly the same as an earlier one (within a split): MinHash/LSH on word bigrams up to
+    ``quality.near_duplicate_max_rows`` rows, an aggressively normalised key above that."""
+
+    name = "near_duplicates"
+
+    def run(self, frame: pd.DataFrame, config: KeepfitConfig) -> Finding:
+        action = config.quality.near_duplicates
+        method = _near_method(len(frame), config)
+        answers = answer_strings(frame, config.task)
+        if method == "minhash":
+            pairs = self._minhash(frame, config.quality.near_duplicate_threshold)
+        else:
+            pairs = self._by_key(frame)
+        flagged = np.array(sorted(pairs), dtype=np.int64)
+        rows = frame[ROW].to_numpy()
+        what = ("Jaccard {:.2f} with row {}" if method == "minhash" else "same normalised text as row {1}")
+        flag_detail = [f"near-duplicate of row {int(rows[pairs[p][0]])} (" + what.format(pairs[p][1],
+                       int(rows[pairs[p][0]])) + ")" for p in flagged]
+        examples = [
+            _example(frame, int(p), answers, similar_to_row=int(rows[pairs[int(p)][0]]),
+                     similar_text=str(frame[TEXT].iat[pairs[int(p)][0]])[:200],
+                     similar_label=str(answers.iat[pairs[int(p)][0]]), similarity=round(pairs[int(p)][1], 3))
+            for p in flagged[:MAX_EXAMPLES]
+        ]
+        how = (f"MinHash/LSH, Jaccard >= {config.quality.near_duplicate_threshold} on word bigrams"
+               if method == "minhash" else
+               "normalised key (lowercase, no punctuation or digits), used above "
+               f"{config.quality.near_duplicate_max_rows:,} rows")
+        summary = (f"{len(flagged)} near-duplicate rows ({how}); {_action_word(action)}" if len(flagged)
+                   else f"no near-duplicates ({how})")
+        return Finding(self.name, len(flagged), action, summary, examples, {"method": method},
+                       reason="near_duplicate", flagged=flagged, flag_detail=flag_detail)
+
+    @staticmethod
+    def _minhash(frame: pd.DataFrame, threshold: float) -> dict[int, tuple[int, float]]:
+        texts = frame[TEXT].astype(str).tolist()
+        parts = _partition(frame)
+        found: dict[int, tuple[int, float]] = {}
+        for part in pd.unique(parts):
+            positions = np.flatnonzero(parts == part)
+            sets, hashes = _MinHashIndex.sketch([texts[p] for p in positions])
+            index = _MinHashIndex(threshold)
+            seen: set[str] = set()
+            for k, pos in enumerate(positions):
+                text = texts[pos]
+                if text in seen or not sets[k]:
+                    continue  # exact copies are the exact-duplicate check's business
+                seen.add(text)
+                hit = index.best(sets[k], hashes[k])
+                if hit is not None:
+                    found[int(pos)] = (int(hit[0]), hit[1])
+                else:
+                    index.insert(int(pos), sets[k], hashes[k])
+        return found
+
+    @staticmethod
+    def _by_key(frame: pd.DataFrame) -> dict[int, tuple[int, float]]:
+        key = aggressive_key(frame[TEXT])
+        key_hash = _hash(key, _partition(frame))
+        text_hash = _hash(_object(frame[TEXT]), _partition(frame))
+        n = np.arange(len(frame))
+        first_of_key = pd.Series(n).groupby(key_hash).transform("first").to_numpy()
+        first_of_text = pd.Series(n).groupby(text_hash).transform("first").to_numpy()
+        nonempty = key != ""
+        hits = np.flatnonzero((first_of_key != n) & (first_of_text == n) & nonempty)
+        return {int(p): (int(first_of_key[p]), 1.0) for p in hits}
+
+
+class LabelDistribution:
+    """Label counts, the largest/smallest ratio, and labels under ``quality.min_examples_per_label``."""
+
+    name = "label_distribution"
+
+    def run(self, frame: pd.DataFrame, config: KeepfitConfig) -> Finding:
+        if config.task == "regression":
+            return self._target(frame)
+        column = label_column_for(config.task)
+        values = frame[column].explode() if config.task == "multi-label" else frame[column]
+        counts = values.dropna().astype(str).value_counts()
+        for label in config.labels or []:
+            if label not in counts.index:
+                counts[label] = 0
+        counts = counts.sort_values(ascending=False, kind="stable")
+        minimum = config.quality.min_examples_per_label
+        small = {str(k): int(v) for k, v in counts.items() if v < minimum}
+        positive = counts[counts > 0]
+        ratio = float(positive.iloc[0] / positive.iloc[-1]) if len(positive) else 0.0
+        imbalanced = ratio > config.quality.imbalance_warn_ratio
+        parts = [f"{len(counts)} labels, largest/smallest = {ratio:.1f}"]
+        if imbalanced:
+            parts.append(f"imbalanced (above {config.quality.imbalance_warn_ratio:g})")
+        if small:
+            parts.append(f"{len(small)} label(s) with fewer than {minimum} examples: "
+                         + ", ".join(f"{k} ({v})" for k, v in list(small.items())[:MAX_EXAMPLES]))
+        total = int(counts.sum())
+        details = {
+            "counts": {str(k): int(v) for k, v in counts.items()},
+            "shares": {str(k): (float(v) / total if total else 0.0) for k, v in counts.items()},
+            "ratio": ratio,
+            "imbalanced": bool(imbalanced),
+            "below_minimum": small,
+        }
+        examples = [{"label": k, "count": v} for k, v in list(small.items())[:MAX_EXAMPLES]]
+        return Finding(self.name, len(small), "report", "; ".join(parts), examples, details)
+
+    @staticmethod
+    def _target(frame: pd.DataFrame) -> Finding:
+        values = frame[TARGET].astype(float) if TARGET in frame else pd.Series([], dtype=float)
+        q = values.quantile([0.0, 0.25, 0.5, 0.75, 1.0]).tolist() if len(values) else [0.0] * 5
+        details = {"n": len(values), "mean": float(values.mean()) if len(values) else 0.0,
+                   "std": float(values.std()) if len(values) > 1 else 0.0,
+                   "quantiles": dict(zip(["min", "q25", "median", "q75", "max"], map(float, q), strict=True))}
+        summary = f"target: median {q[2]:.4g}, range {q[0]:.4g} to {q[4]:.4g}"
+        return Finding("label_distribution", 0, "report", summary, [], details)
+
+
+class Leakage:
+    """Texts shared between splits (exact, or near-duplicate): the training-side copy is flagged, never the test
+    copy (validation copies are flagged when they leak into test)."""
+
+    name = "leakage"
+
+    def run(self, frame: pd.DataFrame, config: KeepfitConfig) -> Finding:
+        action = config.quality.leakage
+        if SPLIT not in frame:
+            return Finding(self.name, 0, action, "no splits yet; leakage is checked after splitting",
+                           reason="leakage", details={"exact": 0, "near": 0})
+        method = _near_method(len(frame), config)
+        answers = answer_strings(frame, config.task)
+        splits = _object(frame[SPLIT].astype(str))
+        hits: dict[int, tuple[int, float]] = {}
+        for i, index_split in enumerate(_EVAL_ORDER):
+            query_splits = ["train"] + list(_EVAL_ORDER[i + 1:])
+            index_pos = np.flatnonzero(splits == index_split)
+            query_pos = np.flatnonzero(np.isin(splits, query_splits))
+            query_pos = query_pos[~np.isin(query_pos, np.fromiter(hits, dtype=np.int64, count=len(hits)))]
+            if len(index_pos) == 0 or len(query_pos) == 0:
+                continue
+            hits.update(_cross_matches(frame, query_pos, index_pos, method, config.quality.near_duplicate_threshold))
+        flagged = np.array(sorted(hits), dtype=np.int64)
+        rows = frame[ROW].to_numpy()
+        exact = sum(1 for p in flagged if hits[int(p)][1] >= 1.0 and
+                    frame[TEXT].iat[int(p)] == frame[TEXT].iat[hits[int(p)][0]])
+        flag_detail = [
+            ("same text as " if frame[TEXT].iat[int(p)] == frame[TEXT].iat[hits[int(p)][0]] else "near-duplicate of ")
+            + f"{splits[hits[int(p)][0]]} row {int(rows[hits[int(p)][0]])}"
+            for p in flagged
+        ]
+        examples = [
+            _example(frame, int(p), answers, leaks_into=str(splits[hits[int(p)][0]]),
+                     other_row=int(rows[hits[int(p)][0]]), other_text=str(frame[TEXT].iat[hits[int(p)][0]])[:200],
+                     similarity=round(hits[int(p)][1], 3))
+            for p in flagged[:MAX_EXAMPLES]
+        ]
+        details = {"exact": int(exact), "near": int(len(flagged) - exact), "method": method}
+        summary = (f"{len(flagged)} rows leak across splits ({exact} exact, {len(flagged) - exact} near); "
+                   f"{_action_word(action)}" + (" from the training side" if action == "drop" else "")
+                   if len(flagged) else "no leakage between splits")
+        return Finding(self.name, len(flagged), action, summary, examples, details,
+                       reason="leakage", flagged=flagged, flag_detail=flag_detail)
+
+
+def _cross_matches(
+    frame: pd.DataFrame, query_pos: np.ndarray, index_pos: np.ndarray, method: str, threshold: float
+) -> dict[int, tuple[int, float]]:
+    """For each query row that matches an index row (same text, or near-duplicate): (index position, similarity)."""
+    texts = frame[TEXT].astype(str)
+    index_texts = texts.iloc[index_pos]
+    first_by_text = pd.Series(index_pos, index=index_texts.to_numpy()).groupby(level=0).first()
+    exact = texts.iloc[query_pos].map(first_by_text).to_numpy(dtype=float)
+    hit = ~np.isnan(exact)
+    out: dict[int, tuple[int, float]] = {
+        int(q): (int(i), 1.0) for q, i in zip(query_pos[hit], exact[hit], strict=True)
+    }
+    rest = query_pos[~hit]
+    if len(rest) == 0:
+        return out
+    if method == "minhash":
+        index = _MinHashIndex(threshold)
+        sets, hashes = _MinHashIndex.sketch(index_texts.tolist())
+        for k, pos in enumerate(index_pos):
+            if sets[k]:
+                index.insert(int(pos), sets[k], hashes[k])
+        q_sets, q_hashes = _MinHashIndex.sketch(texts.iloc[rest].tolist())
+        for k, pos in enumerate(rest):
+            hit = index.best(q_sets[k], q_hashes[k]) if q_sets[k] else None
+            if hit is not None:
+                out[int(pos)] = (int(hit[0]), hit[1])
+    else:
+        keys = aggressive_key(texts)
+        first_by_key = pd.Series(index_pos, index=keys[index_pos]).groupby(level=0).first()
+        first_by_key = first_by_key[first_by_key.index != ""]
+        matched = pd.Series(keys[rest]).map(first_by_key).to_numpy()
+        for q, idx in zip(rest, matched, strict=True):
+            if not pd.isna(idx):
+                out[int(q)] = (int(idx), 1.0)
+    return out
+
+
+QUALITY_CHECKS: tuple[QualityCheck, ...] = (
+    ConflictingLabels(),
+    ExactDuplicates(),
+    NearDuplicates(),
+    LabelDistribution(),
+)
+
+
+# ------------------------------------------------------------------------------------------------ applying them
+
+
+def _quarantine_rows(frame: pd.DataFrame, finding: Finding, answers: pd.Series) -> pd.DataFrame:
+    pos = finding.flagged
+    return pd.DataFrame(
+        {
+            "row": frame[ROW].to_numpy()[pos].astype(np.int64),
+            "source": _object(frame[SOURCE].iloc[pos]) if SOURCE in frame else "",
+            "reason": finding.reason,
+            "detail": np.asarray(finding.flag_detail, dtype=object),
+            "raw_text": [str(t)[:_RAW_CHARS] for t in frame[TEXT].to_numpy()[pos]],
+            "raw_label": _object(answers.iloc[pos]),
+        },
+        columns=QUARANTINE_COLUMNS,
+    )
+
+
+def _failure(finding: Finding) -> DataError:
+    shown = "; ".join(
+        f"row {e['row']}: {e.get('text', '')[:60]!r}" if "row" in e else f"{e.get('text', '')[:60]!r} rows {e.get('rows')}"
+        for e in finding.examples
+    )
+    return DataError(
+        f"quality check {finding.kind} is set to fail and found {finding.count} row(s): {finding.summary}. "
+        f"Examples: {shown}. Fix the data, or set quality.{_config_key(finding.kind)} to drop or keep."
+    )
+
+
+def _config_key(kind: str) -> str:
+    return {"conflicting_duplicates": "conflicting_duplicates", "exact_duplicates": "exact_duplicates",
+            "near_duplicates": "near_duplicates", "leakage": "leakage"}.get(kind, kind)
+
+
+def apply_finding(
+    frame: pd.DataFrame, finding: Finding, task: Task
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Carry out a finding's action: returns (kept rows, quarantined rows with reason and detail).
+
+    ``drop`` moves the flagged rows to the quarantine; ``keep`` and ``report`` change nothing; ``fail`` raises
+    DataError with the counts and examples when anything was flagged.
+    """
+    empty = pd.DataFrame(columns=QUARANTINE_COLUMNS)
+    if finding.count == 0 or len(finding.flagged) == 0:
+        return frame, empty
+    if finding.action == "fail":
+        raise _failure(finding)
+    if finding.action != "drop":
+        return frame, empty
+    quarantined = _quarantine_rows(frame, finding, answer_strings(frame, task))
+    keep = np.ones(len(frame), dtype=bool)
+    keep[finding.flagged] = False
+    return frame[keep].reset_index(drop=True), quarantined
+
+
+@dataclass
+class QualityOutcome:
+    """Rows kept after the quality checks, the rows they quarantined, and the findings (in order)."""
+
+    kept: pd.DataFrame
+    quarantine: pd.DataFrame
+    findings: list[Finding]
+
+
+def run_quality(
+    frame: pd.DataFrame, config: KeepfitConfig, checks: Iterable[QualityCheck] = QUALITY_CHECKS
+) -> QualityOutcome:
+    """Run the checks in order on a canonical row table, applying each one's action before the next runs."""
+    quarantined = []
+    findings = []
+    kept = frame.reset_index(drop=True)
+    for check in checks:
+        finding = check.run(kept, config)
+        kept, dropped = apply_finding(kept, finding, config.task)
+        findings.append(finding)
+        if len(dropped):
+            quarantined.append(dropped)
+    quarantine = (pd.concat(quarantined, ignore_index=True) if quarantined
+                  else pd.DataFrame(columns=QUARANTINE_COLUMNS))
+    return QualityOutcome(kept, quarantine, findings)
+
+
+def check_leakage(frame: pd.DataFrame, config: KeepfitConfig) -> QualityOutcome:
+    """The leakage check on a split table (with a ``split`` column), with its action applied."""
+    return run_quality(frame, config, checks=(Leakage(),))
+

@@ -1,0 +1,51 @@
+"""`keepfit predict` through the CLI; presets; the train-only entry used under `accelerate launch`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from keepfit.cli.app import app
+from keepfit.errors import ConfigError
+from keepfit.train.presets import preset_overrides
+from keepfit.train.testing import sentiment_frame
+
+
+def test_predict_command_writes_the_file(trained, easy_snapshot, tmp_path):
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    easy_snapshot.test[["text"]].to_csv(src, index=False)
+    result = CliRunner().invoke(app, ["predict", str(trained.run_dir), str(src), str(out), "--top-k", "1"])
+    assert result.exit_code == 0, result.output
+    assert "Predicted 60 rows" in result.output and "texts/s" in result.output
+    written = pd.read_csv(out)
+    assert list(written.columns) == ["text", "label", "score", "top_k"]
+    assert all(len(json.loads(x)) == 1 for x in written["top_k"])
+
+
+def test_presets_are_valid_overrides():
+    from keepfit.config import load_config
+
+    best = load_config(None, preset_overrides("best"))
+    assert best.train.strategy == "full" and best.train.head_lr and best.train.early_stopping_patience
+    assert load_config(None, preset_overrides("fast")).train.epochs == 2
+    with pytest.raises(ConfigError, match="expected one of"):
+        preset_overrides("fastest")
+
+
+def test_train_only_entry_trains_from_a_table(tiny_model, tmp_path):
+    frames = [sentiment_frame(120, 1).assign(split="train"), sentiment_frame(40, 2).assign(split="validation")]
+    table = tmp_path / "rows.parquet"
+    pd.concat(frames).to_parquet(table)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "keepfit.cli.fit", "--data", str(table), "--run-dir", str(tmp_path / "run"),
+           "--set", f"model.name={tiny_model}", "--set", "train.epochs=6", "--set", "train.lr=1e-2",
+           "--set", "train.precision=fp32", "--set", "train.batch_size=16"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "samples/s" in done.stdout and (tmp_path / "run" / "model" / "model.safetensors").exists()
