@@ -19,9 +19,13 @@ from keepfit.cli._console import console, quiet_default
 
 def fit_command(
     config: Path = ConfigOption,
-    snapshot: str = typer.Option(None, "--snapshot", help="Snapshot id (default: from config data, else HEAD)."),
+    snapshot: str = typer.Option(
+        None, "--snapshot", help="Snapshot id (default: from config data, else HEAD)."
+    ),
     overrides: list[str] = SetOption,
-    resume: Path = typer.Option(None, "--resume", help="Continue the run in this folder from its last checkpoint."),
+    resume: Path = typer.Option(
+        None, "--resume", help="Continue the run in this folder from its last checkpoint."
+    ),
     preset: str = typer.Option(None, "--preset", help="fast (a quick demo) or best (the accuracy recipe)."),
     no_register: bool = typer.Option(False, "--no-register", help="Train and evaluate without registering."),
     quiet: bool = QuietOption,
@@ -32,9 +36,16 @@ def fit_command(
 
     cfg = resolve_config(config, preset_overrides(preset) + list(overrides or []))
     if resume is not None and not (resume / "config.yaml").exists():
-        raise typer.BadParameter(f"{resume} is not a run folder (no config.yaml in it)", param_hint="--resume")
-    result = fit(cfg, snapshot=snapshot, resume=resume, register=not no_register,
-                 progress=not (quiet or quiet_default()))
+        raise typer.BadParameter(
+            f"{resume} is not a run folder (no config.yaml in it)", param_hint="--resume"
+        )
+    result = fit(
+        cfg,
+        snapshot=snapshot,
+        resume=resume,
+        register=not no_register,
+        progress=not (quiet or quiet_default()),
+    )
     print_train_summary(result.train)
     for name, value in result.metrics.items():
         if isinstance(value, (int, float)):
@@ -73,8 +84,10 @@ def snapshot_from_table(path: Path, task: str):
     column = label_column_for(task)  # type: ignore[arg-type]
     if task == "multi-label":
         frame[column] = frame[column].map(lambda v: list(v) if not isinstance(v, str) else v.split("|"))
-    parts = {name: frame[frame["split"] == name].drop(columns="split").reset_index(drop=True)
-             for name in ("train", "validation", "test")}
+    parts = {
+        name: frame[frame["split"] == name].drop(columns="split").reset_index(drop=True)
+        for name in ("train", "validation", "test")
+    }
     if task == "regression":
         labels: list[str] = []
     elif task == "single-label":
@@ -82,16 +95,26 @@ def snapshot_from_table(path: Path, task: str):
     else:
         labels = sorted({x for v in parts["train"][column] for x in v})
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return Snapshot(id=digest, path=path, task=task, labels=labels, train=parts["train"],  # type: ignore[arg-type]
-                    validation=parts["validation"], test=parts["test"], quarantine=pd.DataFrame())
+    return Snapshot(
+        id=digest,
+        path=path,
+        task=task,
+        labels=labels,
+        train=parts["train"],  # type: ignore[arg-type]
+        validation=parts["validation"],
+        test=parts["test"],
+        quarantine=pd.DataFrame(),
+    )
 
 
 def _launch_main(argv: list[str] | None = None) -> None:
     from keepfit.config import load_config
     from keepfit.train import train_model
 
-    parser = argparse.ArgumentParser(prog="python -m keepfit.cli.fit", description="Train only (no evaluate or "
-                                     "registry); works under `accelerate launch`.")
+    parser = argparse.ArgumentParser(
+        prog="python -m keepfit.cli.fit",
+        description="Train only (no evaluate or registry); works under `accelerate launch`.",
+    )
     parser.add_argument("--data", type=Path, required=True, help="Table with text, label and split columns.")
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--config", type=Path, default=None)
@@ -99,14 +122,21 @@ def _launch_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
-    result = train_model(snapshot_from_table(args.data, cfg.task), cfg, args.run_dir, resume=args.resume,
-                         progress=False)
+    result = train_model(
+        snapshot_from_table(args.data, cfg.task), cfg, args.run_dir, resume=args.resume, progress=False
+    )
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:
         print_train_summary(result)
-        console.print_json(data={"history": result.history, "samples_per_second": result.samples_per_second,
-                                 "wall_seconds": result.wall_seconds, "model_dir": str(result.model_dir)})
+        console.print_json(
+            data={
+                "history": result.history,
+                "samples_per_second": result.samples_per_second,
+                "wall_seconds": result.wall_seconds,
+                "model_dir": str(result.model_dir),
+            }
+        )
 
 
 if __name__ == "__main__":

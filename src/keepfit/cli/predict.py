@@ -14,7 +14,9 @@ def predict_command(
     model: str = typer.Argument(..., help="Model folder, run folder, or registry ref (champion, 3)."),
     in_path: Path = typer.Argument(..., help="CSV, TSV, JSONL or Parquet file with a text column."),
     out_path: Path = typer.Argument(..., help="Output file; its suffix picks the format."),
-    text_column: str = typer.Option(None, "--text-column", help="Column holding the text (default: data.text_column)."),
+    text_column: str = typer.Option(
+        None, "--text-column", help="Column holding the text (default: data.text_column)."
+    ),
     top_k: int = typer.Option(None, "--top-k", min=1, help="Labels with probabilities per row (default 5)."),
     config: Path = ConfigOption,
     overrides: list[str] = SetOption,

@@ -18,7 +18,10 @@ def print_decision(decision) -> None:
     table.add_column("result")
     table.add_column("detail")
     for rule in decision.rules:
-        mark = "[green]pass[/]" if rule.passed else "[red]FAIL[/]"
+        if getattr(rule, "skipped", False):
+            mark = "[dim]skipped[/]"
+        else:
+            mark = "[green]pass[/]" if rule.passed else "[red]FAIL[/]"
         table.add_row(rule.name, mark, rule.detail)
     console.print(table)
 

@@ -25,8 +25,12 @@ _CHUNK_BATCHES = 50
 def tokenize(tokenizer, texts: list[str], max_length: int | None) -> list[list[int]]:
     """Token ids per text (no padding), truncated to ``max_length`` tokens when given."""
     encoded = tokenizer(
-        list(texts), truncation=max_length is not None, max_length=max_length, padding=False,
-        return_attention_mask=False, return_token_type_ids=False,
+        list(texts),
+        truncation=max_length is not None,
+        max_length=max_length,
+        padding=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
     )
     return encoded["input_ids"]
 
@@ -49,12 +53,19 @@ def sample_indices(n: int, labels: np.ndarray | None, mode: str, rng: np.random.
     for c in classes:
         rows = np.flatnonzero(labels == c)
         replace = len(rows) < target
-        picks.append(rng.choice(rows, size=target, replace=replace) if replace or len(rows) > target else rows)
+        picks.append(
+            rng.choice(rows, size=target, replace=replace) if replace or len(rows) > target else rows
+        )
     return np.sort(np.concatenate(picks))
 
 
 def epoch_batches(
-    indices: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator, *, bucketing: bool = True
+    indices: np.ndarray,
+    lengths: np.ndarray,
+    batch_size: int,
+    rng: np.random.Generator,
+    *,
+    bucketing: bool = True,
 ) -> list[np.ndarray]:
     """Shuffled batches of row indices; with ``bucketing`` rows are length-sorted inside chunks of 50 batches.
 
@@ -65,10 +76,10 @@ def epoch_batches(
         chunk = batch_size * _CHUNK_BATCHES
         parts = []
         for start in range(0, len(order), chunk):
-            piece = order[start:start + chunk]
+            piece = order[start : start + chunk]
             parts.append(piece[np.argsort(lengths[piece], kind="stable")])
         order = np.concatenate(parts) if parts else order
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if bucketing and len(batches) > 1:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches

@@ -1,9 +1,9 @@
 """Checkpoints you can trust: atomic folders holding everything needed to continue bitwise.
 
-A checkpoint is ``checkpoints/step-00000123/`` with the trainable weights (safetensors), optimiser and scheduler
-states, RNG states (python, numpy, torch) and the position in the data (epoch, batch within the epoch, the
-epoch's batch order). Folders appear only complete (written aside, then renamed). The newest one and the best
-one (``checkpoints/best``, weights only) are kept.
+A checkpoint is ``checkpoints/step-N-eE-bB/`` with the trainable weights (safetensors), optimiser and
+scheduler states, RNG states (python, numpy, torch) and the position in the data (epoch, batch within
+the epoch, the epoch's batch order). Folders appear only complete (written aside, then renamed). The
+newest one and the best one (``checkpoints/best``, weights only) are kept.
 """
 
 from __future__ import annotations
@@ -23,15 +23,24 @@ from torch import nn
 from keepfit._io import atomic_dir, atomic_write_text
 from keepfit.errors import TrainingError
 
-__all__ = ["TrainState", "save_checkpoint", "load_checkpoint", "latest_checkpoint", "save_best", "load_best",
-           "rng_state", "set_rng_state", "trainable_state"]
+__all__ = [
+    "TrainState",
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "save_best",
+    "load_best",
+    "rng_state",
+    "set_rng_state",
+    "trainable_state",
+]
 
 WEIGHTS = "model.safetensors"
 
 
 @dataclass
 class TrainState:
-    """Where training is: the next batch to run is ``batches[epoch][batch]``; ``step`` counts optimiser steps."""
+    """Where training is: next comes ``batch_order[batch]`` of ``epoch``; ``step`` counts optimiser steps."""
 
     epoch: int = 0
     batch: int = 0
@@ -43,6 +52,8 @@ class TrainState:
     precision: str = "fp32"
     batch_order: list[list[int]] = field(default_factory=list)
     samples_seen: int = 0
+    loss_sum: float = 0.0  # training loss since the last evaluation (for the learning curve)
+    loss_count: int = 0
     train_seconds: float = 0.0
 
 
@@ -57,10 +68,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def trainable_state(model: nn.Module, everything: bool) -> dict[str, torch.Tensor]:
-    """All weights (full fine-tuning) or only the trained ones (head, LoRA: the frozen rest reloads as it was)."""
+    """All weights (full, head) or only the trained ones (LoRA: the frozen rest reloads as it was)."""
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     return {
-        n: t.detach().contiguous().clone() for n, t in model.state_dict().items() if everything or n in trainable
+        n: t.detach().contiguous().clone()
+        for n, t in model.state_dict().items()
+        if everything or n in trainable
     }
 
 
@@ -75,7 +88,9 @@ def save_checkpoint(
     path = root / f"step-{state.step:08d}-e{state.epoch}-b{state.batch}"
     with atomic_dir(path, overwrite=True) as tmp:
         save_file(trainable_state(model, everything), str(tmp / WEIGHTS))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt"
+        )
         torch.save(rng_state(), tmp / f"rng-{rank}.pt")
         (tmp / "state.json").write_text(json.dumps(asdict(state)), encoding="utf-8")
     for old in _step_dirs(root):
@@ -90,13 +105,13 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, *, rank: int = 0) -> TrainState:
-    """Restore weights, optimiser, scheduler and RNG states from ``path``; return the position to continue from."""
+    """Restore weights, optimiser, scheduler and RNG states from ``path``; return where to continue."""
     try:
         weights = load_file(str(path / WEIGHTS))
         missing = model.load_state_dict(weights, strict=False)
         if missing.unexpected_keys:
             raise TrainingError(
-                f"Checkpoint {path} holds weights this model does not have ({missing.unexpected_keys[:3]}...): "
+                f"Checkpoint {path} holds weights this model lacks ({missing.unexpected_keys[:3]}...): "
                 "it was written with other settings. Resume with the config saved in the run folder."
             )
         optim = torch.load(path / "optim.pt", weights_only=False)
@@ -105,8 +120,10 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, *, rank:
         set_rng_state(torch.load(path / f"rng-{rank}.pt", weights_only=False))
         return TrainState(**json.loads((path / "state.json").read_text(encoding="utf-8")))
     except (OSError, KeyError, ValueError) as err:
-        raise TrainingError(f"Checkpoint {path} cannot be read ({err}). Delete it to resume from the one before, "
-                            "or start the run again without --resume.") from None
+        raise TrainingError(
+            f"Checkpoint {path} cannot be read ({err}). Delete it to resume from the one before, "
+            "or start the run again without --resume."
+        ) from None
 
 
 def save_best(root: Path, model: nn.Module, metric: float, epoch: float, *, everything: bool) -> None:

@@ -17,7 +17,9 @@ __all__ = ["export_model", "model_card"]
 def model_card(meta: dict[str, Any], history: list[dict[str, Any]], config_yaml: str) -> str:
     """README.md naming the data snapshot, the config and the validation metrics."""
     last = history[-1] if history else {}
-    metric_lines = "\n".join(f"| {k} | {v:.4f} |" for k, v in last.items() if isinstance(v, float)) or "| - | - |"
+    metric_lines = (
+        "\n".join(f"| {k} | {v:.4f} |" for k, v in last.items() if isinstance(v, float)) or "| - | - |"
+    )
     labels = meta.get("labels") or []
     return f"""---
 library_name: transformers
@@ -58,7 +60,7 @@ or `keepfit predict PATH in.csv out.csv`.
 
 
 def export_model(model: nn.Module, tokenizer, out: Path, meta: dict[str, Any], card: str) -> Path:
-    """Write the model folder atomically (an existing folder is replaced only once the new one is complete)."""
+    """Write the model folder atomically (an existing one is replaced only once the new one is complete)."""
     from keepfit.train.model import quiet_transformers
 
     with atomic_dir(Path(out), overwrite=True) as tmp, quiet_transformers():

@@ -34,8 +34,9 @@ class HeadModel(nn.Module):
         return SimpleNamespace(logits=self.linear(self.dropout(features)))
 
 
-def encode_features(model: nn.Module, ids: list[list[int]], pad_id: int, batch_size: int,
-                    precision: str) -> torch.Tensor:
+def encode_features(
+    model: nn.Module, ids: list[list[int]], pad_id: int, batch_size: int, precision: str
+) -> torch.Tensor:
     """Inputs of the output layer for every row: float32 [n, hidden]."""
     layer = head_linear(model)
     captured: list[torch.Tensor] = []
@@ -63,9 +64,17 @@ def _key(model_path: Path, ids: list[list[int]], precision: str) -> str:
     return h.hexdigest()[:16]
 
 
-def cached_features(cache_dir: Path, name: str, model: nn.Module, model_path: Path, ids: list[list[int]],
-                    pad_id: int, batch_size: int, precision: str) -> torch.Tensor:
-    """Features of ``ids`` from ``cache_dir`` when computed before with the same inputs, else computed and saved."""
+def cached_features(
+    cache_dir: Path,
+    name: str,
+    model: nn.Module,
+    model_path: Path,
+    ids: list[list[int]],
+    pad_id: int,
+    batch_size: int,
+    precision: str,
+) -> torch.Tensor:
+    """Features of ``ids``: from ``cache_dir`` when made before from the same inputs, else made and saved."""
     path = Path(cache_dir) / f"features-{name}-{_key(model_path, ids, precision)}.safetensors"
     if path.exists():
         return load_file(str(path))["features"]
@@ -73,5 +82,3 @@ def cached_features(cache_dir: Path, name: str, model: nn.Module, model_path: Pa
 
     atomic_write_bytes(path, save({"features": features.contiguous()}))
     return features
-
-

@@ -26,8 +26,8 @@ def autocast(precision: str, device: str = "cpu") -> contextlib.AbstractContextM
 def bf16_speedup(size: int = 768, rounds: int = 7) -> float:
     """fp32 time / bf16-autocast time of a square matmul on this CPU (2-4 on CPUs with AMX/AVX512-BF16).
 
-    fp32 and bf16 runs alternate and the best of ``rounds`` is kept for each, so load from other processes on a
-    shared machine affects both sides alike.
+    fp32 and bf16 runs alternate and the best of ``rounds`` is kept for each, so load from other processes on
+    a shared machine affects both sides alike.
     """
     a, b = torch.randn(size, size), torch.randn(size, size)
 
@@ -47,7 +47,7 @@ def bf16_speedup(size: int = 768, rounds: int = 7) -> float:
 
 
 def choose_precision(setting: str, device: str = "cpu") -> str:
-    """fp32 or bf16. ``auto`` picks bf16 on a GPU that supports it, or on a CPU where it measures 1.3x faster."""
+    """fp32 or bf16. ``auto``: bf16 on a GPU that supports it, or on a CPU where it measures 1.3x faster."""
     if setting != "auto":
         return setting
     if device == "cuda":
@@ -74,7 +74,7 @@ def sorted_forward(
     dev = torch.device(device)
     with torch.inference_mode(), autocast(precision, dev.type):
         for start in range(0, n, batch_size):
-            rows = order[start:start + batch_size]
+            rows = order[start : start + batch_size]
             batch = {k: v.to(dev) for k, v in collate(ids, rows, pad_id).items()}
             outs.append(forward(batch).float().cpu())
     if not outs:

@@ -41,6 +41,7 @@ from keepfit.train.inference import autocast, choose_precision, sorted_forward
 from keepfit.train.losses import focal_distillation_loss, task_loss
 from keepfit.train.metrics import LOWER_IS_BETTER, best_metric_name, eval_metrics
 from keepfit.train.model import head_linear, load_model, load_tokenizer, read_meta, resolve_model_path
+from keepfit.train.optim import build_optimizer, build_scheduler
 from keepfit.types import Snapshot
 
 __all__ = ["TrainResult", "train_model", "seed_everything"]
@@ -50,7 +51,7 @@ log = logging.getLogger("keepfit.train")
 
 @dataclass
 class TrainResult:
-    """What training made. ``history`` has one dict per evaluation (epoch, step, train_loss, validation metrics);
+    """What training made. ``history``: one dict per evaluation (epoch, step, train_loss, validation metrics);
     ``padding_overhead`` is computed tokens / real tokens of the training batches (1.0 = no padding)."""
 
     run_dir: Path
@@ -149,9 +150,17 @@ def _progress_bar(enabled: bool, total: int, done: int):
         TimeRemainingColumn,
     )
 
-    columns = [TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("batches"),
-               TextColumn("{task.fields[speed]}"), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-               TextColumn("eta"), TimeRemainingColumn()]
+    columns = [
+        TextColumn("[bold]training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("batches"),
+        TextColumn("{task.fields[speed]}"),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, transient=False) as bar:
         task = bar.add_task("train", total=total, completed=done, speed="", info="")
         yield lambda **kw: bar.update(task, **kw)
@@ -190,24 +199,41 @@ def _teacher_outputs(job: Job, teacher: Path, texts: list[str]) -> None:
         predicted = (job.teacher_logits >= 0).float()
         outside = job.train.targets.sum(-1) - job.train.targets[:, index].sum(-1)
         job.teacher_correct = (predicted == job.train.targets[:, index]).all(-1) & (outside == 0)
-    log.info("teacher %s right on %.1f%% of %d training rows", teacher, 100 * job.teacher_correct.float().mean(),
-             len(texts))
+    log.info(
+        "teacher %s right on %.1f%% of %d training rows",
+        teacher,
+        100 * job.teacher_correct.float().mean(),
+        len(texts),
+    )
 
 
-def build_job(snapshot: Snapshot, config: KeepfitConfig, run_dir: Path, *, init_from: Path | None,
-              teacher: Path | None, replay: pd.DataFrame | None, device: torch.device) -> Job:
+def build_job(
+    snapshot: Snapshot,
+    config: KeepfitConfig,
+    run_dir: Path,
+    *,
+    init_from: Path | None,
+    teacher: Path | None,
+    replay: pd.DataFrame | None,
+    device: torch.device,
+) -> Job:
     """Labels, model, tokenised data and the strategy's trainable module."""
     tc = config.train
     task = snapshot.task
-    model_path = resolve_model_path(init_from) if init_from else resolve_model_path(config.model.name,
-                                                                                     config.model.revision)
+    model_path = (
+        resolve_model_path(init_from)
+        if init_from
+        else resolve_model_path(config.model.name, config.model.revision)
+    )
     old_labels = read_meta(model_path).get("labels") if init_from else None
     labels = prepare.resolve_labels(snapshot, old_labels, replay)
     frame = prepare.training_frame(snapshot, replay)
     val_frame = snapshot.validation
     keep = prepare.known_rows(val_frame, task, labels) if len(val_frame) else np.zeros(0, dtype=bool)
     if len(val_frame) and not keep.all():
-        log.warning("validation: %d rows have labels absent from training; they are not scored", (~keep).sum())
+        log.warning(
+            "validation: %d rows have labels absent from training; they are not scored", (~keep).sum()
+        )
     val_frame = val_frame[keep] if len(val_frame) else val_frame
     mean, std = prepare.target_scaling(frame) if task == "regression" else (0.0, 1.0)
 
@@ -216,8 +242,15 @@ def build_job(snapshot: Snapshot, config: KeepfitConfig, run_dir: Path, *, init_
     limit = prepare.model_max_length(model, tokenizer)
     max_length = prepare.choose_max_length(tokenizer, frame["text"].tolist(), config.model.max_length, limit)
     precision = choose_precision(tc.precision, device.type)
-    log.info("model %s, task %s, %d labels, max_length %d, precision %s, strategy %s", model_path, task,
-             len(labels), max_length, precision, tc.strategy)
+    log.info(
+        "model %s, task %s, %d labels, max_length %d, precision %s, strategy %s",
+        model_path,
+        task,
+        len(labels),
+        max_length,
+        precision,
+        tc.strategy,
+    )
 
     def encoded(part: pd.DataFrame) -> prepare.Encoded:
         ids = prepare.encode_texts(tokenizer, part["text"].tolist(), max_length)
@@ -229,9 +262,11 @@ def build_job(snapshot: Snapshot, config: KeepfitConfig, run_dir: Path, *, init_
     model.to(device)
     trainable: nn.Module = model
     if tc.strategy == "head":
-        cache = run_dir / "cache"
+        cache, started = run_dir / "cache", time.perf_counter()
         feats = cached_features(cache, "train", model, model_path, train.ids, pad, 64, precision).to(device)
-        val_feats = cached_features(cache, "validation", model, model_path, val.ids, pad, 64, precision).to(device)
+        val_feats = cached_features(cache, "validation", model, model_path, val.ids, pad, 64, precision)
+        val_feats = val_feats.to(device)
+        feature_seconds = time.perf_counter() - started  # the encoder pass counts as training time
         trainable = HeadModel(head_linear(model), _head_dropout(model, tc.dropout)).to(device)
 
         def inputs(rows: np.ndarray) -> dict[str, torch.Tensor]:
@@ -250,18 +285,40 @@ def build_job(snapshot: Snapshot, config: KeepfitConfig, run_dir: Path, *, init_
             return {k: v.to(device) for k, v in collate(train.ids, rows, pad).items()}
 
         def val_logits(m: nn.Module) -> torch.Tensor:
-            return sorted_forward(val.ids, pad, 64, lambda b: m(**b).logits, precision=precision, device=device)
+            return sorted_forward(
+                val.ids, pad, 64, lambda b: m(**b).logits, precision=precision, device=device
+            )
 
-    job = Job(config=config, run_dir=run_dir, task=task, labels=labels, model=trainable, full_model=model,
-              tokenizer=tokenizer, train=train, val=val, inputs=inputs, val_logits=val_logits,
-              precision=precision, max_length=max_length, mean=mean, std=std)
+    job = Job(
+        config=config,
+        run_dir=run_dir,
+        task=task,
+        labels=labels,
+        model=trainable,
+        full_model=model,
+        tokenizer=tokenizer,
+        train=train,
+        val=val,
+        inputs=inputs,
+        val_logits=val_logits,
+        precision=precision,
+        max_length=max_length,
+        mean=mean,
+        std=std,
+    )
+    if tc.strategy == "head":
+        job.meta["feature_seconds"] = feature_seconds
     if tc.imbalance == "class_weights" and task != "regression":
         job.weights = prepare.class_weights(task, train.targets, len(labels)).to(device)
     if teacher is not None and tc.distill_weight > 0:
         _teacher_outputs(job, Path(teacher), frame["text"].tolist())
-    job.meta = {"base_model": str(config.model.name), "model_path": str(model_path),
-                "init_from": str(init_from) if init_from else None, "teacher": str(teacher) if teacher else None,
-                "replay_rows": 0 if replay is None else len(replay)}
+    job.meta |= {
+        "base_model": str(config.model.name),
+        "model_path": str(model_path),
+        "init_from": str(init_from) if init_from else None,
+        "teacher": str(teacher) if teacher else None,
+        "replay_rows": 0 if replay is None else len(replay),
+    }
     return job
 
 
@@ -275,9 +332,13 @@ def _loss(job: Job, logits: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
     loss = task_loss(logits, target, job.task, class_weights=job.weights, label_smoothing=tc.label_smoothing)
     if job.teacher_logits is not None:
         loss = loss + tc.distill_weight * focal_distillation_loss(
-            logits[:, job.teacher_index.to(logits.device)], job.teacher_logits[index].to(logits.device),
-            job.teacher_correct[index].to(logits.device), job.task, temperature=tc.distill_temperature,
-            alpha=tc.focal_alpha, beta=tc.focal_beta,
+            logits[:, job.teacher_index.to(logits.device)],
+            job.teacher_logits[index].to(logits.device),
+            job.teacher_correct[index].to(logits.device),
+            job.task,
+            temperature=tc.distill_temperature,
+            alpha=tc.focal_alpha,
+            beta=tc.focal_beta,
         )
     return loss
 
@@ -311,12 +372,12 @@ def fit_loop(job: Job, accelerator, *, resume: bool, progress: bool) -> TrainSta
     batches_per_epoch = len(_epoch_plan(job, 0, world))
     total_batches = max(1, math.ceil(tc.epochs * batches_per_epoch))
     n_epochs = math.ceil(total_batches / max(batches_per_epoch, 1))
-    total_steps = sum(math.ceil(min(batches_per_epoch, total_batches - e * batches_per_epoch) / tc.grad_accum)
-                      for e in range(n_epochs))
+    total_steps = sum(
+        math.ceil(min(batches_per_epoch, total_batches - e * batches_per_epoch) / tc.grad_accum)
+        for e in range(n_epochs)
+    )
     base = job.model
     model = accelerator.prepare(base)
-    from keepfit.train.optim import build_optimizer, build_scheduler
-
     optimizer = build_optimizer(base, tc)
     scheduler = build_scheduler(optimizer, tc, total_steps)
     state = TrainState(precision=job.precision)
@@ -356,6 +417,10 @@ def fit_loop(job: Job, accelerator, *, resume: bool, progress: bool) -> TrainSta
                     loss = _loss(job, logits, mine) / tc.grad_accum
                     accelerator.backward(loss)
                 state.batch += 1
+                state.loss_sum, state.loss_count = (
+                    state.loss_sum + loss.item() * tc.grad_accum,
+                    state.loss_count + 1,
+                )
                 state.samples_seen += len(rows)
                 seen += len(rows)
                 if not boundary:
@@ -367,12 +432,23 @@ def fit_loop(job: Job, accelerator, *, resume: bool, progress: bool) -> TrainSta
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1
                 elapsed = time.perf_counter() - tick
-                update(completed=state.epoch * batches_per_epoch + state.batch,
-                       speed=f"{seen / max(elapsed, 1e-9):.1f} samples/s")
+                update(
+                    completed=state.epoch * batches_per_epoch + state.batch,
+                    speed=f"{seen / max(elapsed, 1e-9):.1f} samples/s",
+                )
                 if state.batch in evals:
                     state.train_seconds += time.perf_counter() - tick
-                    _record_eval(job, model, base, state, metric, float(loss.item() * tc.grad_accum), everything,
-                                 accelerator, batches_per_epoch)
+                    _record_eval(
+                        job,
+                        model,
+                        base,
+                        state,
+                        metric,
+                        state.loss_sum / max(state.loss_count, 1),
+                        everything,
+                        accelerator,
+                        batches_per_epoch,
+                    )
                     update(info=_eval_info(state, metric))
                     tick, seen = time.perf_counter(), 0
                     if _stopped(state, tc):
@@ -398,15 +474,30 @@ def _eval_info(state: TrainState, metric: str) -> str:
     return f"val {metric} {value:.4f}" if isinstance(value, float) else ""
 
 
-def _record_eval(job: Job, model: nn.Module, base: nn.Module, state: TrainState, metric: str, train_loss: float,
-                 everything: bool, accelerator, batches_per_epoch: int) -> None:
+def _record_eval(
+    job: Job,
+    model: nn.Module,
+    base: nn.Module,
+    state: TrainState,
+    metric: str,
+    train_loss: float,
+    everything: bool,
+    accelerator,
+    batches_per_epoch: int,
+) -> None:
     """Validation metrics into the history and metrics.jsonl; the best weights kept; early-stopping count."""
     metrics = _evaluate(job, model)
     epoch = round(state.epoch + state.batch / max(batches_per_epoch, 1), 4)
-    row: dict[str, Any] = {"epoch": epoch, "step": state.step, "train_loss": train_loss,
-                           "samples_seen": state.samples_seen, "train_seconds": round(state.train_seconds, 3)}
+    row: dict[str, Any] = {
+        "epoch": epoch,
+        "step": state.step,
+        "train_loss": train_loss,
+        "samples_seen": state.samples_seen,
+        "train_seconds": round(state.train_seconds, 3),
+    }
     row.update({f"validation_{k}": v for k, v in metrics.items()})
     state.history.append(row)
+    state.loss_sum, state.loss_count = 0.0, 0
     value = metrics.get(metric)
     if value is None:  # no validation rows: the last weights are the best we know
         state.best_epoch = epoch
@@ -441,10 +532,21 @@ def _export(job: Job, snapshot: Snapshot, state: TrainState, metric: str) -> Pat
         model = merge_lora(job.model)
     model = model.to("cpu").eval()
     meta = {
-        "task": job.task, "labels": job.labels, "target_mean": job.mean, "target_std": job.std,
-        "max_length": job.max_length, "data_snapshot": snapshot.id, "config_hash": config_hash(job.config),
-        "strategy": tc.strategy, "seed": tc.seed, "best_epoch": state.best_epoch, "best_metric": state.best_metric,
-        "metric": metric, "precision": job.precision, "torch": torch.__version__, **job.meta,
+        "task": job.task,
+        "labels": job.labels,
+        "target_mean": job.mean,
+        "target_std": job.std,
+        "max_length": job.max_length,
+        "data_snapshot": snapshot.id,
+        "config_hash": config_hash(job.config),
+        "strategy": tc.strategy,
+        "seed": tc.seed,
+        "best_epoch": state.best_epoch,
+        "best_metric": state.best_metric,
+        "metric": metric,
+        "precision": job.precision,
+        "torch": torch.__version__,
+        **job.meta,
     }
     from keepfit.config import config_to_yaml
 
@@ -463,10 +565,10 @@ def train_model(
     replay: pd.DataFrame | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Fine-tune on ``snapshot.train`` (plus ``replay`` rows), early-stop on validation, export the best model.
+    """Fine-tune on ``snapshot.train`` (plus ``replay`` rows), early-stop on validation, export the best.
 
     ``init_from``: warm start from a keepfit model folder (its head grows for new labels; old rows kept);
-    ``teacher``: focal distillation from that model; ``resume``: continue from the last checkpoint in ``run_dir``
+    ``teacher``: focal distillation from that model; ``resume``: continue from the last checkpoint in run_dir
     (bitwise the same result on CPU). Writes config.yaml, metrics.jsonl, train.log, checkpoints/, model/.
     """
     from accelerate import Accelerator
@@ -483,9 +585,18 @@ def train_model(
         accelerator = Accelerator(cpu=not torch.cuda.is_available())
         seed_everything(tc.seed + accelerator.process_index)
         if len(snapshot.train) == 0:
-            raise TrainingError(f"Snapshot {snapshot.id[:12]} has no training rows. Add data or change the split.")
-        job = build_job(snapshot, config, run_dir, init_from=init_from, teacher=teacher, replay=replay,
-                        device=accelerator.device)
+            raise TrainingError(
+                f"Snapshot {snapshot.id[:12]} has no training rows. Add data or change the split."
+            )
+        job = build_job(
+            snapshot,
+            config,
+            run_dir,
+            init_from=init_from,
+            teacher=teacher,
+            replay=replay,
+            device=accelerator.device,
+        )
         metric = best_metric_name(job.task, tc.metric_for_best)
         state = fit_loop(job, accelerator, resume=resume, progress=progress)
         model_dir = run_dir / "model"
@@ -494,14 +605,21 @@ def train_model(
         accelerator.wait_for_everyone()
         accelerator.end_training()
         return TrainResult(
-            run_dir=run_dir, model_dir=model_dir, history=state.history, best_epoch=state.best_epoch,
-            best_metric=state.best_metric, samples_per_second=state.samples_seen / max(state.train_seconds, 1e-9),
-            padding_overhead=job.meta.get("padding_overhead", 1.0), wall_seconds=time.perf_counter() - start,
-            labels=job.labels, task=job.task, metric_name=metric, precision=job.precision,
+            run_dir=run_dir,
+            model_dir=model_dir,
+            history=state.history,
+            best_epoch=state.best_epoch,
+            best_metric=state.best_metric,
+            samples_per_second=state.samples_seen
+            / max(state.train_seconds + job.meta.get("feature_seconds", 0.0), 1e-9),
+            padding_overhead=job.meta.get("padding_overhead", 1.0),
+            wall_seconds=time.perf_counter() - start,
+            labels=job.labels,
+            task=job.task,
+            metric_name=metric,
+            precision=job.precision,
             max_length=job.max_length,
         )
     finally:
         log.removeHandler(handler)
         handler.close()
-
-

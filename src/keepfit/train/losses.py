@@ -55,9 +55,12 @@ def focal_distillation_loss(
         q = F.softmax(teacher / temperature, dim=-1)
         per_row = (q * (torch.log(q.clamp_min(1e-12)) - log_p)).sum(-1) * temperature**2
     elif task == "multi-label":
-        per_row = F.binary_cross_entropy_with_logits(
-            student / temperature, torch.sigmoid(teacher / temperature), reduction="none"
-        ).mean(-1) * temperature**2
+        per_row = (
+            F.binary_cross_entropy_with_logits(
+                student / temperature, torch.sigmoid(teacher / temperature), reduction="none"
+            ).mean(-1)
+            * temperature**2
+        )
     else:
         per_row = (student - teacher).pow(2).squeeze(-1)
     return (weight * per_row).sum() / weight.sum().clamp_min(1e-12)

@@ -1,4 +1,4 @@
-"""Validation metrics for early stopping and the learning curve (full evaluation lives in keepfit.evaluate)."""
+"""Validation metrics for early stopping and learning curves (full evaluation lives in keepfit.evaluate)."""
 
 from __future__ import annotations
 
@@ -26,28 +26,39 @@ def best_metric_name(task: str, configured: str) -> str:
     name = configured.removeprefix("validation_")
     if name in _METRICS[task]:
         return name
-    log.warning("metric_for_best %r does not apply to %s; using %s", configured, task, TASK_DEFAULT_METRIC[task])
+    log.warning(
+        "metric_for_best %r does not apply to %s; using %s", configured, task, TASK_DEFAULT_METRIC[task]
+    )
     return TASK_DEFAULT_METRIC[task]
 
 
-def eval_metrics(task: str, logits: torch.Tensor, targets: torch.Tensor, mean: float = 0.0,
-                 std: float = 1.0) -> dict[str, float]:
-    """Metrics of ``logits`` [n, C] (regression [n, 1], standardised) against ``targets`` as the loop encodes them."""
+def eval_metrics(
+    task: str, logits: torch.Tensor, targets: torch.Tensor, mean: float = 0.0, std: float = 1.0
+) -> dict[str, float]:
+    """Metrics of ``logits`` [n, C] (regression [n, 1], standardised) against the loop's ``targets``."""
     logits = logits.float()
     if task == "single-label":
         pred = logits.argmax(-1).numpy()
         y = targets.numpy()
-        return {"loss": float(F.cross_entropy(logits, targets)), "accuracy": float(accuracy_score(y, pred)),
-                "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0))}
+        return {
+            "loss": float(F.cross_entropy(logits, targets)),
+            "accuracy": float(accuracy_score(y, pred)),
+            "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0)),
+        }
     if task == "multi-label":
         pred = (logits >= 0).int().numpy()
         y = targets.int().numpy()
-        return {"loss": float(F.binary_cross_entropy_with_logits(logits, targets.float())),
-                "accuracy": float(accuracy_score(y, pred)),
-                "micro_f1": float(f1_score(y, pred, average="micro", zero_division=0)),
-                "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0))}
+        return {
+            "loss": float(F.binary_cross_entropy_with_logits(logits, targets.float())),
+            "accuracy": float(accuracy_score(y, pred)),
+            "micro_f1": float(f1_score(y, pred, average="micro", zero_division=0)),
+            "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0)),
+        }
     pred = logits.reshape(-1).numpy() * std + mean
     y = targets.numpy() * std + mean
-    return {"loss": float(F.mse_loss(logits.reshape(-1), targets)), "mae": float(mean_absolute_error(y, pred)),
-            "rmse": float(np.sqrt(np.mean((y - pred) ** 2))),
-            "r2": float(r2_score(y, pred)) if len(y) > 1 else float("nan")}
+    return {
+        "loss": float(F.mse_loss(logits.reshape(-1), targets)),
+        "mae": float(mean_absolute_error(y, pred)),
+        "rmse": float(np.sqrt(np.mean((y - pred) ** 2))),
+        "r2": float(r2_score(y, pred)) if len(y) > 1 else float("nan"),
+    }

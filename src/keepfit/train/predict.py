@@ -17,15 +17,22 @@ from keepfit.train.batching import tokenize
 from keepfit.train.inference import choose_precision, sorted_forward
 from keepfit.train.model import load_tokenizer, quiet_transformers, read_meta, resolve_model_path
 
-__all__ = ["Predictions", "Predictor", "PredictReport", "load_predictor", "predict_file", "outputs_from_logits"]
+__all__ = [
+    "Predictions",
+    "Predictor",
+    "PredictReport",
+    "load_predictor",
+    "predict_file",
+    "outputs_from_logits",
+]
 
 
 @dataclass
 class Predictions:
     """Model outputs for n texts.
 
-    ``outputs``: single-label [n, C] softmax probabilities, multi-label [n, C] sigmoid probabilities, regression
-    [n] predicted targets (in the original units); columns follow ``labels``.
+    ``outputs``: single-label [n, C] softmax probabilities, multi-label [n, C] sigmoid probabilities,
+    regression [n] predicted targets (in the original units); columns follow ``labels``.
     """
 
     task: str
@@ -89,7 +96,9 @@ class Predictor:
         """Raw outputs [n, C] (regression [n, 1]) in input order."""
         ids = tokenize(self.tokenizer, texts, self.max_length)
         pad = self.tokenizer.pad_token_id or 0
-        return sorted_forward(ids, pad, batch_size, lambda b: self.model(**b).logits, precision=self.precision)
+        return sorted_forward(
+            ids, pad, batch_size, lambda b: self.model(**b).logits, precision=self.precision
+        )
 
     def predict(self, texts: list[str], batch_size: int = 64, top_k: int = 5) -> Predictions:
         """Outputs for ``texts`` (see :class:`Predictions`), with the ``top_k`` labels per text."""
@@ -122,7 +131,9 @@ def _read_table(path: Path) -> pd.DataFrame:
         open_source = None
     if open_source is not None:
         source = open_source(path)
-        frames = [pd.DataFrame({k: v.to_pandas() for k, v in chunk.columns.items()}) for chunk in source.chunks()]
+        frames = [
+            pd.DataFrame({k: v.to_pandas() for k, v in chunk.columns.items()}) for chunk in source.chunks()
+        ]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=source.columns)
     if not Path(path).exists():
         raise DataError(f"Input file {path} does not exist. Check the path.")
@@ -157,19 +168,31 @@ def prediction_columns(preds: Predictions) -> dict[str, list]:
     """label, score and top_k (JSON list of [label, probability]) per row; prediction for regression."""
     if preds.task == "regression":
         return {"prediction": [float(x) for x in preds.outputs]}
-    top = [json.dumps([[lab, round(p, 6)] for lab, p in zip(ls, ps, strict=False)]) for ls, ps in
-           zip(preds.top_k_labels, preds.top_k_scores, strict=False)]
+    top = [
+        json.dumps([[lab, round(p, 6)] for lab, p in zip(ls, ps, strict=False)])
+        for ls, ps in zip(preds.top_k_labels, preds.top_k_scores, strict=False)
+    ]
     if preds.task == "multi-label":
         chosen = ["|".join(preds.labels[j] for j in np.flatnonzero(row >= 0.5)) for row in preds.outputs]
         return {"label": chosen, "score": [float(row.max()) for row in preds.outputs], "top_k": top}
     best = preds.outputs.argmax(axis=1) if len(preds.outputs) else np.zeros(0, dtype=int)
-    return {"label": [preds.labels[j] for j in best],
-            "score": [float(preds.outputs[i, j]) for i, j in enumerate(best)], "top_k": top}
+    return {
+        "label": [preds.labels[j] for j in best],
+        "score": [float(preds.outputs[i, j]) for i, j in enumerate(best)],
+        "top_k": top,
+    }
 
 
-def predict_file(model_dir: Path, in_path: Path, out_path: Path, *, text_column: str = "text",
-                 batch_size: int = 64, top_k: int = 5) -> PredictReport:
-    """Predict every row of ``in_path`` (CSV/TSV/JSONL/Parquet); write its columns plus predictions to ``out_path``.
+def predict_file(
+    model_dir: Path,
+    in_path: Path,
+    out_path: Path,
+    *,
+    text_column: str = "text",
+    batch_size: int = 64,
+    top_k: int = 5,
+) -> PredictReport:
+    """Predict every row of ``in_path`` (CSV/TSV/JSONL/Parquet); write it with predictions to ``out_path``.
 
     Rows keep their input order. The output format follows ``out_path``'s suffix.
     """

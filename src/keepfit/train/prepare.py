@@ -1,4 +1,4 @@
-"""From a snapshot (plus replayed rows) to what the loop consumes: token ids, targets, weights, teacher outputs."""
+"""From a snapshot (plus replayed rows) to what the loop consumes: token ids, targets, class weights."""
 
 from __future__ import annotations
 
@@ -13,8 +13,16 @@ from keepfit.errors import DataError
 from keepfit.train.batching import sequence_cap, tokenize
 from keepfit.types import Snapshot, label_column_for
 
-__all__ = ["Encoded", "resolve_labels", "training_frame", "encode_targets", "known_rows", "encode_texts",
-           "class_weights", "target_scaling"]
+__all__ = [
+    "Encoded",
+    "resolve_labels",
+    "training_frame",
+    "encode_targets",
+    "known_rows",
+    "encode_texts",
+    "class_weights",
+    "target_scaling",
+]
 
 log = logging.getLogger("keepfit.train")
 
@@ -29,7 +37,9 @@ class Encoded:
     class_ids: np.ndarray | None
 
 
-def resolve_labels(snapshot: Snapshot, old_labels: list[str] | None, replay: pd.DataFrame | None) -> list[str]:
+def resolve_labels(
+    snapshot: Snapshot, old_labels: list[str] | None, replay: pd.DataFrame | None
+) -> list[str]:
     """Old labels first (in their order), then labels new in the snapshot or the replayed rows."""
     if snapshot.task == "regression":
         return []
@@ -72,8 +82,9 @@ def target_scaling(frame: pd.DataFrame) -> tuple[float, float]:
     return float(values.mean()) if len(values) else 0.0, std if std > 0 else 1.0
 
 
-def encode_targets(frame: pd.DataFrame, task: str, labels: list[str], mean: float = 0.0,
-                   std: float = 1.0) -> tuple[torch.Tensor, np.ndarray | None]:
+def encode_targets(
+    frame: pd.DataFrame, task: str, labels: list[str], mean: float = 0.0, std: float = 1.0
+) -> tuple[torch.Tensor, np.ndarray | None]:
     """Targets: class ids [n] (long), 0/1 matrix [n, C] (float) or standardised values [n] (float)."""
     if task == "regression":
         values = (frame["target"].to_numpy(dtype=np.float64) - mean) / std
@@ -112,7 +123,9 @@ def class_weights(task: str, targets: torch.Tensor, n_labels: int) -> torch.Tens
     """Inverse-frequency weights (single-label, mean 1 over present classes) or pos_weight (multi-label)."""
     if task == "single-label":
         counts = torch.bincount(targets, minlength=n_labels).float()
-        weights = torch.where(counts > 0, counts.sum() / (n_labels * counts.clamp_min(1)), torch.ones_like(counts))
+        weights = torch.where(
+            counts > 0, counts.sum() / (n_labels * counts.clamp_min(1)), torch.ones_like(counts)
+        )
         return weights
     if task == "multi-label":
         pos = targets.sum(0)

@@ -1,4 +1,4 @@
-"""Tiny models for tests: a 2-layer BERT built from a config (no weights) with a tokenizer trained on given texts."""
+"""Tiny models for tests: a 2-layer BERT from a config (no weights), a tokenizer trained on given texts."""
 
 from __future__ import annotations
 
@@ -38,8 +38,14 @@ def all_texts() -> list[str]:
     return [" ".join(words)] * 3 + sentiment_frame(300, 99, ("neg", "pos", "neu"))["text"].tolist()
 
 
-def snapshot_of(train: pd.DataFrame, validation: pd.DataFrame, test: pd.DataFrame, task: str = "single-label",
-                labels: list[str] | None = None, snapshot_id: str = "snap0123456789") -> Snapshot:
+def snapshot_of(
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    test: pd.DataFrame,
+    task: str = "single-label",
+    labels: list[str] | None = None,
+    snapshot_id: str = "snap0123456789",
+) -> Snapshot:
     if labels is None:
         if task == "single-label":
             labels = sorted(set(train["label"]))
@@ -47,14 +53,28 @@ def snapshot_of(train: pd.DataFrame, validation: pd.DataFrame, test: pd.DataFram
             labels = sorted({x for v in train["labels"] for x in v})
         else:
             labels = []
-    return Snapshot(id=snapshot_id, path=Path("."), task=task, labels=labels, train=train, validation=validation,
-                    test=test, quarantine=pd.DataFrame())
+    return Snapshot(
+        id=snapshot_id,
+        path=Path("."),
+        task=task,
+        labels=labels,
+        train=train,
+        validation=validation,
+        test=test,
+        quarantine=pd.DataFrame(),
+    )
 
 
 def config_for(model: Path, task: str = "single-label", **train) -> KeepfitConfig:
     """A config for quick tests: fp32, one thread, few epochs, high learning rate."""
-    defaults = {"epochs": 4, "lr": 1e-2, "batch_size": 16, "precision": "fp32", "threads": 1,
-                "checkpoint_every_steps": 1000}
+    defaults = {
+        "epochs": 4,
+        "lr": 1e-2,
+        "batch_size": 16,
+        "precision": "fp32",
+        "threads": 1,
+        "checkpoint_every_steps": 1000,
+    }
     defaults.update(train)
     raw = {"task": task, "model": {"name": str(model)}, "train": defaults}
     if task == "regression":
@@ -62,9 +82,9 @@ def config_for(model: Path, task: str = "single-label", **train) -> KeepfitConfi
     return KeepfitConfig.model_validate(raw)
 
 
-
-
-def make_tiny_model(folder: Path, texts: list[str], *, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+def make_tiny_model(
+    folder: Path, texts: list[str], *, hidden: int = 32, layers: int = 2, seed: int = 0
+) -> Path:
     """Save a random tiny BERT (hidden ``hidden``, ``layers`` layers) and a WordPiece tokenizer to ``folder``.
 
     The folder loads like any Hugging Face model, so tests name it as users name a model. Returns ``folder``.
@@ -82,17 +102,30 @@ def make_tiny_model(folder: Path, texts: list[str], *, hidden: int = 32, layers:
     tok.train_from_iterator(list(texts), trainers.WordPieceTrainer(vocab_size=500, special_tokens=special))
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
     )
     tok.decoder = decoders.WordPiece()
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-        mask_token="[MASK]", model_max_length=128,
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=128,
     )
     fast.save_pretrained(str(folder))
-    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=128,
-                        pad_token_id=tok.token_to_id("[PAD]"))
+    config = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=128,
+        pad_token_id=tok.token_to_id("[PAD]"),
+    )
     torch.manual_seed(seed)
     from keepfit.train.model import quiet_transformers
 

@@ -45,8 +45,14 @@ def test_over_and_undersampling_balance_classes():
 def _bert():
     from transformers import BertConfig, BertForSequenceClassification
 
-    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=32, num_labels=3)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=3,
+    )
     return BertForSequenceClassification(config)
 
 
@@ -55,7 +61,9 @@ def test_no_weight_decay_on_bias_and_layernorm_and_layerwise_decay():
     groups = param_groups(model, TrainConfig(lr=1e-3, head_lr=1e-2, weight_decay=0.1, layerwise_lr_decay=0.5))
     by_param = {id(p): g for g in groups for p in g["params"]}
     named = dict(model.named_parameters())
-    assert by_param[id(named["bert.encoder.layer.0.attention.output.LayerNorm.weight"])]["weight_decay"] == 0.0
+    assert (
+        by_param[id(named["bert.encoder.layer.0.attention.output.LayerNorm.weight"])]["weight_decay"] == 0.0
+    )
     assert by_param[id(named["bert.encoder.layer.0.attention.self.query.bias"])]["weight_decay"] == 0.0
     assert by_param[id(named["bert.encoder.layer.0.attention.self.query.weight"])]["weight_decay"] == 0.1
     assert by_param[id(named["classifier.weight"])]["lr"] == 1e-2

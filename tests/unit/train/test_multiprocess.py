@@ -1,4 +1,4 @@
-"""Data-parallel training over two CPU processes with `accelerate launch` reaches the quality of one process."""
+"""Data-parallel training on two CPU processes (`accelerate launch`) reaches the quality of one process."""
 
 from __future__ import annotations
 
@@ -18,9 +18,24 @@ pytestmark = pytest.mark.integration
 
 
 def _train(cmd_prefix: list[str], table: Path, run: Path, model: Path) -> list[dict]:
-    cmd = cmd_prefix + ["-m", "keepfit.cli.fit", "--data", str(table), "--run-dir", str(run),
-                        "--set", f"model.name={model}", "--set", "train.epochs=8", "--set", "train.lr=1e-2",
-                        "--set", "train.precision=fp32", "--set", "train.batch_size=16"]
+    cmd = cmd_prefix + [
+        "-m",
+        "keepfit.cli.fit",
+        "--data",
+        str(table),
+        "--run-dir",
+        str(run),
+        "--set",
+        f"model.name={model}",
+        "--set",
+        "train.epochs=8",
+        "--set",
+        "train.lr=1e-2",
+        "--set",
+        "train.precision=fp32",
+        "--set",
+        "train.batch_size=16",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -30,11 +45,28 @@ def _train(cmd_prefix: list[str], table: Path, run: Path, model: Path) -> list[d
 def test_two_processes_reach_the_same_quality(tiny_model, tmp_path):
     launcher = shutil.which("accelerate") or str(Path(sys.executable).parent / "accelerate")
     table = tmp_path / "rows.parquet"
-    pd.concat([sentiment_frame(320, 1).assign(split="train"),
-               sentiment_frame(80, 2).assign(split="validation")]).to_parquet(table)
+    pd.concat(
+        [sentiment_frame(320, 1).assign(split="train"), sentiment_frame(80, 2).assign(split="validation")]
+    ).to_parquet(table)
     one = _train([sys.executable], table, tmp_path / "one", tiny_model)
-    two = _train([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                  "--mixed_precision", "no", "--dynamo_backend", "no"], table, tmp_path / "two", tiny_model)
+    two = _train(
+        [
+            launcher,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+        ],
+        table,
+        tmp_path / "two",
+        tiny_model,
+    )
     assert "processes: 2" in (tmp_path / "two" / "train.log").read_text()
     assert [h["samples_seen"] for h in one] == [h["samples_seen"] for h in two]  # same global batches
     best_one = max(h["validation_accuracy"] for h in one)

@@ -24,7 +24,9 @@ def test_plain_transformers_loads_the_folder_and_agrees(trained, easy_snapshot):
     texts = easy_snapshot.test["text"].tolist()[:20]
     meta = json.loads((folder / "keepfit.json").read_text())
     with torch.no_grad():
-        batch = tokenizer(texts, padding=True, truncation=True, max_length=meta["max_length"], return_tensors="pt")
+        batch = tokenizer(
+            texts, padding=True, truncation=True, max_length=meta["max_length"], return_tensors="pt"
+        )
         hf = torch.softmax(model(**batch).logits, -1).numpy()
     ours = load_predictor(folder, precision="fp32").predict(texts).outputs
     np.testing.assert_allclose(ours, hf, atol=1e-5)
@@ -48,13 +50,18 @@ def test_predictions_are_in_input_order_and_top_k_sorted(trained, easy_snapshot)
 def test_predict_file_writes_columns_in_input_order(trained, easy_snapshot, tmp_path, suffix):
     frame = easy_snapshot.test.rename(columns={"text": "message"}).assign(id=range(60))
     src = tmp_path / f"in{suffix}"
-    {".csv": lambda p: frame.to_csv(p, index=False), ".jsonl": lambda p: frame.to_json(p, orient="records",
-                                                                                         lines=True),
-     ".parquet": lambda p: frame.to_parquet(p, index=False)}[suffix](src)
+    {
+        ".csv": lambda p: frame.to_csv(p, index=False),
+        ".jsonl": lambda p: frame.to_json(p, orient="records", lines=True),
+        ".parquet": lambda p: frame.to_parquet(p, index=False),
+    }[suffix](src)
     out = tmp_path / f"out{suffix}"
     report = predict_file(trained.model_dir, src, out, text_column="message", top_k=2)
-    result = {".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True),
-              ".parquet": pd.read_parquet}[suffix](out)
+    result = {
+        ".csv": pd.read_csv,
+        ".jsonl": lambda p: pd.read_json(p, lines=True),
+        ".parquet": pd.read_parquet,
+    }[suffix](out)
     assert report.rows == 60 and report.texts_per_second > 0
     assert [int(x) for x in result["id"]] == list(range(60))
     assert "label" in result.columns and "predicted_label" in result.columns  # the input's label is kept

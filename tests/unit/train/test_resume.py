@@ -1,4 +1,4 @@
-"""A run killed with SIGKILL mid-epoch and resumed ends with the same weights, bitwise, as an uninterrupted run."""
+"""A run killed with SIGKILL mid-epoch, then resumed, ends with an uninterrupted run's weights, bitwise."""
 
 from __future__ import annotations
 
@@ -34,12 +34,20 @@ train_model(snap, config, run, resume=(mode == "resume"), progress=False)
 
 def _run(script: Path, model: Path, run: Path, mode: str) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.Popen([sys.executable, str(script), str(model), str(run), mode], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, str(script), str(model), str(run), mode],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _mid_epoch_checkpoint(run: Path) -> bool:
-    return any(not p.name.endswith("-b0") for p in (run / "checkpoints").glob("step-*") if (p / "state.json").exists())
+    return any(
+        not p.name.endswith("-b0")
+        for p in (run / "checkpoints").glob("step-*")
+        if (p / "state.json").exists()
+    )
 
 
 def test_resume_after_sigkill_is_bitwise_identical(tiny_model, tmp_path):
@@ -67,4 +75,6 @@ def test_resume_after_sigkill_is_bitwise_identical(tiny_model, tmp_path):
     b = load_file(str(killed / "model" / "model.safetensors"))
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
-    assert (straight / "metrics.jsonl").read_text().count("\n") == (killed / "metrics.jsonl").read_text().count("\n")
+    assert (straight / "metrics.jsonl").read_text().count("\n") == (
+        killed / "metrics.jsonl"
+    ).read_text().count("\n")

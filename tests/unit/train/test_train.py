@@ -43,15 +43,21 @@ def test_run_folder_layout(trained):
 
 
 def test_lora_trains_and_exports_plain_weights(tiny_model, easy_snapshot, tmp_path):
-    result = train_model(easy_snapshot, config_for(tiny_model, strategy="lora", epochs=15, lr=1e-2),
-                         tmp_path / "run", progress=False)
+    result = train_model(
+        easy_snapshot,
+        config_for(tiny_model, strategy="lora", epochs=15, lr=1e-2),
+        tmp_path / "run",
+        progress=False,
+    )
     weights = load_file(str(result.model_dir / "model.safetensors"))
     assert not any("lora" in k for k in weights), "adapters must be merged into the exported weights"
     base = load_file(str(tiny_model / "model.safetensors"))
     key = "encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(weights[f"bert.{key}"], base[key]), "LoRA must change the query projection"
-    assert torch.equal(weights["bert.encoder.layer.0.attention.self.key.weight"],
-                       base["encoder.layer.0.attention.self.key.weight"])
+    assert torch.equal(
+        weights["bert.encoder.layer.0.attention.self.key.weight"],
+        base["encoder.layer.0.attention.self.key.weight"],
+    )
     # a random tiny encoder is a poor base for low-rank updates; well above chance (0.5, n=60) is the bar
     assert _accuracy(result.model_dir, easy_snapshot.test) >= 0.7
 
@@ -75,12 +81,16 @@ def test_regression_standardises_and_predicts_in_original_units(tiny_model, tmp_
         return pd.DataFrame({"text": f["text"], "target": np.where(f["label"] == "pos", 110.0, 90.0)})
 
     snap = snapshot_of(frame(200, 1), frame(60, 2), frame(60, 3), task="regression")
-    result = train_model(snap, config_for(tiny_model, task="regression", epochs=8), tmp_path / "run", progress=False)
+    result = train_model(
+        snap, config_for(tiny_model, task="regression", epochs=8), tmp_path / "run", progress=False
+    )
     meta = json.loads((result.model_dir / "keepfit.json").read_text())
     assert meta["task"] == "regression" and meta["target_mean"] == pytest.approx(100.0, abs=1.0)
     preds = load_predictor(result.model_dir, precision="fp32").predict(snap.test["text"].tolist())
     assert preds.outputs.shape == (60,)
-    assert np.mean(np.abs(preds.outputs - snap.test["target"].to_numpy())) < 5.0  # a constant guess is off by 10
+    assert (
+        np.mean(np.abs(preds.outputs - snap.test["target"].to_numpy())) < 5.0
+    )  # a constant guess is off by 10
     assert result.metric_name == "r2" and result.best_metric > 0.5
 
 
@@ -88,12 +98,17 @@ def test_multi_label_learns_keyword_sets(tiny_model, tmp_path):
     def frame(n, seed):
         a, b = sentiment_frame(n, seed), sentiment_frame(n, seed + 100)
         texts = a["text"] + " " + b["text"]
-        return pd.DataFrame({"text": texts, "labels": [sorted({x, y}) for x, y in zip(a["label"], b["label"][::-1],
-                                                                                       strict=True)]})
+        return pd.DataFrame(
+            {
+                "text": texts,
+                "labels": [sorted({x, y}) for x, y in zip(a["label"], b["label"][::-1], strict=True)],
+            }
+        )
 
     snap = snapshot_of(frame(240, 1), frame(60, 2), frame(60, 3), task="multi-label")
-    result = train_model(snap, config_for(tiny_model, task="multi-label", epochs=10), tmp_path / "run",
-                         progress=False)
+    result = train_model(
+        snap, config_for(tiny_model, task="multi-label", epochs=10), tmp_path / "run", progress=False
+    )
     preds = load_predictor(result.model_dir, precision="fp32").predict(snap.test["text"].tolist())
     assert preds.outputs.shape == (60, 2) and preds.task == "multi-label"
     truth = np.array([[lab in row for lab in preds.labels] for row in snap.test["labels"]])
@@ -120,15 +135,28 @@ def test_grown_head_keeps_old_rows_bitwise(trained):
 def test_warm_start_with_new_label_replay_and_distillation(trained, tmp_path):
     labels3 = ("neg", "pos", "neu")
     new_train = sentiment_frame(90, 11, labels3)
-    snap = snapshot_of(new_train, sentiment_frame(60, 12, labels3), sentiment_frame(60, 13, labels3),
-                       labels=["neg", "neu", "pos"])
+    snap = snapshot_of(
+        new_train,
+        sentiment_frame(60, 12, labels3),
+        sentiment_frame(60, 13, labels3),
+        labels=["neg", "neu", "pos"],
+    )
     replay = sentiment_frame(60, 14)
-    result = train_model(snap, config_for(trained.model_dir, epochs=16), tmp_path / "run", init_from=trained.model_dir,
-                         teacher=trained.model_dir, replay=replay, progress=False)
+    result = train_model(
+        snap,
+        config_for(trained.model_dir, epochs=24, lr=3e-3),
+        tmp_path / "run",
+        init_from=trained.model_dir,
+        teacher=trained.model_dir,
+        replay=replay,
+        progress=False,
+    )
     assert result.labels == ["neg", "pos", "neu"]  # old labels first, in their order
     meta = json.loads((result.model_dir / "keepfit.json").read_text())
     assert meta["replay_rows"] == 60 and meta["teacher"] == str(trained.model_dir)
-    assert _accuracy(result.model_dir, snap.test) >= 0.8
+    old_rows = snap.test[snap.test["label"] != "neu"]
+    assert _accuracy(result.model_dir, old_rows) >= 0.95  # what the old model knew is kept
+    assert _accuracy(result.model_dir, snap.test) >= 0.8  # and the new label is learnt
 
 
 def test_distillation_weight_zero_is_plain_cross_entropy():
@@ -141,17 +169,21 @@ def test_distillation_weight_zero_is_plain_cross_entropy():
     assert torch.equal(ce + 0.0 * distill, ce)
     assert ce == pytest.approx(torch.nn.functional.cross_entropy(logits, target).item())
     # KL is zero when the student matches the teacher, positive otherwise
-    assert focal_distillation_loss(teacher, teacher, correct, "single-label").item() == pytest.approx(0, abs=1e-6)
+    assert focal_distillation_loss(teacher, teacher, correct, "single-label").item() == pytest.approx(
+        0, abs=1e-6
+    )
     assert distill.item() > 0
 
 
 def test_focal_weight_counts_examples_the_teacher_got_right():
     student = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
     teacher = torch.tensor([[4.0, 0.0], [0.0, 0.0]])  # row 0 differs from the student, row 1 does not
-    right_first = focal_distillation_loss(student, teacher, torch.tensor([True, False]), "single-label",
-                                          alpha=1.0, beta=5.0)
-    right_second = focal_distillation_loss(student, teacher, torch.tensor([False, True]), "single-label",
-                                           alpha=1.0, beta=5.0)
+    right_first = focal_distillation_loss(
+        student, teacher, torch.tensor([True, False]), "single-label", alpha=1.0, beta=5.0
+    )
+    right_second = focal_distillation_loss(
+        student, teacher, torch.tensor([False, True]), "single-label", alpha=1.0, beta=5.0
+    )
     assert right_first > right_second  # the row the teacher got right dominates the loss
 
 
@@ -159,3 +191,47 @@ def test_no_output_when_quiet(tiny_model, easy_snapshot, tmp_path, capfd):
     train_model(easy_snapshot, config_for(tiny_model, epochs=1), tmp_path / "run", progress=False)
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+def test_early_stopping_stops_when_validation_stalls(tiny_model, easy_snapshot, tmp_path):
+    config = config_for(tiny_model, epochs=10, lr=1e-12, warmup_ratio=0.0, early_stopping_patience=2)
+    result = train_model(easy_snapshot, config, tmp_path / "run", progress=False)
+    assert len(result.history) == 3  # the first eval sets the best, two more without improvement stop the run
+    assert result.best_epoch == 1.0
+
+
+def test_accumulation_sampling_and_weights_options_train(tiny_model, easy_snapshot, tmp_path):
+    skewed = pd.concat(
+        [
+            easy_snapshot.train[easy_snapshot.train["label"] == "neg"],
+            easy_snapshot.train[easy_snapshot.train["label"] == "pos"].head(20),
+        ],
+        ignore_index=True,
+    )
+    snap = snapshot_of(skewed, easy_snapshot.validation, easy_snapshot.test)
+    over = train_model(
+        snap,
+        config_for(tiny_model, epochs=1, imbalance="oversample", batch_size=10, grad_accum=2),
+        tmp_path / "over",
+        progress=False,
+    )
+    assert over.history[-1]["samples_seen"] == 200  # 100 neg + 20 pos oversampled to 100
+    assert over.history[-1]["step"] == 10  # 20 batches of 10, two per optimiser step
+    under = train_model(
+        snap, config_for(tiny_model, epochs=1, imbalance="undersample"), tmp_path / "under", progress=False
+    )
+    assert under.history[-1]["samples_seen"] == 40
+    weighted = train_model(
+        snap,
+        config_for(
+            tiny_model,
+            epochs=1,
+            imbalance="class_weights",
+            label_smoothing=0.1,
+            optimizer="sgd",
+            scheduler="cosine",
+        ),
+        tmp_path / "w",
+        progress=False,
+    )
+    assert weighted.history[-1]["samples_seen"] == 120

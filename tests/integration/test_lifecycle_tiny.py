@@ -1,0 +1,86 @@
+"""The whole lifecycle through the CLI on a tiny model built from a config: init, fit, evaluate, predict,
+update (promoted), a corrupted update (rejected), compare, rollback; read back through MLflow's own client."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from keepfit.cli import app
+from keepfit.train.testing import all_texts, make_tiny_model, sentiment_frame
+
+runner = CliRunner()
+
+
+def _invoke(*args: str):
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("proj")
+    model = make_tiny_model(root / "tiny-model", all_texts())
+    week1 = sentiment_frame(400, seed=1, labels=("neg", "pos"))
+    week1.to_csv(root / "week1.csv", index=False)
+    week2 = sentiment_frame(300, seed=2, labels=("neg", "pos", "neu"))
+    week2.to_csv(root / "week2.csv", index=False)
+    bad = week2.copy()
+    rng = np.random.default_rng(3)
+    flip = rng.random(len(bad)) < 0.6
+    bad.loc[flip, "label"] = rng.permutation(bad.loc[flip, "label"].to_numpy())
+    bad.to_csv(root / "week2_bad.csv", index=False)
+    _invoke("init", str(root / "week1.csv"), "--out", str(root / "keepfit.yaml"))
+    text = (root / "keepfit.yaml").read_text()
+    (root / "keepfit.yaml").write_text(text.replace("all-MiniLM-L6-v2", str(model)))
+    return root
+
+
+def _cfg(project: Path) -> list[str]:
+    return [
+        "--config", str(project / "keepfit.yaml"),
+        "--set", "train.lr=1e-2", "--set", "train.epochs=4", "--set", "train.precision=fp32",
+        "--set", "evaluate.bootstrap=200", "--set", "gate.max_negative_flip_rate=0.05",
+    ]
+
+
+def test_lifecycle(project: Path):
+    from mlflow import MlflowClient
+
+    out = _invoke("fit", *_cfg(project), "--quiet")
+    assert "accuracy" in out
+
+    out = _invoke("evaluate", "champion", *_cfg(project), "--out", str(project / "eval"))
+    evaluation = json.loads((project / "eval" / "evaluation.json").read_text())
+    assert evaluation["headline"]["accuracy"] > 0.9, "an easy keyword task must be learned"
+
+    texts = pd.DataFrame({"text": ["this film was great", "awful plot really"]})
+    texts.to_csv(project / "in.csv", index=False)
+    _invoke("predict", "champion", str(project / "in.csv"), str(project / "out.csv"), *_cfg(project)[:2])
+    predicted = pd.read_csv(project / "out.csv")
+    assert predicted["label"].tolist() == ["pos", "neg"]
+
+    out = _invoke("update", "--data", str(project / "week2.csv"), *_cfg(project), "--quiet")
+    assert "Promoted" in out, out
+
+    result = runner.invoke(app, ["update", "--data", str(project / "week2_bad.csv"), *_cfg(project), "--quiet"])
+    assert "Rejected" in result.output, result.output
+
+    out = _invoke("models", "list", *_cfg(project)[:2])
+    out = _invoke("models", "rollback", "--reason", "test rollback", *_cfg(project)[:2])
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    client = MlflowClient(f"sqlite:///{project / '.keepfit' / 'registry' / 'mlflow.db'}")
+    (model,) = client.search_registered_models()
+    champion = client.get_model_version_by_alias(model.name, "champion")
+    challenger = client.get_model_version_by_alias(model.name, "challenger")
+    assert champion.version == "1", "rollback moves champion back to version 1"
+    assert challenger.version == "3", "the corrupted candidate stays challenger"
+    assert len(client.search_model_versions(f"name='{model.name}'")) == 3, "nothing is deleted"
