@@ -1,8 +1,29 @@
-"""keepfit: fine-tune pre-trained models and keep them current with regression-safe updates."""
+"""keepfit: fine-tune pre-trained models and keep them current with regression-safe updates.
+
+The public API: every CLI command is a thin layer over one of these typed functions.
+
+    import keepfit
+    config = keepfit.load_config("keepfit.yaml")
+    result = keepfit.fit(config)                       # snapshot -> fine-tune -> evaluate -> register
+    update = keepfit.update(config, "week2.csv")       # candidate -> paired gate -> promote or reject
+"""
 
 from __future__ import annotations
 
-from keepfit.config import KeepfitConfig, load_config
+from keepfit.config import KeepfitConfig, load_config, save_config
+from keepfit.data import (
+    CheckResult,
+    check_data,
+    create_snapshot,
+    diff_snapshots,
+    list_snapshots,
+    load_snapshot,
+    snapshot_data,
+    split_rows,
+)
+from keepfit.data.demo_data import generate_demo_data, generate_next_week
+from keepfit.data.infer import infer_config, write_config_file
+from keepfit.data.validate import CheckedRows, load_and_validate
 from keepfit.errors import (
     ConfigError,
     DataError,
@@ -13,15 +34,68 @@ from keepfit.errors import (
     RegistryError,
     TrainingError,
 )
+from keepfit.pipeline import (
+    CompareResult,
+    EvaluateResult,
+    FitResult,
+    UpdateResult,
+    compare,
+    evaluate,
+    fit,
+    predict,
+    update,
+)
+from keepfit.registry import Lineage, ModelVersionInfo
 from keepfit.types import Snapshot
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # Registry pulls in MLflow (about a second to import): load it on first use only.
+    if name == "Registry":
+        from keepfit.registry import Registry
+
+        return Registry
+    raise AttributeError(f"module 'keepfit' has no attribute {name!r}")
+
 __all__ = [
     "__version__",
+    # config
     "KeepfitConfig",
     "load_config",
+    "save_config",
+    "infer_config",
+    "write_config_file",
+    # data
+    "load_and_validate",
+    "CheckedRows",
+    "check_data",
+    "CheckResult",
+    "split_rows",
+    "snapshot_data",
+    "create_snapshot",
+    "load_snapshot",
+    "list_snapshots",
+    "diff_snapshots",
     "Snapshot",
+    "generate_demo_data",
+    "generate_next_week",
+    # lifecycle
+    "fit",
+    "FitResult",
+    "evaluate",
+    "EvaluateResult",
+    "predict",
+    "update",
+    "UpdateResult",
+    "compare",
+    "CompareResult",
+    # registry
+    "Registry",
+    "Lineage",
+    "ModelVersionInfo",
+    # errors
     "KeepfitError",
     "ConfigError",
     "DataError",

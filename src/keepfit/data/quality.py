@@ -113,22 +113,44 @@ def answer_strings(frame: pd.DataFrame, task: Task) -> pd.Series:
     return values.astype(str)
 
 
-def _hash(*columns: Iterable[Any]) -> np.ndarray:
-    """A 64-bit hash per row of the given equal-length columns (strings or numbers)."""
-    frame = pd.DataFrame({str(i): np.asarray(list(c) if not hasattr(c, "__len__") else c, dtype=object)
-                          for i, c in enumerate(columns)})
-    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+def codes(values: pd.Series | np.ndarray | pa.Array) -> np.ndarray:
+    """An int64 code per row: equal values get equal codes, numbered in order of first appearance
+    (pyarrow dictionary encoding; missing values are one more value)."""
+    if isinstance(values, pd.Series) and pd.api.types.is_numeric_dtype(values.dtype):
+        return pd.factorize(values.to_numpy(), use_na_sentinel=False)[0].astype(np.int64)
+    arr = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values, from_pandas=True)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if len(arr) == 0:
+        return np.empty(0, dtype=np.int64)
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = pc.cast(arr, pa.large_string()) if not pa.types.is_dictionary(arr.type) else arr
+    encoded = arr.dictionary_encode(null_encoding="encode")
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _object(values: pd.Series) -> np.ndarray:
-    return values.to_numpy(dtype=object)
+def combine_codes(*parts: np.ndarray) -> np.ndarray:
+    """One code per distinct tuple of codes, still numbered in order of first appearance."""
+    out = parts[0].astype(np.int64)
+    for part in parts[1:]:
+        width = int(part.max()) + 1 if len(part) else 1
+        out = pd.factorize(out * width + part)[0].astype(np.int64)
+    return out
+
+
+def first_positions(code: np.ndarray) -> np.ndarray:
+    """For codes numbered by first appearance: position of the first row of every code (index = code)."""
+    if len(code) == 0:
+        return np.empty(0, dtype=np.int64)
+    previous_max = np.maximum.accumulate(np.concatenate([[-1], code[:-1]]))
+    return np.flatnonzero(code > previous_max)
 
 
 def _partition(frame: pd.DataFrame) -> np.ndarray:
-    """The split of each row when the table has one (duplicates are looked for within a split), else ''."""
+    """Codes of the split of each row when the table has one (duplicates are looked for within a split)."""
     if SPLIT in frame:
-        return _object(frame[SPLIT].astype(str))
-    return np.full(len(frame), "", dtype=object)
+        return codes(frame[SPLIT].astype(object))
+    return np.zeros(len(frame), dtype=np.int64)
 
 
 def _where(frame: pd.DataFrame, pos: int) -> str:
@@ -154,13 +176,18 @@ def _action_word(action: str) -> str:
     return {"drop": "dropped to the quarantine", "keep": "kept", "fail": "fail"}.get(action, action)
 
 
+def _key_array(texts: pd.Series) -> pa.Array:
+    arr = pa.array(texts, from_pandas=True)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = pc.utf8_lower(pc.cast(arr, pa.large_string()))
+    arr = pc.replace_substring_regex(arr, pattern=r"[\W\d_]+", replacement=" ")
+    return pc.utf8_trim_whitespace(arr)
+
+
 def aggressive_key(texts: pd.Series) -> np.ndarray:
     """Lowercase, strip punctuation and digits, collapse spaces: the cheap near-duplicate key (vectorised)."""
-    arr = pa.array(texts.astype(str).to_numpy(dtype=object), type=pa.large_string())
-    arr = pc.utf8_lower(arr)
-    arr = pc.replace_substring_regex(arr, pattern=r"[\W\d_]+", replacement=" ")
-    arr = pc.utf8_trim_whitespace(arr)
-    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=object)
+    return np.asarray(_key_array(texts).to_numpy(zero_copy_only=False), dtype=object)
 
 
 _WORD = re.compile(r"\w+")
@@ -224,13 +251,15 @@ class ConflictingLabels:
     def run(self, frame: pd.DataFrame, config: KeepfitConfig) -> Finding:
         action = config.quality.conflicting_duplicates
         answers = answer_strings(frame, config.task)
-        text_key = _hash(_object(frame[TEXT]))
-        answer_code = pd.factorize(answers)[0]
-        n_answers = pd.Series(answer_code).groupby(text_key).transform("nunique").to_numpy()
-        flagged = np.flatnonzero(n_answers > 1)
+        text_code = codes(frame[TEXT])
+        pair = combine_codes(text_code, codes(answers))
+        distinct_pairs = first_positions(pair)
+        n_answers = np.bincount(text_code[distinct_pairs], minlength=int(text_code.max()) + 1 if len(frame) else 0)
+        flagged = np.flatnonzero(n_answers[text_code] > 1) if len(frame) else np.empty(0, dtype=np.int64)
         if len(flagged) == 0:
             return Finding(self.name, 0, action, "no text carries two different labels", reason="conflicting_labels")
-        sub = pd.DataFrame({"text": _object(frame[TEXT].iloc[flagged]), "answer": _object(answers.iloc[flagged]),
+        sub = pd.DataFrame({"text": frame[TEXT].iloc[flagged].to_numpy(dtype=object),
+                            "answer": answers.iloc[flagged].to_numpy(dtype=object),
                             "row": frame[ROW].iloc[flagged].to_numpy()})
         per_text = sub.groupby("text", sort=False).agg(answers=("answer", lambda s: sorted(set(s))),
                                                       rows=("row", list))
@@ -259,8 +288,8 @@ class ExactDuplicates:
     def run(self, frame: pd.DataFrame, config: KeepfitConfig) -> Finding:
         action = config.quality.exact_duplicates
         answers = answer_strings(frame, config.task)
-        key = _hash(_object(frame[TEXT]), _object(answers), _partition(frame))
-        first_pos = pd.Series(np.arange(len(frame))).groupby(key).transform("first").to_numpy()
+        key = combine_codes(codes(frame[TEXT]), codes(answers), _partition(frame))
+        first_pos = first_positions(key)[key]
         flagged = np.flatnonzero(first_pos != np.arange(len(frame)))
         if len(flagged) == 0:
             return Finding(self.name, 0, action, "no exact duplicates", reason="duplicate")
@@ -335,13 +364,14 @@ class NearDuplicates:
 
     @staticmethod
     def _by_key(frame: pd.DataFrame) -> dict[int, tuple[int, float]]:
-        key = aggressive_key(frame[TEXT])
-        key_hash = _hash(key, _partition(frame))
-        text_hash = _hash(_object(frame[TEXT]), _partition(frame))
+        keys = _key_array(frame[TEXT])
+        part = _partition(frame)
+        key_code = combine_codes(codes(keys), part)
+        text_code = combine_codes(codes(frame[TEXT]), part)
         n = np.arange(len(frame))
-        first_of_key = pd.Series(n).groupby(key_hash).transform("first").to_numpy()
-        first_of_text = pd.Series(n).groupby(text_hash).transform("first").to_numpy()
-        nonempty = key != ""
+        first_of_key = first_positions(key_code)[key_code]
+        first_of_text = first_positions(text_code)[text_code]
+        nonempty = pc.not_equal(keys, "").to_numpy(zero_copy_only=False)
         hits = np.flatnonzero((first_of_key != n) & (first_of_text == n) & nonempty)
         return {int(p): (int(first_of_key[p]), 1.0) for p in hits}
 
@@ -407,32 +437,30 @@ class Leakage:
                            reason="leakage", details={"exact": 0, "near": 0})
         method = _near_method(len(frame), config)
         answers = answer_strings(frame, config.task)
-        splits = _object(frame[SPLIT].astype(str))
-        hits: dict[int, tuple[int, float]] = {}
+        splits = frame[SPLIT].astype(object).to_numpy(dtype=object)
+        matcher = _CrossMatcher(frame, method, config.quality.near_duplicate_threshold)
+        partner = np.full(len(frame), -1, dtype=np.int64)
+        similarity = np.zeros(len(frame))
         for i, index_split in enumerate(_EVAL_ORDER):
-            query_splits = ["train"] + list(_EVAL_ORDER[i + 1:])
+            query_splits = ["train", *_EVAL_ORDER[i + 1:]]
             index_pos = np.flatnonzero(splits == index_split)
-            query_pos = np.flatnonzero(np.isin(splits, query_splits))
-            query_pos = query_pos[~np.isin(query_pos, np.fromiter(hits, dtype=np.int64, count=len(hits)))]
-            if len(index_pos) == 0 or len(query_pos) == 0:
-                continue
-            hits.update(_cross_matches(frame, query_pos, index_pos, method, config.quality.near_duplicate_threshold))
-        flagged = np.array(sorted(hits), dtype=np.int64)
+            query_pos = np.flatnonzero(np.isin(splits, query_splits) & (partner < 0))
+            if len(index_pos) and len(query_pos):
+                matcher.match(query_pos, index_pos, partner, similarity)
+        flagged = np.flatnonzero(partner >= 0)
         rows = frame[ROW].to_numpy()
-        exact = sum(1 for p in flagged if hits[int(p)][1] >= 1.0 and
-                    frame[TEXT].iat[int(p)] == frame[TEXT].iat[hits[int(p)][0]])
+        same = matcher.text_code[flagged] == matcher.text_code[partner[flagged]]
+        exact = int(same.sum())
         flag_detail = [
-            ("same text as " if frame[TEXT].iat[int(p)] == frame[TEXT].iat[hits[int(p)][0]] else "near-duplicate of ")
-            + f"{splits[hits[int(p)][0]]} row {int(rows[hits[int(p)][0]])}"
-            for p in flagged
+            ("same text as " if s else "near-duplicate of ") + f"{splits[o]} row {int(rows[o])}"
+            for s, o in zip(same.tolist(), partner[flagged].tolist(), strict=True)
         ]
         examples = [
-            _example(frame, int(p), answers, leaks_into=str(splits[hits[int(p)][0]]),
-                     other_row=int(rows[hits[int(p)][0]]), other_text=str(frame[TEXT].iat[hits[int(p)][0]])[:200],
-                     similarity=round(hits[int(p)][1], 3))
+            _example(frame, int(p), answers, leaks_into=str(splits[partner[p]]), other_row=int(rows[partner[p]]),
+                     other_text=str(frame[TEXT].iat[int(partner[p])])[:200], similarity=round(float(similarity[p]), 3))
             for p in flagged[:MAX_EXAMPLES]
         ]
-        details = {"exact": int(exact), "near": int(len(flagged) - exact), "method": method}
+        details = {"exact": exact, "near": int(len(flagged) - exact), "method": method}
         summary = (f"{len(flagged)} rows leak across splits ({exact} exact, {len(flagged) - exact} near); "
                    f"{_action_word(action)}" + (" from the training side" if action == "drop" else "")
                    if len(flagged) else "no leakage between splits")
@@ -440,41 +468,60 @@ class Leakage:
                        reason="leakage", flagged=flagged, flag_detail=flag_detail)
 
 
-def _cross_matches(
-    frame: pd.DataFrame, query_pos: np.ndarray, index_pos: np.ndarray, method: str, threshold: float
-) -> dict[int, tuple[int, float]]:
-    """For each query row that matches an index row (same text, or near-duplicate): (index position, similarity)."""
-    texts = frame[TEXT].astype(str)
-    index_texts = texts.iloc[index_pos]
-    first_by_text = pd.Series(index_pos, index=index_texts.to_numpy()).groupby(level=0).first()
-    exact = texts.iloc[query_pos].map(first_by_text).to_numpy(dtype=float)
-    hit = ~np.isnan(exact)
-    out: dict[int, tuple[int, float]] = {
-        int(q): (int(i), 1.0) for q, i in zip(query_pos[hit], exact[hit], strict=True)
-    }
-    rest = query_pos[~hit]
-    if len(rest) == 0:
-        return out
-    if method == "minhash":
-        index = _MinHashIndex(threshold)
-        sets, hashes = _MinHashIndex.sketch(index_texts.tolist())
-        for k, pos in enumerate(index_pos):
-            if sets[k]:
-                index.insert(int(pos), sets[k], hashes[k])
-        q_sets, q_hashes = _MinHashIndex.sketch(texts.iloc[rest].tolist())
-        for k, pos in enumerate(rest):
-            hit = index.best(q_sets[k], q_hashes[k]) if q_sets[k] else None
-            if hit is not None:
-                out[int(pos)] = (int(hit[0]), hit[1])
-    else:
-        keys = aggressive_key(texts)
-        first_by_key = pd.Series(index_pos, index=keys[index_pos]).groupby(level=0).first()
-        first_by_key = first_by_key[first_by_key.index != ""]
-        matched = pd.Series(keys[rest]).map(first_by_key).to_numpy()
-        for q, idx in zip(rest, matched, strict=True):
-            if not pd.isna(idx):
-                out[int(q)] = (int(idx), 1.0)
+def _first_index_by_code(code: np.ndarray, index_pos: np.ndarray, size: int) -> np.ndarray:
+    """For every code: the first index position holding it, or -1."""
+    out = np.full(size, -1, dtype=np.int64)
+    sub = code[index_pos]
+    uniq, first = np.unique(sub, return_index=True)
+    out[uniq] = index_pos[first]
     return out
+
+
+class _CrossMatcher:
+    """Finds, for query rows, an index row with the same text or a near-duplicate text (vectorised where it can)."""
+
+    def __init__(self, frame: pd.DataFrame, method: str, threshold: float) -> None:
+        self.frame, self.method, self.threshold = frame, method, threshold
+        self.text_code = codes(frame[TEXT])
+        self._key_code: np.ndarray | None = None
+        self._keys_nonempty: np.ndarray | None = None
+
+    def _keys(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._key_code is None:
+            keys = _key_array(self.frame[TEXT])
+            self._key_code = codes(keys)
+            self._keys_nonempty = pc.not_equal(keys, "").to_numpy(zero_copy_only=False)
+        return self._key_code, self._keys_nonempty  # type: ignore[return-value]
+
+    def match(self, query_pos: np.ndarray, index_pos: np.ndarray, partner: np.ndarray, similarity: np.ndarray) -> None:
+        """Fill ``partner``/``similarity`` of the query rows that match an index row."""
+        size = int(self.text_code.max()) + 1
+        found = _first_index_by_code(self.text_code, index_pos, size)[self.text_code[query_pos]]
+        hit = found >= 0
+        partner[query_pos[hit]] = found[hit]
+        similarity[query_pos[hit]] = 1.0
+        rest = query_pos[~hit]
+        if len(rest) == 0:
+            return
+        if self.method == "minhash":
+            texts = self.frame[TEXT].astype(str)
+            index = _MinHashIndex(self.threshold)
+            sets, hashes = _MinHashIndex.sketch(texts.iloc[index_pos].tolist())
+            for k, pos in enumerate(index_pos):
+                if sets[k]:
+                    index.insert(int(pos), sets[k], hashes[k])
+            q_sets, q_hashes = _MinHashIndex.sketch(texts.iloc[rest].tolist())
+            for k, pos in enumerate(rest):
+                best = index.best(q_sets[k], q_hashes[k]) if q_sets[k] else None
+                if best is not None:
+                    partner[pos], similarity[pos] = best
+            return
+        key_code, nonempty = self._keys()
+        usable = index_pos[nonempty[index_pos]]
+        found = _first_index_by_code(key_code, usable, int(key_code.max()) + 1)[key_code[rest]]
+        hit = (found >= 0) & nonempty[rest]
+        partner[rest[hit]] = found[hit]
+        similarity[rest[hit]] = 1.0
 
 
 QUALITY_CHECKS: tuple[QualityCheck, ...] = (
@@ -493,11 +540,11 @@ def _quarantine_rows(frame: pd.DataFrame, finding: Finding, answers: pd.Series) 
     return pd.DataFrame(
         {
             "row": frame[ROW].to_numpy()[pos].astype(np.int64),
-            "source": _object(frame[SOURCE].iloc[pos]) if SOURCE in frame else "",
+            "source": frame[SOURCE].iloc[pos].to_numpy(dtype=object) if SOURCE in frame else "",
             "reason": finding.reason,
             "detail": np.asarray(finding.flag_detail, dtype=object),
             "raw_text": [str(t)[:_RAW_CHARS] for t in frame[TEXT].to_numpy()[pos]],
-            "raw_label": _object(answers.iloc[pos]),
+            "raw_label": answers.iloc[pos].to_numpy(dtype=object),
         },
         columns=QUARANTINE_COLUMNS,
     )

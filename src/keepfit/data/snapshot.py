@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 
 from keepfit._io import atomic_dir, atomic_write_text
@@ -60,27 +61,39 @@ class SnapshotInfo:
 # ------------------------------------------------------------------------------------------------ hashing
 
 
-def _hashable(frame: pd.DataFrame) -> pd.DataFrame:
-    """Columns in a dtype-independent form (numbers as float64, everything else as str)."""
-    out = {}
-    for name in sorted(frame.columns):
-        col = frame[name]
-        if name == LABELS:
-            out[name] = col.map(lambda v: "\x1f".join(sorted(str(x) for x in v))).to_numpy(dtype=object)
-        elif pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
-            out[name] = col.to_numpy(dtype=np.float64, na_value=np.nan)
-        else:
-            out[name] = col.astype(object).where(col.notna(), None).map(
-                lambda v: None if v is None else str(v)).to_numpy(dtype=object)
-    return pd.DataFrame(out)
+def _column_hash(col: pd.Series, name: str) -> np.ndarray:
+    """A uint64 hash per value that depends on the value only (not on the dtype that holds it)."""
+    if name == LABELS:
+        col = col.map(lambda v: "\x1f".join(sorted(str(x) for x in v)))
+    elif pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
+        return pd.util.hash_array(col.to_numpy(dtype=np.float64, na_value=np.nan))
+    elif not (pd.api.types.is_string_dtype(col) or pd.api.types.is_object_dtype(col)):
+        col = col.astype(str)
+    try:
+        arr = pa.array(col, from_pandas=True)
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        arr = pa.compute.cast(arr, pa.large_string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        arr = pa.array(col.map(lambda v: None if v is None or v is pd.NA else str(v)), type=pa.large_string())
+    encoded = arr.dictionary_encode(null_encoding="encode")
+    # hash each distinct value once, then spread: equal to hashing every row, at a fraction of the cost
+    uniques = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
+    uniques[pd.isna(uniques)] = "\x00<NA>"
+    unique_hash = pd.util.hash_array(uniques, categorize=False)
+    return unique_hash[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
 def _frame_digest(frame: pd.DataFrame) -> bytes:
     """SHA-256 over the sorted per-row hashes: the same rows give the same digest in any order."""
     digest = hashlib.sha256()
-    digest.update(json.dumps(sorted(map(str, frame.columns))).encode())
+    names = sorted(map(str, frame.columns))
+    digest.update(json.dumps(names).encode())
     if len(frame):
-        rows = pd.util.hash_pandas_object(_hashable(frame), index=False).to_numpy()
+        rows = np.zeros(len(frame), dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for name in names:
+                rows = rows * np.uint64(0x100000001B3) ^ _column_hash(frame[name], name)
         digest.update(np.sort(rows).tobytes())
     digest.update(str(len(frame)).encode())
     return digest.digest()

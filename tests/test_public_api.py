@@ -1,0 +1,43 @@
+"""The public API is pinned: removing or renaming a name is a breaking change and must show up here."""
+
+import inspect
+
+import keepfit
+
+EXPECTED = {
+    "__version__", "KeepfitConfig", "load_config", "save_config", "infer_config", "write_config_file",
+    "load_and_validate", "CheckedRows", "check_data", "CheckResult", "split_rows", "snapshot_data",
+    "create_snapshot", "load_snapshot", "list_snapshots", "diff_snapshots", "Snapshot", "generate_demo_data",
+    "generate_next_week", "fit", "FitResult", "evaluate", "EvaluateResult", "predict", "update", "UpdateResult",
+    "compare", "CompareResult", "Registry", "Lineage", "ModelVersionInfo", "KeepfitError", "ConfigError",
+    "DataError", "ModelError", "TrainingError", "GateRejected", "RegistryError", "MissingExtraError",
+}
+
+
+def test_all_is_pinned():
+    assert set(keepfit.__all__) == EXPECTED
+    assert len(keepfit.__all__) == len(set(keepfit.__all__))
+    for name in keepfit.__all__:
+        assert hasattr(keepfit, name), name
+
+
+def test_errors_form_one_hierarchy():
+    for name in ["ConfigError", "DataError", "ModelError", "TrainingError", "GateRejected", "RegistryError",
+                 "MissingExtraError"]:
+        assert issubclass(getattr(keepfit, name), keepfit.KeepfitError)
+
+
+def test_lifecycle_functions_take_the_config_first():
+    for fn in (keepfit.fit, keepfit.evaluate, keepfit.predict, keepfit.update, keepfit.compare):
+        first = next(iter(inspect.signature(fn).parameters.values()))
+        assert first.name == "config", fn.__name__
+        assert fn.__doc__, f"{fn.__name__} needs a docstring"
+
+
+def test_importing_keepfit_does_not_import_torch_or_mlflow():
+    import subprocess
+    import sys
+
+    code = "import sys, keepfit; print('torch' in sys.modules, 'mlflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"], "import keepfit must stay light; import heavy parts inside functions"
