@@ -249,7 +249,9 @@ def main() -> None:
     parser.add_argument("data", nargs="?", default="../shared/data/banking77")
     parser.add_argument("--subset", type=int, default=None, help="Train on N random training rows.")
     parser.add_argument("--test-subset", type=int, default=None, help="Score on N random test rows.")
-    parser.add_argument("--epochs", type=float, default=3)
+    parser.add_argument(
+        "--epochs", type=float, default=None, help="Epochs of both systems (default: the preset's, else 3)."
+    )
     parser.add_argument(
         "--preset", default=None, help="keepfit preset for its side (default: keepfit defaults)."
     )
@@ -264,6 +266,10 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    if args.epochs is None:
+        from keepfit.train.presets import PRESETS
+
+        args.epochs = float(PRESETS.get(args.preset or "", {}).get("train.epochs", 3))
     peak = matmul_peak()
     results = []
     for system in args.systems.split(","):

@@ -14,7 +14,11 @@ data_app = typer.Typer(help="Check, snapshot and compare data.", no_args_is_help
 
 
 def _check_config(
-    file: Path, config: Path | None, overrides: list[str] | None, text_column: str | None, label_column: str | None
+    file: Path,
+    config: Path | None,
+    overrides: list[str] | None,
+    text_column: str | None,
+    label_column: str | None,
 ) -> KeepfitConfig:
     """The named config, else ./keepfit.yaml, else one inferred from the file; explicit columns win."""
     if config is not None or Path(CONFIG_FILENAME).exists():
@@ -31,7 +35,9 @@ def _check_config(
             if overrides:
                 from keepfit.config import apply_overrides, config_from_mapping
 
-                cfg = config_from_mapping(apply_overrides(cfg.model_dump(mode="json"), overrides), "inferred config")
+                cfg = config_from_mapping(
+                    apply_overrides(cfg.model_dump(mode="json"), overrides), "inferred config"
+                )
             return cfg
     updates = {k: v for k, v in {"text_column": text_column, "label_column": label_column}.items() if v}
     if updates:
@@ -46,8 +52,11 @@ def check_command(
     overrides: list[str] = SetOption,
     text_column: str = typer.Option(None, "--text-column", help="Column holding the text."),
     label_column: str = typer.Option(None, "--label-column", help="Column holding the label."),
-    out: Path = typer.Option(None, "--out", help="Where quarantine.csv and report.{json,html} go "
-                             "(default: <store>/checks/<file name>)."),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        help="Where quarantine.csv and report.{json,html} go (default: <store>/checks/<file name>).",
+    ),
     split: bool = typer.Option(False, "--split", help="Also split and check for leakage across splits."),
 ) -> None:
     """Validate, clean and deduplicate FILE; every row is kept or quarantined with a reason."""
@@ -71,8 +80,10 @@ def snapshot_command(config: Path = ConfigOption, overrides: list[str] = SetOpti
     snap = snapshot_data(cfg)
     render_summary(snap.report, console)
     console.print(f"snapshot [bold]{snap.id}[/]")
-    console.print(f"  train {len(snap.train):,}, validation {len(snap.validation):,}, test {len(snap.test):,}, "
-                  f"quarantined {len(snap.quarantine):,}")
+    console.print(
+        f"  train {len(snap.train):,}, validation {len(snap.validation):,}, test {len(snap.test):,}, "
+        f"quarantined {len(snap.quarantine):,}"
+    )
     console.print(f"report: {snap.path / 'report.html'}")
 
 
@@ -114,7 +125,8 @@ def list_command(config: Path = ConfigOption, overrides: list[str] = SetOption) 
         c = i.counts
         console.print(
             f"[bold]{i.id[:12]}[/]{' (HEAD)' if i.id == head else ''}  {i.created[:19]}  {i.task}  "
-            f"train {c.get('train', 0):,} / validation {c.get('validation', 0):,} / test {c.get('test', 0):,}, "
+            f"train {c.get('train', 0):,} / validation {c.get('validation', 0):,} / "
+            f"test {c.get('test', 0):,}, "
             f"quarantined {c.get('quarantine', 0):,}  parent {(i.parent or '-')[:12]}  {', '.join(i.sources)}"
         )
 

@@ -17,7 +17,15 @@ import pandas as pd
 
 from keepfit._io import atomic_write_text
 from keepfit.config import KeepfitConfig
-from keepfit.data.quality import QUALITY_CHECKS, Finding, LabelDistribution, check_leakage, run_quality
+from keepfit.data.quality import (
+    QUALITY_CHECKS,
+    Finding,
+    LabelDistribution,
+    add_derived_columns,
+    check_leakage,
+    drop_derived_columns,
+    run_quality,
+)
 from keepfit.data.report import render_html
 from keepfit.data.split import SplitResult, split_frame
 from keepfit.data.validate import QUARANTINE_COLUMNS, CheckedRows, load_and_validate
@@ -95,8 +103,9 @@ def _report(
         "quarantine_reasons": {str(k): int(v) for k, v in quarantine["reason"].value_counts().items()},
         "findings": [f.to_dict() for f in findings],
         "label_counts": dict(dist.details.get("counts", {})) if dist else {},
-        "split": None if split is None else {"method": split.method, "counts": split.counts,
-                                             "warnings": split.warnings},
+        "split": None
+        if split is None
+        else {"method": split.method, "counts": split.counts, "warnings": split.warnings},
         "warnings": warnings,
         "found_counts": _found_counts(findings, quarantine),
         "quality_config": config.quality.model_dump(mode="json"),
@@ -135,7 +144,9 @@ def check_files(
     checked = [main]
     frames = [main.kept]
     given: set[str] = set()
-    known = known_labels if known_labels is not None else (main.labels if config.task != "regression" else None)
+    known = (
+        known_labels if known_labels is not None else (main.labels if config.task != "regression" else None)
+    )
     for name, path in (("validation", validation), ("test", test)):
         if path is None:
             continue
@@ -151,7 +162,10 @@ def check_files(
 
     t0 = time.perf_counter()
     # the label distribution is measured last, on what is finally kept
-    outcome = run_quality(combined, config, checks=[c for c in QUALITY_CHECKS if c.name != "label_distribution"])
+    combined = add_derived_columns(combined, config)
+    outcome = run_quality(
+        combined, config, checks=[c for c in QUALITY_CHECKS if c.name != "label_distribution"]
+    )
     quarantine_parts = [c.quarantine for c in checked] + [outcome.quarantine]
     kept = outcome.kept
     findings = list(outcome.findings)
@@ -173,8 +187,9 @@ def check_files(
         findings += leak.findings
         quarantine_parts.append(leak.quarantine)
         timings["leakage_s"] = time.perf_counter() - t0
-        if result_split is not None:
-            result_split = SplitResult(kept, result_split.method, result_split.warnings)
+    kept = drop_derived_columns(kept)
+    if result_split is not None:
+        result_split = SplitResult(kept, result_split.method, result_split.warnings)
     findings.append(LabelDistribution().run(kept, config))
 
     quarantine = _concat_quarantine(quarantine_parts)
@@ -182,7 +197,9 @@ def check_files(
         raise DataError(f"internal: {n_in} rows in but {len(kept)} kept + {len(quarantine)} quarantined")
     labels = _labels(kept, config, known_labels)
     report = _report(config, sources, n_in, kept, quarantine, findings, warnings, result_split)
-    return CheckResult(kept, quarantine, n_in, labels, findings, warnings, report, sources, result_split, timings)
+    return CheckResult(
+        kept, quarantine, n_in, labels, findings, warnings, report, sources, result_split, timings
+    )
 
 
 def check_data(
@@ -194,7 +211,8 @@ def check_data(
     split: bool = False,
 ) -> CheckResult:
     """Check one file: validation with quarantine, then the quality findings (and, with ``split``, the split
-    and leakage). With ``store``, the quarantine and report are also written under ``<store>/checks/<file>/``."""
+    and leakage). With ``store``, the quarantine and report are also written under
+    ``<store>/checks/<file>/``."""
     result = check_files(path, config, known_labels=known_labels, split=split)
     if store is not None:
         write_check_outputs(result, store.root / "checks" / Path(path).stem)
@@ -209,7 +227,9 @@ def write_check_outputs(result: CheckResult, folder: str | Path) -> dict[str, Pa
     folder.mkdir(parents=True, exist_ok=True)
     paths = {
         "quarantine": atomic_write_text(folder / "quarantine.csv", result.quarantine.to_csv(index=False)),
-        "report_json": atomic_write_text(folder / "report.json", json.dumps(result.report, indent=2, default=str)),
+        "report_json": atomic_write_text(
+            folder / "report.json", json.dumps(result.report, indent=2, default=str)
+        ),
         "report_html": atomic_write_text(folder / "report.html", render_html(result.report)),
     }
     return paths
@@ -231,10 +251,25 @@ def snapshot_data(
 
     path = train or config.data.train
     if not path:
-        raise DataError("No training data: expected data.train in keepfit.yaml (or a file argument). "
-                        "Run `keepfit init DATA` to write a config.")
+        raise DataError(
+            "No training data: expected data.train in keepfit.yaml (or a file argument). "
+            "Run `keepfit init DATA` to write a config."
+        )
     store = store or Store.at(config.store)
-    result = check_files(path, config, validation=config.data.validation, test=config.data.test,
-                         known_labels=known_labels, split=True)
-    return create_snapshot(result.kept, quarantine=result.quarantine, config=config, store=store,
-                           report=result.report, sources=result.sources, labels=result.labels)
+    result = check_files(
+        path,
+        config,
+        validation=config.data.validation,
+        test=config.data.test,
+        known_labels=known_labels,
+        split=True,
+    )
+    return create_snapshot(
+        result.kept,
+        quarantine=result.quarantine,
+        config=config,
+        store=store,
+        report=result.report,
+        sources=result.sources,
+        labels=result.labels,
+    )

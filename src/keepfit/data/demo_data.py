@@ -3,8 +3,10 @@
 Week 1: 12 intents phrased through templates x slots x openers/closers, with typos and casing noise; a
 ``customer_id`` group column and a ``channel`` slice column (email/chat/phone). Planted: exact duplicates,
 conflicting duplicates (same text, another intent), flipped labels (noise), and malformed rows (empty text,
-a label spelling variant such as ``"Refund_Request "``, a missing label). The ``planted`` dict counts them with
-the same keys the check reports in ``report["found_counts"]``, so found and planted can be printed side by side.
+a label spelling variant such as ``"Refund_Request "``, a missing label). The ``planted`` dict counts
+them with
+the same keys the check reports in ``report["found_counts"]``, so found and planted can be printed side
+by side.
 
 Week 2 (:func:`generate_next_week`): a new intent, a shifted intent and channel mix, some texts repeated from
 week 1 and a few week-1 texts relabelled (corrections of planted noise).
@@ -12,7 +14,7 @@ week 1 and a few week-1 texts relabelled (corrections of planted noise).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +23,33 @@ import pandas as pd
 
 from keepfit._io import atomic_write_text
 
-__all__ = ["DemoData", "DemoFiles", "INTENTS", "NEW_INTENT", "generate_demo_data", "generate_next_week",
-           "write_demo_files"]
+__all__ = [
+    "DemoData",
+    "DemoFiles",
+    "INTENTS",
+    "NEW_INTENT",
+    "generate_demo_data",
+    "generate_next_week",
+    "write_demo_files",
+]
 
 TEXT_COLUMN, LABEL_COLUMN, GROUP_COLUMN, SLICE_COLUMN = "text", "intent", "customer_id", "channel"
 
 _SLOTS: dict[str, list[str]] = {
-    "item": ["headphones", "laptop bag", "coffee maker", "running shoes", "phone case", "desk lamp", "backpack",
-             "blender", "winter jacket", "smart watch", "keyboard", "yoga mat"],
+    "item": [
+        "headphones",
+        "laptop bag",
+        "coffee maker",
+        "running shoes",
+        "phone case",
+        "desk lamp",
+        "backpack",
+        "blender",
+        "winter jacket",
+        "smart watch",
+        "keyboard",
+        "yoga mat",
+    ],
     "order": [str(n) for n in range(10234, 99999, 7919)],
     "day": ["monday", "tuesday", "yesterday", "last week", "friday", "two days ago", "the weekend"],
     "amount": ["$19.99", "$45", "$120", "$8.50", "$230", "$64.20"],
@@ -37,71 +58,116 @@ _SLOTS: dict[str, list[str]] = {
 
 INTENTS: dict[str, list[str]] = {
     "refund_request": [
-        "i want a refund for my {item}", "can i get my money back for the {item}",
-        "please refund order {order}", "how do i get a refund for order {order}",
-        "i returned the {item} {day} and still have no refund", "requesting a refund of {amount}",
-        "when will my refund for the {item} arrive", "refund my purchase please, the {item} was not what i wanted",
+        "i want a refund for my {item}",
+        "can i get my money back for the {item}",
+        "please refund order {order}",
+        "how do i get a refund for order {order}",
+        "i returned the {item} {day} and still have no refund",
+        "requesting a refund of {amount}",
+        "when will my refund for the {item} arrive",
+        "refund my purchase please, the {item} was not what i wanted",
     ],
     "order_status": [
-        "where is my order {order}", "has my {item} shipped yet", "track order {order}",
-        "what is the status of my order {order}", "my {item} has not arrived, where is it",
-        "when will order {order} be delivered", "i ordered a {item} {day}, any update on shipping",
+        "where is my order {order}",
+        "has my {item} shipped yet",
+        "track order {order}",
+        "what is the status of my order {order}",
+        "my {item} has not arrived, where is it",
+        "when will order {order} be delivered",
+        "i ordered a {item} {day}, any update on shipping",
     ],
     "cancel_order": [
-        "cancel my order {order}", "i want to cancel the {item} i ordered {day}",
-        "please stop order {order} before it ships", "how can i cancel an order",
-        "i changed my mind, cancel the {item}", "cancel order {order} immediately",
+        "cancel my order {order}",
+        "i want to cancel the {item} i ordered {day}",
+        "please stop order {order} before it ships",
+        "how can i cancel an order",
+        "i changed my mind, cancel the {item}",
+        "cancel order {order} immediately",
     ],
     "change_address": [
-        "i need to change my delivery address", "update the shipping address for order {order}",
-        "i moved to {city}, please change my address", "can you send the {item} to a different address",
-        "wrong address on order {order}, please fix it", "how do i edit my address before delivery",
+        "i need to change my delivery address",
+        "update the shipping address for order {order}",
+        "i moved to {city}, please change my address",
+        "can you send the {item} to a different address",
+        "wrong address on order {order}, please fix it",
+        "how do i edit my address before delivery",
     ],
     "card_lost": [
-        "i lost my credit card", "my card was stolen {day}", "please block my card, it is lost",
-        "someone stole my wallet with my card", "i cannot find my card, freeze it please",
-        "report a lost card", "my card went missing in {city}",
+        "i lost my credit card",
+        "my card was stolen {day}",
+        "please block my card, it is lost",
+        "someone stole my wallet with my card",
+        "i cannot find my card, freeze it please",
+        "report a lost card",
+        "my card went missing in {city}",
     ],
     "payment_failed": [
-        "my payment of {amount} was declined", "the payment failed when buying the {item}",
-        "why was my card declined for {amount}", "checkout keeps failing at payment",
-        "i was charged but the payment shows failed", "payment error on order {order}",
+        "my payment of {amount} was declined",
+        "the payment failed when buying the {item}",
+        "why was my card declined for {amount}",
+        "checkout keeps failing at payment",
+        "i was charged but the payment shows failed",
+        "payment error on order {order}",
     ],
     "account_login": [
-        "i cannot log in to my account", "forgot my password", "reset my password please",
-        "my account is locked", "the login page says invalid password", "i can't sign in since {day}",
+        "i cannot log in to my account",
+        "forgot my password",
+        "reset my password please",
+        "my account is locked",
+        "the login page says invalid password",
+        "i can't sign in since {day}",
         "two factor code never arrives when i log in",
     ],
     "delivery_damaged": [
-        "my {item} arrived broken", "the package was damaged on delivery", "the {item} came with a crack",
-        "box was crushed and the {item} is damaged", "received a damaged {item} in order {order}",
+        "my {item} arrived broken",
+        "the package was damaged on delivery",
+        "the {item} came with a crack",
+        "box was crushed and the {item} is damaged",
+        "received a damaged {item} in order {order}",
         "the {item} is scratched and dented",
     ],
     "subscription_cancel": [
-        "cancel my subscription", "i want to stop my monthly membership", "how do i end my premium plan",
-        "stop charging me {amount} every month", "unsubscribe me from the membership",
+        "cancel my subscription",
+        "i want to stop my monthly membership",
+        "how do i end my premium plan",
+        "stop charging me {amount} every month",
+        "unsubscribe me from the membership",
         "end my subscription before the next billing",
     ],
     "invoice_request": [
-        "i need an invoice for order {order}", "send me a receipt for the {item}",
-        "can i get a vat invoice for {amount}", "where do i download my invoice",
-        "please email the invoice for my purchase {day}", "i need a copy of the bill for order {order}",
+        "i need an invoice for order {order}",
+        "send me a receipt for the {item}",
+        "can i get a vat invoice for {amount}",
+        "where do i download my invoice",
+        "please email the invoice for my purchase {day}",
+        "i need a copy of the bill for order {order}",
     ],
     "product_question": [
-        "is the {item} waterproof", "does the {item} come in other colours", "what size is the {item}",
-        "is the {item} in stock in {city}", "how long is the warranty on the {item}",
+        "is the {item} waterproof",
+        "does the {item} come in other colours",
+        "what size is the {item}",
+        "is the {item} in stock in {city}",
+        "how long is the warranty on the {item}",
         "can the {item} be used outdoors",
     ],
     "speak_to_agent": [
-        "i want to talk to a human", "connect me to an agent", "can i speak to a real person",
-        "transfer me to customer service", "stop the bot, i need a person", "call me back please, i need an agent",
+        "i want to talk to a human",
+        "connect me to an agent",
+        "can i speak to a real person",
+        "transfer me to customer service",
+        "stop the bot, i need a person",
+        "call me back please, i need an agent",
     ],
 }
 
 NEW_INTENT = "crypto_payment"
 _NEW_TEMPLATES = [
-    "can i pay with bitcoin", "do you accept crypto for the {item}", "i want to pay {amount} in ethereum",
-    "is cryptocurrency accepted at checkout", "pay for order {order} with usdt", "crypto payment option please",
+    "can i pay with bitcoin",
+    "do you accept crypto for the {item}",
+    "i want to pay {amount} in ethereum",
+    "is cryptocurrency accepted at checkout",
+    "pay for order {order} with usdt",
+    "crypto payment option please",
     "can i use my crypto wallet to buy the {item}",
 ]
 
@@ -112,10 +178,12 @@ _CHANNELS = ["email", "chat", "phone"]
 
 @dataclass(frozen=True)
 class DemoData:
-    """A generated batch (columns text, intent, customer_id, channel) and the counts of what was planted."""
+    """A generated batch (columns text, intent, customer_id, channel), the counts of what was planted, and the
+    CSV line numbers of the rows whose label was flipped (week 1)."""
 
     frame: pd.DataFrame
     planted: dict[str, Any]
+    noisy_rows: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -138,7 +206,7 @@ def _typo(text: str, rng: np.random.Generator) -> str:
     i = int(rng.choice(long_words))
     w = words[i]
     j = int(rng.integers(1, len(w) - 2))
-    words[i] = w[:j] + w[j + 1] + w[j] + w[j + 2:]
+    words[i] = w[:j] + w[j + 1] + w[j] + w[j + 2 :]
     return " ".join(words)
 
 
@@ -158,8 +226,9 @@ def _phrase(template: str, rng: np.random.Generator) -> str:
     return text
 
 
-def _unique_phrases(templates: dict[str, list[str]], labels: np.ndarray, rng: np.random.Generator,
-                    taken: set[str]) -> list[str]:
+def _unique_phrases(
+    templates: dict[str, list[str]], labels: np.ndarray, rng: np.random.Generator, taken: set[str]
+) -> list[str]:
     out = []
     for label in labels:
         for _ in range(50):
@@ -178,17 +247,27 @@ def _intent_weights(names: list[str], rng: np.random.Generator, skew: float) -> 
     return w / w.sum()
 
 
-def _base_rows(n: int, templates: dict[str, list[str]], weights: np.ndarray, channel_p: list[float],
-               rng: np.random.Generator, taken: set[str], n_customers: int, customer_offset: int) -> pd.DataFrame:
+def _base_rows(
+    n: int,
+    templates: dict[str, list[str]],
+    weights: np.ndarray,
+    channel_p: list[float],
+    rng: np.random.Generator,
+    taken: set[str],
+    n_customers: int,
+    customer_offset: int,
+) -> pd.DataFrame:
     names = list(templates)
     labels = rng.choice(names, size=n, p=weights)
     texts = _unique_phrases(templates, labels, rng, taken)
-    return pd.DataFrame({
-        TEXT_COLUMN: texts,
-        LABEL_COLUMN: labels,
-        GROUP_COLUMN: [f"C{customer_offset + int(c):05d}" for c in rng.integers(0, n_customers, size=n)],
-        SLICE_COLUMN: rng.choice(_CHANNELS, size=n, p=channel_p),
-    })
+    return pd.DataFrame(
+        {
+            TEXT_COLUMN: texts,
+            LABEL_COLUMN: labels,
+            GROUP_COLUMN: [f"C{customer_offset + int(c):05d}" for c in rng.integers(0, n_customers, size=n)],
+            SLICE_COLUMN: rng.choice(_CHANNELS, size=n, p=channel_p),
+        }
+    )
 
 
 def _other_label(label: str, names: list[str], rng: np.random.Generator) -> str:
@@ -200,7 +279,7 @@ def generate_demo_data(n_rows: int = 2000, seed: int = 0) -> DemoData:
 
     ``planted`` keys: exact_duplicates (extra copies), conflicting_duplicates (rows whose text carries two
     intents, all copies), noisy_labels (flipped, not detectable without a model), empty_text, unknown_label,
-    missing_label (malformed rows), and noisy_rows (their original line numbers).
+    missing_label (malformed rows). ``noisy_rows`` holds the CSV line numbers of the flipped rows.
     """
     rng = np.random.default_rng(seed)
     names = list(INTENTS)
@@ -210,11 +289,22 @@ def generate_demo_data(n_rows: int = 2000, seed: int = 0) -> DemoData:
     n_bad = 3
     n_base = n_rows - n_dup - n_conflict - 3 * n_bad
     taken: set[str] = set()
-    base = _base_rows(n_base, INTENTS, _intent_weights(names, rng, 0.35), [0.45, 0.35, 0.20], rng, taken,
-                      max(10, n_rows // 3), 0)
+    base = _base_rows(
+        n_base,
+        INTENTS,
+        _intent_weights(names, rng, 0.35),
+        [0.45, 0.35, 0.20],
+        rng,
+        taken,
+        max(10, n_rows // 3),
+        0,
+    )
     picks = rng.permutation(n_base)
-    noisy, dup_src, conflict_src = (picks[:n_noise], picks[n_noise:n_noise + n_dup],
-                                    picks[n_noise + n_dup:n_noise + n_dup + n_conflict])
+    noisy, dup_src, conflict_src = (
+        picks[:n_noise],
+        picks[n_noise : n_noise + n_dup],
+        picks[n_noise + n_dup : n_noise + n_dup + n_conflict],
+    )
     true_labels = base[LABEL_COLUMN].copy()
     base.loc[noisy, LABEL_COLUMN] = [_other_label(x, names, rng) for x in base.loc[noisy, LABEL_COLUMN]]
     dups = base.loc[dup_src].copy()
@@ -222,12 +312,14 @@ def generate_demo_data(n_rows: int = 2000, seed: int = 0) -> DemoData:
     conflicts[LABEL_COLUMN] = [_other_label(x, names, rng) for x in conflicts[LABEL_COLUMN]]
     bad_texts = _unique_phrases(INTENTS, rng.choice(names, size=2 * n_bad), rng, taken)
     variant = names[0].title() + " "  # "Refund_Request ": case and whitespace variant of a known intent
-    malformed = pd.DataFrame({
-        TEXT_COLUMN: ["", "   ", "\t"][:n_bad] + bad_texts[:n_bad] + bad_texts[n_bad:],
-        LABEL_COLUMN: list(rng.choice(names, size=n_bad)) + [variant] * n_bad + [""] * n_bad,
-        GROUP_COLUMN: [f"C{int(c):05d}" for c in rng.integers(0, max(10, n_rows // 3), size=3 * n_bad)],
-        SLICE_COLUMN: rng.choice(_CHANNELS, size=3 * n_bad),
-    })
+    malformed = pd.DataFrame(
+        {
+            TEXT_COLUMN: ["", "   ", "\t"][:n_bad] + bad_texts[:n_bad] + bad_texts[n_bad:],
+            LABEL_COLUMN: list(rng.choice(names, size=n_bad)) + [variant] * n_bad + [""] * n_bad,
+            GROUP_COLUMN: [f"C{int(c):05d}" for c in rng.integers(0, max(10, n_rows // 3), size=3 * n_bad)],
+            SLICE_COLUMN: rng.choice(_CHANNELS, size=3 * n_bad),
+        }
+    )
     frame = pd.concat([base, dups, conflicts, malformed], ignore_index=True)
     order = rng.permutation(len(frame))
     frame = frame.iloc[order].reset_index(drop=True)
@@ -240,9 +332,8 @@ def generate_demo_data(n_rows: int = 2000, seed: int = 0) -> DemoData:
         "empty_text": n_bad,
         "unknown_label": n_bad,
         "missing_label": n_bad,
-        "noisy_rows": noisy_lines,
     }
-    return DemoData(frame, planted)
+    return DemoData(frame, planted, noisy_lines)
 
 
 def generate_next_week(week1: pd.DataFrame, n_rows: int = 600, seed: int = 1) -> DemoData:
@@ -265,8 +356,14 @@ def generate_next_week(week1: pd.DataFrame, n_rows: int = 600, seed: int = 1) ->
     repeats = picked.iloc[:n_repeat].copy()
     relabels = picked.iloc[n_repeat:].copy()
     relabels[LABEL_COLUMN] = [_other_label(x, list(INTENTS), rng) for x in relabels[LABEL_COLUMN]]
-    empty = pd.DataFrame({TEXT_COLUMN: [""] * n_empty, LABEL_COLUMN: ["order_status"] * n_empty,
-                          GROUP_COLUMN: ["C50000"] * n_empty, SLICE_COLUMN: ["chat"] * n_empty})
+    empty = pd.DataFrame(
+        {
+            TEXT_COLUMN: [""] * n_empty,
+            LABEL_COLUMN: ["order_status"] * n_empty,
+            GROUP_COLUMN: ["C50000"] * n_empty,
+            SLICE_COLUMN: ["chat"] * n_empty,
+        }
+    )
     frame = pd.concat([base, repeats, relabels, empty], ignore_index=True)
     frame = frame.iloc[rng.permutation(len(frame))].reset_index(drop=True)
     planted = {
@@ -280,7 +377,8 @@ def generate_next_week(week1: pd.DataFrame, n_rows: int = 600, seed: int = 1) ->
 
 
 def write_demo_files(folder: str | Path, *, small: bool = False, seed: int = 0) -> DemoFiles:
-    """Write ``week1.csv`` and ``week2.csv`` into ``folder`` (2,000 and 600 rows; 800 and 300 with ``small``)."""
+    """Write ``week1.csv`` and ``week2.csv`` into ``folder`` (2,000 and 600 rows; 800 and 300 with
+    ``small``)."""
     folder = Path(folder)
     n1, n2 = (800, 300) if small else (2000, 600)
     week1 = generate_demo_data(n1, seed)

@@ -54,13 +54,17 @@ def _rows(snapshot: Snapshot) -> pd.DataFrame:
     parts = []
     for name in SPLITS:
         frame = snapshot.split(name)
-        parts.append(pd.DataFrame({
-            TEXT: frame[TEXT].astype(str).to_numpy(dtype=object),
-            "answer": answer_strings(frame, snapshot.task).to_numpy(dtype=object),
-            SPLIT: name,
-            ROW: frame[ROW].to_numpy() if ROW in frame else -1,
-            SOURCE: frame[SOURCE].astype(str).to_numpy(dtype=object) if SOURCE in frame else "",
-        }))
+        parts.append(
+            pd.DataFrame(
+                {
+                    TEXT: frame[TEXT].astype(str).to_numpy(dtype=object),
+                    "answer": answer_strings(frame, snapshot.task).to_numpy(dtype=object),
+                    SPLIT: name,
+                    ROW: frame[ROW].to_numpy() if ROW in frame else -1,
+                    SOURCE: frame[SOURCE].astype(str).to_numpy(dtype=object) if SOURCE in frame else "",
+                }
+            )
+        )
     out = pd.concat(parts, ignore_index=True)
     return out.drop_duplicates(TEXT, keep="first").set_index(TEXT, drop=False)
 
@@ -70,8 +74,11 @@ def _label_counts(snapshot: Snapshot) -> pd.Series:
     if snapshot.task == "regression":
         return pd.Series(dtype=int)
     if snapshot.task == "multi-label":
-        values = pd.concat([f[LABELS].explode() for f in frames if len(f)], ignore_index=True) \
-            if any(len(f) for f in frames) else pd.Series(dtype=object)
+        values = (
+            pd.concat([f[LABELS].explode() for f in frames if len(f)], ignore_index=True)
+            if any(len(f) for f in frames)
+            else pd.Series(dtype=object)
+        )
     else:
         values = pd.concat([f[LABEL] for f in frames], ignore_index=True)
     return values.dropna().astype(str).value_counts()
@@ -88,10 +95,21 @@ def _label_shift(a: Snapshot, b: Snapshot) -> tuple[list[dict[str, Any]], dict[s
     va = np.array([ca.get(x, 0) for x in labels], dtype=float)
     vb = np.array([cb.get(x, 0) for x in labels], dtype=float)
     pa_, pb_ = va / max(va.sum(), 1), vb / max(vb.sum(), 1)
-    shift = [{"label": lab, "count_a": int(x), "count_b": int(y), "share_a": float(p), "share_b": float(q),
-              "change": float(q - p)} for lab, x, y, p, q in zip(labels, va, vb, pa_, pb_, strict=True)]
+    shift = [
+        {
+            "label": lab,
+            "count_a": int(x),
+            "count_b": int(y),
+            "share_a": float(p),
+            "share_b": float(q),
+            "change": float(q - p),
+        }
+        for lab, x, y, p, q in zip(labels, va, vb, pa_, pb_, strict=True)
+    ]
     shift.sort(key=lambda r: -abs(r["change"]))
-    test: dict[str, float] = {"js_distance": float(jensenshannon(pa_, pb_, base=2)) if va.sum() and vb.sum() else 0.0}
+    test: dict[str, float] = {
+        "js_distance": float(jensenshannon(pa_, pb_, base=2)) if va.sum() and vb.sum() else 0.0
+    }
     if va.sum() and vb.sum() and len(labels) > 1:
         chi2, p, dof, _ = chi2_contingency(np.vstack([va, vb]) + 0.0)
         test.update({"chi2": float(chi2), "chi2_p": float(p), "dof": int(dof)})
@@ -106,14 +124,27 @@ def _length_test(a: Snapshot, b: Snapshot) -> dict[str, float]:
     if len(la) == 0 or len(lb) == 0:
         return {}
     ks = ks_2samp(la, lb)
-    return {"ks": float(ks.statistic), "ks_p": float(ks.pvalue), "mean_chars_a": float(la.mean()),
-            "mean_chars_b": float(lb.mean()), "median_chars_a": float(np.median(la)),
-            "median_chars_b": float(np.median(lb))}
+    return {
+        "ks": float(ks.statistic),
+        "ks_p": float(ks.pvalue),
+        "mean_chars_a": float(la.mean()),
+        "mean_chars_b": float(lb.mean()),
+        "median_chars_a": float(np.median(la)),
+        "median_chars_b": float(np.median(lb)),
+    }
 
 
 def _examples(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{"row": int(r[ROW]), "source": r[SOURCE], "split": r[SPLIT], "text": r[TEXT][:200], "label": r["answer"]}
-            for _, r in frame.head(MAX_EXAMPLES).iterrows()]
+    return [
+        {
+            "row": int(r[ROW]),
+            "source": r[SOURCE],
+            "split": r[SPLIT],
+            "text": r[TEXT][:200],
+            "label": r["answer"],
+        }
+        for _, r in frame.head(MAX_EXAMPLES).iterrows()
+    ]
 
 
 def diff_snapshots(a: Snapshot, b: Snapshot) -> SnapshotDiff:
@@ -127,8 +158,13 @@ def diff_snapshots(a: Snapshot, b: Snapshot) -> SnapshotDiff:
     relabelled = both[changed]
     relabel_examples = [
         {"text": t[:200], "old": o, "new": n, "split_b": s}
-        for t, o, n, s in zip(relabelled[TEXT][:MAX_EXAMPLES], old_answer[changed][:MAX_EXAMPLES],
-                              relabelled["answer"][:MAX_EXAMPLES], relabelled[SPLIT][:MAX_EXAMPLES], strict=True)
+        for t, o, n, s in zip(
+            relabelled[TEXT][:MAX_EXAMPLES],
+            old_answer[changed][:MAX_EXAMPLES],
+            relabelled["answer"][:MAX_EXAMPLES],
+            relabelled[SPLIT][:MAX_EXAMPLES],
+            strict=True,
+        )
     ]
     labels_a, labels_b = set(a.labels), set(b.labels)
     shift, label_test = _label_shift(a, b)
@@ -160,18 +196,25 @@ def diff_to_json(diff: SnapshotDiff) -> str:
 
 
 def render_diff(diff: SnapshotDiff, console: Console, max_labels: int = 10) -> None:
-    """Print the diff for a terminal: counts, label changes, the largest share shifts and the test statistics."""
-    console.print(f"[bold]data diff[/] {diff.a[:12]} -> {diff.b[:12]}: {diff.rows_a:,} -> {diff.rows_b:,} rows")
+    """Print the diff for a terminal: counts, label changes, the largest share shifts and the test
+    statistics."""
+    console.print(
+        f"[bold]data diff[/] {diff.a[:12]} -> {diff.b[:12]}: {diff.rows_a:,} -> {diff.rows_b:,} rows"
+    )
     table = Table(show_header=True, title_justify="left")
     table.add_column("change")
     table.add_column("rows", justify="right")
     table.add_column("example")
-    for name, count, examples in (("added", diff.added, diff.added_examples),
-                                  ("removed", diff.removed, diff.removed_examples)):
+    for name, count, examples in (
+        ("added", diff.added, diff.added_examples),
+        ("removed", diff.removed, diff.removed_examples),
+    ):
         ex = examples[0] if examples else None
         table.add_row(name, f"{count:,}", f"{ex['text'][:60]!r} [{ex['label']}]" if ex else "")
     ex = diff.relabelled_examples[0] if diff.relabelled_examples else None
-    table.add_row("relabelled", f"{diff.relabelled:,}", f"{ex['text'][:50]!r}: {ex['old']} -> {ex['new']}" if ex else "")
+    table.add_row(
+        "relabelled", f"{diff.relabelled:,}", f"{ex['text'][:50]!r}: {ex['old']} -> {ex['new']}" if ex else ""
+    )
     table.add_row("unchanged", f"{diff.unchanged:,}", "")
     console.print(table)
     if diff.labels_new:
@@ -194,5 +237,7 @@ def render_diff(diff: SnapshotDiff, console: Console, max_labels: int = 10) -> N
             line += f", chi-square {lt['chi2']:.1f} (p = {lt['chi2_p']:.3g})"
         console.print(line)
     if ln:
-        console.print(f"text length: mean {ln['mean_chars_a']:.0f} -> {ln['mean_chars_b']:.0f} chars, "
-                      f"KS {ln['ks']:.3f} (p = {ln['ks_p']:.3g})")
+        console.print(
+            f"text length: mean {ln['mean_chars_a']:.0f} -> {ln['mean_chars_b']:.0f} chars, "
+            f"KS {ln['ks']:.3f} (p = {ln['ks_p']:.3g})"
+        )

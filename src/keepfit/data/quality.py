@@ -1,13 +1,19 @@
-"""Quality findings on the canonical row table: duplicates, conflicts, near-duplicates, label distribution, leakage.
+"""Quality findings on the canonical row table: duplicates, conflicts, near-duplicates, label
+distribution, leakage.
 
 Every check is a small object with one interface (:class:`QualityCheck`): ``run(frame, config) -> Finding``.
-A finding says what was found (kind, count, up to five examples with row numbers and source) and which rows the
-configured action concerns; :func:`apply_finding` then drops those rows into the quarantine with a reason, keeps
-them, or raises :class:`~keepfit.errors.DataError` (action ``fail``). Dropping never loses a row: it moves to the
+A finding says what was found (kind, count, up to five examples with row numbers and source) and which
+rows the
+configured action concerns; :func:`apply_finding` then drops those rows into the quarantine with a
+reason, keeps
+them, or raises :class:`~keepfit.errors.DataError` (action ``fail``). Dropping never loses a row: it
+moves to the
 quarantine, so ``in = kept + quarantined`` still holds.
 
-Order matters and :func:`run_quality` fixes it: conflicting labels first (every copy of a text with two answers
-is quarantined, because we cannot know which answer is right), then exact duplicates (same text and answer; the
+Order matters and :func:`run_quality` fixes it: conflicting labels first (every copy of a text with two
+answers
+is quarantined, because we cannot know which answer is right), then exact duplicates (same text and
+answer; the
 first copy stays), then near-duplicates, then the label distribution of what is left. Leakage needs splits and
 runs after splitting (:func:`check_leakage`).
 
@@ -28,9 +34,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from keepfit.config import KeepfitConfig
-from keepfit.errors import DataError
-from keepfit.types import LABEL, LABELS, ROW, SOURCE, SPLIT, TARGET, TEXT, Task, label_column_for
 from keepfit.data.validate import QUARANTINE_COLUMNS
+from keepfit.errors import DataError
+from keepfit.types import ROW, SOURCE, SPLIT, TARGET, TEXT, Task, label_column_for
 
 __all__ = [
     "Finding",
@@ -60,9 +66,11 @@ _NUM_PERM = 64
 class Finding:
     """One quality finding.
 
-    ``count`` is the number of rows the finding concerns (for ``label_distribution``: labels under the minimum);
+    ``count`` is the number of rows the finding concerns (for ``label_distribution``: labels under the
+    minimum);
     ``flagged`` holds the positions (0-based, into the checked frame) of the rows the action applies to, with
-    one ``flag_detail`` each; ``action`` is the configured action (drop, keep, fail) or ``report`` for findings
+    one ``flag_detail`` each; ``action`` is the configured action (drop, keep, fail) or ``report`` for
+    findings
     that never remove rows.
     """
 
@@ -144,6 +152,37 @@ def first_positions(code: np.ndarray) -> np.ndarray:
         return np.empty(0, dtype=np.int64)
     previous_max = np.maximum.accumulate(np.concatenate([[-1], code[:-1]]))
     return np.flatnonzero(code > previous_max)
+
+
+# Derived columns a caller may carry through the checks so that each is computed once per check run (see
+# add_derived_columns); the checks compute them when absent. Never stored.
+TEXT_CODE, NEAR_KEY = "_text_code", "_near_key"
+
+
+def text_codes(frame: pd.DataFrame) -> np.ndarray:
+    """Codes of the text column (numbered by first appearance in this frame)."""
+    if TEXT_CODE in frame:
+        return pd.factorize(frame[TEXT_CODE].to_numpy())[0].astype(np.int64)
+    return codes(frame[TEXT])
+
+
+def add_derived_columns(frame: pd.DataFrame, config: KeepfitConfig) -> pd.DataFrame:
+    """The frame with the text codes (and, above the near-duplicate row limit, the normalised keys) added."""
+    out = frame.assign(**{TEXT_CODE: codes(frame[TEXT])})
+    if _near_method(len(frame), config) != "minhash":
+        out[NEAR_KEY] = pd.Series(pd.arrays.ArrowExtensionArray(_key_array(frame[TEXT])), index=out.index)
+    return out
+
+
+def drop_derived_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=[TEXT_CODE, NEAR_KEY], errors="ignore")
+
+
+def _near_keys(frame: pd.DataFrame) -> pa.Array:
+    if NEAR_KEY in frame:
+        arr = pa.array(frame[NEAR_KEY], from_pandas=True)
+        return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    return _key_array(frame[TEXT])
 
 
 def _partition(frame: pd.DataFrame) -> np.ndarray:
@@ -251,33 +290,62 @@ class ConflictingLabels:
     def run(self, frame: pd.DataFrame, config: KeepfitConfig) -> Finding:
         action = config.quality.conflicting_duplicates
         answers = answer_strings(frame, config.task)
-        text_code = codes(frame[TEXT])
+        text_code = text_codes(frame)
         pair = combine_codes(text_code, codes(answers))
         distinct_pairs = first_positions(pair)
-        n_answers = np.bincount(text_code[distinct_pairs], minlength=int(text_code.max()) + 1 if len(frame) else 0)
+        n_answers = np.bincount(
+            text_code[distinct_pairs], minlength=int(text_code.max()) + 1 if len(frame) else 0
+        )
         flagged = np.flatnonzero(n_answers[text_code] > 1) if len(frame) else np.empty(0, dtype=np.int64)
         if len(flagged) == 0:
-            return Finding(self.name, 0, action, "no text carries two different labels", reason="conflicting_labels")
-        sub = pd.DataFrame({"text": frame[TEXT].iloc[flagged].to_numpy(dtype=object),
-                            "answer": answers.iloc[flagged].to_numpy(dtype=object),
-                            "row": frame[ROW].iloc[flagged].to_numpy()})
-        per_text = sub.groupby("text", sort=False).agg(answers=("answer", lambda s: sorted(set(s))),
-                                                      rows=("row", list))
+            return Finding(
+                self.name, 0, action, "no text carries two different labels", reason="conflicting_labels"
+            )
+        sub = pd.DataFrame(
+            {
+                "text": frame[TEXT].iloc[flagged].to_numpy(dtype=object),
+                "answer": answers.iloc[flagged].to_numpy(dtype=object),
+                "row": frame[ROW].iloc[flagged].to_numpy(),
+            }
+        )
+        per_text = sub.groupby("text", sort=False).agg(
+            answers=("answer", lambda s: sorted(set(s))), rows=("row", list)
+        )
         details_by_text = {
-            t: "labels " + ", ".join(repr(a) for a in r.answers) + " on rows " + ", ".join(str(x) for x in r.rows[:6])
+            t: "labels "
+            + ", ".join(repr(a) for a in r.answers)
+            + " on rows "
+            + ", ".join(str(x) for x in r.rows[:6])
             for t, r in per_text.iterrows()
         }
         flag_detail = [details_by_text[t] for t in sub["text"]]
         examples = []
         for t, r in per_text.head(MAX_EXAMPLES).iterrows():
-            examples.append({"text": str(t)[:200], "labels": list(r.answers), "rows": [int(x) for x in r.rows[:10]],
-                             "source": str(frame[SOURCE].iat[int(flagged[0])]) if SOURCE in frame else ""})
+            examples.append(
+                {
+                    "text": str(t)[:200],
+                    "labels": list(r.answers),
+                    "rows": [int(x) for x in r.rows[:10]],
+                    "source": str(frame[SOURCE].iat[int(flagged[0])]) if SOURCE in frame else "",
+                }
+            )
         n_texts = len(per_text)
-        summary = (f"{len(flagged)} rows ({n_texts} texts) carry conflicting labels; "
-                   f"{_action_word(action)}" + (" (all copies: which label is right is unknown)"
-                                                  if action == "drop" else ""))
-        return Finding(self.name, len(flagged), action, summary, examples, {"texts": n_texts},
-                       reason="conflicting_labels", flagged=flagged, flag_detail=flag_detail)
+        summary = (
+            f"{len(flagged)} rows ({n_texts} texts) carry conflicting labels; "
+            f"{_action_word(action)}"
+            + (" (all copies: which label is right is unknown)" if action == "drop" else "")
+        )
+        return Finding(
+            self.name,
+            len(flagged),
+            action,
+            summary,
+            examples,
+            {"texts": n_texts},
+            reason="conflicting_labels",
+            flagged=flagged,
+            flag_detail=flag_detail,
+        )
 
 
 class ExactDuplicates:
@@ -288,7 +356,7 @@ class ExactDuplicates:
     def run(self, frame: pd.DataFrame, config: KeepfitConfig) -> Finding:
         action = config.quality.exact_duplicates
         answers = answer_strings(frame, config.task)
-        key = combine_codes(codes(frame[TEXT]), codes(answers), _partition(frame))
+        key = combine_codes(text_codes(frame), codes(answers), _partition(frame))
         first_pos = first_positions(key)[key]
         flagged = np.flatnonzero(first_pos != np.arange(len(frame)))
         if len(flagged) == 0:
@@ -302,8 +370,17 @@ class ExactDuplicates:
         ]
         n_texts = len(np.unique(key[flagged]))
         summary = f"{len(flagged)} exact duplicate rows (copies of {n_texts} texts); {_action_word(action)}"
-        return Finding(self.name, len(flagged), action, summary, examples, {"texts": n_texts},
-                       reason="duplicate", flagged=flagged, flag_detail=flag_detail)
+        return Finding(
+            self.name,
+            len(flagged),
+            action,
+            summary,
+            examples,
+            {"texts": n_texts},
+            reason="duplicate",
+            flagged=flagged,
+            flag_detail=flag_detail,
+        )
 
 
 class NearDuplicates:
@@ -322,23 +399,47 @@ class NearDuplicates:
             pairs = self._by_key(frame)
         flagged = np.array(sorted(pairs), dtype=np.int64)
         rows = frame[ROW].to_numpy()
-        what = ("Jaccard {:.2f} with row {}" if method == "minhash" else "same normalised text as row {1}")
-        flag_detail = [f"near-duplicate of row {int(rows[pairs[p][0]])} (" + what.format(pairs[p][1],
-                       int(rows[pairs[p][0]])) + ")" for p in flagged]
+        what = "Jaccard {:.2f} with row {}" if method == "minhash" else "same normalised text as row {1}"
+        flag_detail = [
+            f"near-duplicate of row {int(rows[pairs[p][0]])} ("
+            + what.format(pairs[p][1], int(rows[pairs[p][0]]))
+            + ")"
+            for p in flagged
+        ]
         examples = [
-            _example(frame, int(p), answers, similar_to_row=int(rows[pairs[int(p)][0]]),
-                     similar_text=str(frame[TEXT].iat[pairs[int(p)][0]])[:200],
-                     similar_label=str(answers.iat[pairs[int(p)][0]]), similarity=round(pairs[int(p)][1], 3))
+            _example(
+                frame,
+                int(p),
+                answers,
+                similar_to_row=int(rows[pairs[int(p)][0]]),
+                similar_text=str(frame[TEXT].iat[pairs[int(p)][0]])[:200],
+                similar_label=str(answers.iat[pairs[int(p)][0]]),
+                similarity=round(pairs[int(p)][1], 3),
+            )
             for p in flagged[:MAX_EXAMPLES]
         ]
-        how = (f"MinHash/LSH, Jaccard >= {config.quality.near_duplicate_threshold} on word bigrams"
-               if method == "minhash" else
-               "normalised key (lowercase, no punctuation or digits), used above "
-               f"{config.quality.near_duplicate_max_rows:,} rows")
-        summary = (f"{len(flagged)} near-duplicate rows ({how}); {_action_word(action)}" if len(flagged)
-                   else f"no near-duplicates ({how})")
-        return Finding(self.name, len(flagged), action, summary, examples, {"method": method},
-                       reason="near_duplicate", flagged=flagged, flag_detail=flag_detail)
+        how = (
+            f"MinHash/LSH, Jaccard >= {config.quality.near_duplicate_threshold} on word bigrams"
+            if method == "minhash"
+            else "normalised key (lowercase, no punctuation or digits), used above "
+            f"{config.quality.near_duplicate_max_rows:,} rows"
+        )
+        summary = (
+            f"{len(flagged)} near-duplicate rows ({how}); {_action_word(action)}"
+            if len(flagged)
+            else f"no near-duplicates ({how})"
+        )
+        return Finding(
+            self.name,
+            len(flagged),
+            action,
+            summary,
+            examples,
+            {"method": method},
+            reason="near_duplicate",
+            flagged=flagged,
+            flag_detail=flag_detail,
+        )
 
     @staticmethod
     def _minhash(frame: pd.DataFrame, threshold: float) -> dict[int, tuple[int, float]]:
@@ -364,10 +465,10 @@ class NearDuplicates:
 
     @staticmethod
     def _by_key(frame: pd.DataFrame) -> dict[int, tuple[int, float]]:
-        keys = _key_array(frame[TEXT])
+        keys = _near_keys(frame)
         part = _partition(frame)
         key_code = combine_codes(codes(keys), part)
-        text_code = combine_codes(codes(frame[TEXT]), part)
+        text_code = combine_codes(text_codes(frame), part)
         n = np.arange(len(frame))
         first_of_key = first_positions(key_code)[key_code]
         first_of_text = first_positions(text_code)[text_code]
@@ -400,8 +501,10 @@ class LabelDistribution:
         if imbalanced:
             parts.append(f"imbalanced (above {config.quality.imbalance_warn_ratio:g})")
         if small:
-            parts.append(f"{len(small)} label(s) with fewer than {minimum} examples: "
-                         + ", ".join(f"{k} ({v})" for k, v in list(small.items())[:MAX_EXAMPLES]))
+            parts.append(
+                f"{len(small)} label(s) with fewer than {minimum} examples: "
+                + ", ".join(f"{k} ({v})" for k, v in list(small.items())[:MAX_EXAMPLES])
+            )
         total = int(counts.sum())
         details = {
             "counts": {str(k): int(v) for k, v in counts.items()},
@@ -417,15 +520,19 @@ class LabelDistribution:
     def _target(frame: pd.DataFrame) -> Finding:
         values = frame[TARGET].astype(float) if TARGET in frame else pd.Series([], dtype=float)
         q = values.quantile([0.0, 0.25, 0.5, 0.75, 1.0]).tolist() if len(values) else [0.0] * 5
-        details = {"n": len(values), "mean": float(values.mean()) if len(values) else 0.0,
-                   "std": float(values.std()) if len(values) > 1 else 0.0,
-                   "quantiles": dict(zip(["min", "q25", "median", "q75", "max"], map(float, q), strict=True))}
+        details = {
+            "n": len(values),
+            "mean": float(values.mean()) if len(values) else 0.0,
+            "std": float(values.std()) if len(values) > 1 else 0.0,
+            "quantiles": dict(zip(["min", "q25", "median", "q75", "max"], map(float, q), strict=True)),
+        }
         summary = f"target: median {q[2]:.4g}, range {q[0]:.4g} to {q[4]:.4g}"
         return Finding("label_distribution", 0, "report", summary, [], details)
 
 
 class Leakage:
-    """Texts shared between splits (exact, or near-duplicate): the training-side copy is flagged, never the test
+    """Texts shared between splits (exact, or near-duplicate): the training-side copy is flagged, never
+    the test
     copy (validation copies are flagged when they leak into test)."""
 
     name = "leakage"
@@ -433,8 +540,14 @@ class Leakage:
     def run(self, frame: pd.DataFrame, config: KeepfitConfig) -> Finding:
         action = config.quality.leakage
         if SPLIT not in frame:
-            return Finding(self.name, 0, action, "no splits yet; leakage is checked after splitting",
-                           reason="leakage", details={"exact": 0, "near": 0})
+            return Finding(
+                self.name,
+                0,
+                action,
+                "no splits yet; leakage is checked after splitting",
+                reason="leakage",
+                details={"exact": 0, "near": 0},
+            )
         method = _near_method(len(frame), config)
         answers = answer_strings(frame, config.task)
         splits = frame[SPLIT].astype(object).to_numpy(dtype=object)
@@ -442,7 +555,7 @@ class Leakage:
         partner = np.full(len(frame), -1, dtype=np.int64)
         similarity = np.zeros(len(frame))
         for i, index_split in enumerate(_EVAL_ORDER):
-            query_splits = ["train", *_EVAL_ORDER[i + 1:]]
+            query_splits = ["train", *_EVAL_ORDER[i + 1 :]]
             index_pos = np.flatnonzero(splits == index_split)
             query_pos = np.flatnonzero(np.isin(splits, query_splits) & (partner < 0))
             if len(index_pos) and len(query_pos):
@@ -456,16 +569,35 @@ class Leakage:
             for s, o in zip(same.tolist(), partner[flagged].tolist(), strict=True)
         ]
         examples = [
-            _example(frame, int(p), answers, leaks_into=str(splits[partner[p]]), other_row=int(rows[partner[p]]),
-                     other_text=str(frame[TEXT].iat[int(partner[p])])[:200], similarity=round(float(similarity[p]), 3))
+            _example(
+                frame,
+                int(p),
+                answers,
+                leaks_into=str(splits[partner[p]]),
+                other_row=int(rows[partner[p]]),
+                other_text=str(frame[TEXT].iat[int(partner[p])])[:200],
+                similarity=round(float(similarity[p]), 3),
+            )
             for p in flagged[:MAX_EXAMPLES]
         ]
         details = {"exact": exact, "near": int(len(flagged) - exact), "method": method}
-        summary = (f"{len(flagged)} rows leak across splits ({exact} exact, {len(flagged) - exact} near); "
-                   f"{_action_word(action)}" + (" from the training side" if action == "drop" else "")
-                   if len(flagged) else "no leakage between splits")
-        return Finding(self.name, len(flagged), action, summary, examples, details,
-                       reason="leakage", flagged=flagged, flag_detail=flag_detail)
+        summary = (
+            f"{len(flagged)} rows leak across splits ({exact} exact, {len(flagged) - exact} near); "
+            f"{_action_word(action)}" + (" from the training side" if action == "drop" else "")
+            if len(flagged)
+            else "no leakage between splits"
+        )
+        return Finding(
+            self.name,
+            len(flagged),
+            action,
+            summary,
+            examples,
+            details,
+            reason="leakage",
+            flagged=flagged,
+            flag_detail=flag_detail,
+        )
 
 
 def _first_index_by_code(code: np.ndarray, index_pos: np.ndarray, size: int) -> np.ndarray:
@@ -478,22 +610,25 @@ def _first_index_by_code(code: np.ndarray, index_pos: np.ndarray, size: int) -> 
 
 
 class _CrossMatcher:
-    """Finds, for query rows, an index row with the same text or a near-duplicate text (vectorised where it can)."""
+    """Finds, for query rows, an index row with the same text or a near-duplicate text (vectorised where
+    it can)."""
 
     def __init__(self, frame: pd.DataFrame, method: str, threshold: float) -> None:
         self.frame, self.method, self.threshold = frame, method, threshold
-        self.text_code = codes(frame[TEXT])
+        self.text_code = text_codes(frame)
         self._key_code: np.ndarray | None = None
         self._keys_nonempty: np.ndarray | None = None
 
     def _keys(self) -> tuple[np.ndarray, np.ndarray]:
         if self._key_code is None:
-            keys = _key_array(self.frame[TEXT])
+            keys = _near_keys(self.frame)
             self._key_code = codes(keys)
             self._keys_nonempty = pc.not_equal(keys, "").to_numpy(zero_copy_only=False)
         return self._key_code, self._keys_nonempty  # type: ignore[return-value]
 
-    def match(self, query_pos: np.ndarray, index_pos: np.ndarray, partner: np.ndarray, similarity: np.ndarray) -> None:
+    def match(
+        self, query_pos: np.ndarray, index_pos: np.ndarray, partner: np.ndarray, similarity: np.ndarray
+    ) -> None:
         """Fill ``partner``/``similarity`` of the query rows that match an index row."""
         size = int(self.text_code.max()) + 1
         found = _first_index_by_code(self.text_code, index_pos, size)[self.text_code[query_pos]]
@@ -532,7 +667,7 @@ QUALITY_CHECKS: tuple[QualityCheck, ...] = (
 )
 
 
-# ------------------------------------------------------------------------------------------------ applying them
+# ---------------------------------------- applying them
 
 
 def _quarantine_rows(frame: pd.DataFrame, finding: Finding, answers: pd.Series) -> pd.DataFrame:
@@ -552,7 +687,9 @@ def _quarantine_rows(frame: pd.DataFrame, finding: Finding, answers: pd.Series) 
 
 def _failure(finding: Finding) -> DataError:
     shown = "; ".join(
-        f"row {e['row']}: {e.get('text', '')[:60]!r}" if "row" in e else f"{e.get('text', '')[:60]!r} rows {e.get('rows')}"
+        f"row {e['row']}: {e.get('text', '')[:60]!r}"
+        if "row" in e
+        else f"{e.get('text', '')[:60]!r} rows {e.get('rows')}"
         for e in finding.examples
     )
     return DataError(
@@ -562,13 +699,15 @@ def _failure(finding: Finding) -> DataError:
 
 
 def _config_key(kind: str) -> str:
-    return {"conflicting_duplicates": "conflicting_duplicates", "exact_duplicates": "exact_duplicates",
-            "near_duplicates": "near_duplicates", "leakage": "leakage"}.get(kind, kind)
+    return {
+        "conflicting_duplicates": "conflicting_duplicates",
+        "exact_duplicates": "exact_duplicates",
+        "near_duplicates": "near_duplicates",
+        "leakage": "leakage",
+    }.get(kind, kind)
 
 
-def apply_finding(
-    frame: pd.DataFrame, finding: Finding, task: Task
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def apply_finding(frame: pd.DataFrame, finding: Finding, task: Task) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Carry out a finding's action: returns (kept rows, quarantined rows with reason and detail).
 
     ``drop`` moves the flagged rows to the quarantine; ``keep`` and ``report`` change nothing; ``fail`` raises
@@ -609,12 +748,12 @@ def run_quality(
         findings.append(finding)
         if len(dropped):
             quarantined.append(dropped)
-    quarantine = (pd.concat(quarantined, ignore_index=True) if quarantined
-                  else pd.DataFrame(columns=QUARANTINE_COLUMNS))
+    quarantine = (
+        pd.concat(quarantined, ignore_index=True) if quarantined else pd.DataFrame(columns=QUARANTINE_COLUMNS)
+    )
     return QualityOutcome(kept, quarantine, findings)
 
 
 def check_leakage(frame: pd.DataFrame, config: KeepfitConfig) -> QualityOutcome:
     """The leakage check on a split table (with a ``split`` column), with its action applied."""
     return run_quality(frame, config, checks=(Leakage(),))
-

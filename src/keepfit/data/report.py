@@ -1,6 +1,7 @@
 """The data check report, rendered: a rich terminal summary and a self-contained HTML page (opens offline).
 
-Both take the JSON-able report dict that :func:`keepfit.data.check.check_data` builds (``CheckResult.report``).
+Both take the JSON-able report dict that :func:`keepfit.data.check.check_data` builds
+(``CheckResult.report``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ _REASON_HELP = {
 
 
 def render_summary(report: dict[str, Any], console: Console) -> None:
-    """Print the check summary: counts (in = kept + quarantined), reasons, findings, label distribution, split."""
+    """Print the check summary: counts (in = kept + quarantined), reasons, findings, label distribution,
+    split."""
     n_in, kept, quarantined = report["n_in"], report["n_kept"], report["n_quarantined"]
     ok = "[green]holds[/]" if n_in == kept + quarantined else "[red]DOES NOT HOLD[/]"
     console.print(
@@ -54,7 +56,9 @@ def render_summary(report: dict[str, Any], console: Console) -> None:
     findings.add_column("summary / first example")
     for f in report.get("findings", []):
         first = _example_line(f["examples"][0]) if f.get("examples") else ""
-        findings.add_row(f["kind"], f"{f['count']:,}", f["action"], f["summary"] + (f"\n  e.g. {first}" if first else ""))
+        findings.add_row(
+            f["kind"], f"{f['count']:,}", f["action"], f["summary"] + (f"\n  e.g. {first}" if first else "")
+        )
     console.print(findings)
     dist = report.get("label_counts") or {}
     if dist:
@@ -67,8 +71,9 @@ def render_summary(report: dict[str, Any], console: Console) -> None:
         if len(shown) > 15:
             shown = shown[:10] + [("...", None)] + shown[-4:]
         for label, count in shown:
-            table.add_row(label, "" if count is None else f"{count:,}",
-                          "" if count is None else f"{count / total:.1%}")
+            table.add_row(
+                label, "" if count is None else f"{count:,}", "" if count is None else f"{count / total:.1%}"
+            )
         console.print(table)
     split = report.get("split")
     if split:
@@ -90,7 +95,8 @@ def _example_line(example: dict[str, Any]) -> str:
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
+color:#222}
 h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
 td,th{border:1px solid #ddd;padding:.3rem .6rem;text-align:left;vertical-align:top}
@@ -104,16 +110,19 @@ def _e(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _table(headers: list[str], rows: list[list[Any]], numeric: set[int] | None = None,
-           raw: set[int] | None = None) -> str:
+def _table(
+    headers: list[str], rows: list[list[Any]], numeric: set[int] | None = None, raw: set[int] | None = None
+) -> str:
     """An HTML table; every cell is escaped except the columns in ``raw`` (markup made here, never data)."""
     numeric, raw = numeric or set(), raw or set()
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = "".join(
-        "<tr>" + "".join(
+        "<tr>"
+        + "".join(
             f"<td class='num'>{_e(c)}</td>" if i in numeric else f"<td>{c if i in raw else _e(c)}</td>"
             for i, c in enumerate(r)
-        ) + "</tr>"
+        )
+        + "</tr>"
         for r in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -126,24 +135,39 @@ def render_html(report: dict[str, Any], title: str = "keepfit data check") -> st
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title><style>{_CSS}</style>"
         f"</head><body><h1>{_e(title)}</h1>",
-        f"<p>Sources: {_e(', '.join(report.get('sources', [])))} &middot; task <code>{_e(report.get('task'))}</code>"
-        + (f" &middot; snapshot <code>{_e(report['snapshot'])}</code>" if report.get("snapshot") else "") + "</p>",
+        f"<p>Sources: {_e(', '.join(report.get('sources', [])))} &middot; "
+        f"task <code>{_e(report.get('task'))}</code>"
+        + (f" &middot; snapshot <code>{_e(report['snapshot'])}</code>" if report.get("snapshot") else "")
+        + "</p>",
         f"<p><b>{n_in:,}</b> rows in = <b>{kept:,}</b> kept + <b>{quarantined:,}</b> quarantined "
         f"<span class='{'ok' if holds else 'bad'}'>({'holds' if holds else 'does not hold'})</span></p>",
     ]
     reasons = report.get("quarantine_reasons", {})
     parts.append("<h2>Quarantine</h2>")
     if reasons:
-        parts.append(_table(["reason", "rows", "meaning"],
-                            [[r, f"{c:,}", _REASON_HELP.get(r, "")] for r, c in
-                             sorted(reasons.items(), key=lambda kv: -kv[1])], {1}))
-        parts.append("<p>Every quarantined row, with its original line number, is in <code>quarantine.csv</code>.</p>")
+        parts.append(
+            _table(
+                ["reason", "rows", "meaning"],
+                [
+                    [r, f"{c:,}", _REASON_HELP.get(r, "")]
+                    for r, c in sorted(reasons.items(), key=lambda kv: -kv[1])
+                ],
+                {1},
+            )
+        )
+        parts.append(
+            "<p>Every quarantined row, with its original line number, is in <code>quarantine.csv</code>.</p>"
+        )
     else:
         parts.append("<p>No row was quarantined.</p>")
     parts.append("<h2>Quality findings</h2>")
-    parts.append(_table(["check", "count", "action", "summary"],
-                        [[f["kind"], f"{f['count']:,}", f["action"], f["summary"]] for f in report.get("findings", [])],
-                        {1}))
+    parts.append(
+        _table(
+            ["check", "count", "action", "summary"],
+            [[f["kind"], f"{f['count']:,}", f["action"], f["summary"]] for f in report.get("findings", [])],
+            {1},
+        )
+    )
     for f in report.get("findings", []):
         if f.get("examples") and f["kind"] != "label_distribution":
             keys = list(dict.fromkeys(k for e in f["examples"] for k in e))
@@ -154,9 +178,15 @@ def render_html(report: dict[str, Any], title: str = "keepfit data check") -> st
         parts.append(f"<h2>Label distribution ({len(dist)} labels)</h2>")
         top = max(dist.values()) or 1
         total = sum(dist.values()) or 1
-        rows = [[label, f"{count:,}", f"{count / total:.1%}",
-                 f"<span class='bar' style='width:{int(300 * count / top)}px'></span>"]
-                for label, count in dist.items()]
+        rows = [
+            [
+                label,
+                f"{count:,}",
+                f"{count / total:.1%}",
+                f"<span class='bar' style='width:{int(300 * count / top)}px'></span>",
+            ]
+            for label, count in dist.items()
+        ]
         parts.append(_table(["label", "rows", "share", ""], rows, {1, 2}, raw={3}))
     split = report.get("split")
     if split:
@@ -164,6 +194,8 @@ def render_html(report: dict[str, Any], title: str = "keepfit data check") -> st
         parts.append(_table(["split", "rows"], [[k, f"{v:,}"] for k, v in split["counts"].items()], {1}))
     warnings = report.get("warnings", [])
     if warnings:
-        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li class='warn'>{_e(w)}</li>" for w in warnings) + "</ul>")
+        parts.append(
+            "<h2>Warnings</h2><ul>" + "".join(f"<li class='warn'>{_e(w)}</li>" for w in warnings) + "</ul>"
+        )
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -2,7 +2,8 @@
 
 A snapshot folder ``<store>/snapshots/<sha256>/`` holds ``train.parquet``, ``validation.parquet``,
 ``test.parquet``, ``quarantine.parquet`` and ``quarantine.csv`` (for people), ``report.json``, ``report.html``
-and ``meta.json`` (task, labels, counts, config hash, sources, created time, parent). The folder is written with
+and ``meta.json`` (task, labels, counts, config hash, sources, created time, parent). The folder is
+written with
 :func:`keepfit._io.atomic_dir`, so a kill mid-write leaves nothing half-made. The id is a SHA-256 over the
 canonical content (every row of every split and of the quarantine, in an order-independent way), so the same
 data always gets the same id and snapshotting it again reuses the folder. ``snapshots/HEAD`` names the newest.
@@ -42,8 +43,16 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-_FILES = ("train.parquet", "validation.parquet", "test.parquet", "quarantine.parquet", "quarantine.csv",
-          "report.json", "report.html", "meta.json")
+_FILES = (
+    "train.parquet",
+    "validation.parquet",
+    "test.parquet",
+    "quarantine.parquet",
+    "quarantine.csv",
+    "report.json",
+    "report.html",
+    "meta.json",
+)
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,9 @@ def _frame_digest(frame: pd.DataFrame) -> bytes:
     return digest.digest()
 
 
-def content_hash(frames: dict[str, pd.DataFrame], quarantine: pd.DataFrame, task: Task, labels: list[str]) -> str:
+def content_hash(
+    frames: dict[str, pd.DataFrame], quarantine: pd.DataFrame, task: Task, labels: list[str]
+) -> str:
     """The snapshot id: SHA-256 (hex) over task, labels, and the canonical content of every split and the
     quarantine."""
     digest = hashlib.sha256()
@@ -118,7 +129,9 @@ def content_hash(frames: dict[str, pd.DataFrame], quarantine: pd.DataFrame, task
 def _as_frames(frames: dict[str, pd.DataFrame] | pd.DataFrame) -> dict[str, pd.DataFrame]:
     if isinstance(frames, pd.DataFrame):
         if SPLIT not in frames:
-            raise DataError("create_snapshot needs split rows: expected a 'split' column or a dict of splits.")
+            raise DataError(
+                "create_snapshot needs split rows: expected a 'split' column or a dict of splits."
+            )
         return {name: frames[frames[SPLIT] == name].reset_index(drop=True) for name in SPLITS}
     if not frames:
         raise DataError("create_snapshot got no splits; expected train, validation and test tables.")
@@ -147,7 +160,9 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
 
 def _normal_quarantine(quarantine: pd.DataFrame | None) -> pd.DataFrame:
     if quarantine is None or len(quarantine) == 0:
-        return pd.DataFrame({c: pd.Series([], dtype="int64" if c == "row" else object) for c in QUARANTINE_COLUMNS})
+        return pd.DataFrame(
+            {c: pd.Series([], dtype="int64" if c == "row" else object) for c in QUARANTINE_COLUMNS}
+        )
     out = quarantine.reindex(columns=QUARANTINE_COLUMNS).copy()
     out["row"] = pd.to_numeric(out["row"], errors="coerce").fillna(-1).astype("int64")
     for c in QUARANTINE_COLUMNS[1:]:
@@ -216,8 +231,9 @@ def create_snapshot(
                 _write_parquet(quarantine, tmp / "quarantine.parquet")
                 quarantine.to_csv(tmp / "quarantine.csv", index=False)
                 (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
-                (tmp / "report.html").write_text(render_html(report, title=f"keepfit snapshot {snapshot_id[:12]}"),
-                                                 encoding="utf-8")
+                (tmp / "report.html").write_text(
+                    render_html(report, title=f"keepfit snapshot {snapshot_id[:12]}"), encoding="utf-8"
+                )
                 (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         except FileExistsError:
             pass  # written meanwhile by another process: same content, same id
@@ -231,8 +247,11 @@ def create_snapshot(
 def _ids(store: Store) -> list[str]:
     if not store.snapshots.exists():
         return []
-    return sorted(p.name for p in store.snapshots.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and (p / "meta.json").exists())
+    return sorted(
+        p.name
+        for p in store.snapshots.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p / "meta.json").exists()
+    )
 
 
 def _meta(store: Store, snapshot_id: str) -> dict[str, Any]:
@@ -250,12 +269,16 @@ def resolve_snapshot_id(store: Store, ref: str = "HEAD") -> str:
         back = ref[4:]
         steps = int(back[1:]) if back.startswith("~") and back[1:].isdigit() else (0 if not back else -1)
         if steps < 0:
-            raise DataError(f"Snapshot reference {ref!r} not understood: expected HEAD, HEAD~N, an id or a prefix.")
+            raise DataError(
+                f"Snapshot reference {ref!r} not understood: expected HEAD, HEAD~N, an id or a prefix."
+            )
         current = head
         for _ in range(steps):
             parent = _meta(store, current).get("parent")
             if not parent:
-                raise DataError(f"{ref}: snapshot {current[:12]} has no parent. `keepfit data list` shows them all.")
+                raise DataError(
+                    f"{ref}: snapshot {current[:12]} has no parent. `keepfit data list` shows them all."
+                )
             current = parent
         return current
     matches = [i for i in ids if i.startswith(ref.lower())] if ref else []
@@ -277,13 +300,16 @@ def _read_parquet(path: Path, task: Task) -> pd.DataFrame:
 
 
 def load_snapshot(store: Store, ref: str = "HEAD") -> Snapshot:
-    """Read a snapshot (``HEAD``, ``HEAD~N``, an id or a unique prefix) into a :class:`keepfit.types.Snapshot`."""
+    """Read a snapshot (``HEAD``, ``HEAD~N``, an id or a unique prefix) into a
+    :class:`keepfit.types.Snapshot`."""
     snapshot_id = resolve_snapshot_id(store, ref)
     folder = store.snapshot(snapshot_id)
     missing = [name for name in _FILES if not (folder / name).exists()]
     if missing:
-        raise DataError(f"Snapshot {snapshot_id[:12]} at {folder} is incomplete (missing {missing}); "
-                        "delete the folder and run `keepfit data snapshot` again.")
+        raise DataError(
+            f"Snapshot {snapshot_id[:12]} at {folder} is incomplete (missing {missing}); "
+            "delete the folder and run `keepfit data snapshot` again."
+        )
     meta = _meta(store, snapshot_id)
     task: Task = meta["task"]
     return Snapshot(
@@ -305,6 +331,14 @@ def list_snapshots(store: Store) -> list[SnapshotInfo]:
     infos = []
     for snapshot_id in _ids(store):
         meta = _meta(store, snapshot_id)
-        infos.append(SnapshotInfo(snapshot_id, meta.get("created", ""), meta.get("task", ""),
-                                  dict(meta.get("counts", {})), meta.get("parent"), list(meta.get("sources", []))))
+        infos.append(
+            SnapshotInfo(
+                snapshot_id,
+                meta.get("created", ""),
+                meta.get("task", ""),
+                dict(meta.get("counts", {})),
+                meta.get("parent"),
+                list(meta.get("sources", [])),
+            )
+        )
     return sorted(infos, key=lambda i: (i.created, i.id))

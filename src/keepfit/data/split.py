@@ -33,7 +33,8 @@ _QUANTILE_BINS = 10
 
 @dataclass
 class SplitResult:
-    """The rows with a ``split`` column, the method that ran, and any warnings (fallbacks are never silent)."""
+    """The rows with a ``split`` column, the method that ran, and any warnings (fallbacks are never
+    silent)."""
 
     frame: pd.DataFrame
     method: str
@@ -91,9 +92,21 @@ def split_frame(frame: pd.DataFrame, config: KeepfitConfig) -> SplitResult:
 
 
 def _canonical_order(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows in an order that does not depend on how they arrived (so the split is reproducible)."""
-    keys = [c for c in (SOURCE, ROW, TEXT) if c in frame]
-    return frame.sort_values(keys, kind="stable") if keys else frame
+    """Rows in an order that does not depend on how they arrived (so the split is reproducible):
+    by source file and line number (unique together), else by text."""
+    if ROW not in frame:
+        return frame.sort_values(TEXT, kind="stable") if TEXT in frame else frame
+    rows = frame[ROW].to_numpy()
+    if SOURCE in frame:
+        source_code = codes(frame[SOURCE])
+        names = pd.unique(frame[SOURCE].astype(object).to_numpy())
+        rank = np.argsort(np.argsort(np.asarray([str(n) for n in names], dtype=object)))
+        order = np.lexsort((rows, rank[source_code]))
+    else:
+        order = np.argsort(rows, kind="stable")
+    if np.array_equal(order, np.arange(len(frame))):
+        return frame
+    return frame.iloc[order]
 
 
 def _sizes(n: int, config: KeepfitConfig) -> tuple[int, int]:
@@ -122,7 +135,8 @@ def _given(frame: pd.DataFrame, config: KeepfitConfig) -> np.ndarray:
     bad = sorted({str(v) for v in values if v not in SPLITS})
     if bad:
         raise DataError(
-            f"split values must be one of {list(SPLITS)}, got {bad[:5]}. Fix the split column or set split.method."
+            f"split values must be one of {list(SPLITS)}, got {bad[:5]}. "
+            "Fix the split column or set split.method."
         )
     return values
 
@@ -132,7 +146,7 @@ def _by_group(frame: pd.DataFrame, config: KeepfitConfig) -> np.ndarray:
 
     if GROUP not in frame:
         raise DataError("split.method is group but the rows have no group column; set data.group_column.")
-    groups = codes(frame[GROUP].astype(object))  # integers: sklearn sorts groups, and sorting strings is slow
+    groups = codes(frame[GROUP])  # integers: sklearn sorts groups, and sorting strings is slow
     n = len(frame)
     positions = np.arange(n)
     test = np.empty(0, dtype=np.int64)
@@ -152,7 +166,9 @@ def _by_group(frame: pd.DataFrame, config: KeepfitConfig) -> np.ndarray:
     assigned = _labels_from_positions(n, val, test)
     pairs = first_positions(combine_codes(groups, codes(assigned)))
     splits_per_group = np.bincount(groups[pairs], minlength=n_groups)
-    if (splits_per_group > 1).any():  # GroupShuffleSplit guarantees this; a failure here is a bug, not bad input
+    if (
+        splits_per_group > 1
+    ).any():  # GroupShuffleSplit guarantees this; a failure here is a bug, not bad input
         raise DataError(f"group split put {int((splits_per_group > 1).sum())} group(s) in two splits")
     return assigned
 
@@ -164,13 +180,17 @@ def _by_time(frame: pd.DataFrame, config: KeepfitConfig, warnings: list[str]) ->
     if parsed.isna().any():
         bad = int(parsed.isna().sum())
         warnings.append(f"time split: {bad} time value(s) could not be read as dates; they sort as oldest")
-    order = pd.DataFrame({"t": parsed.fillna(pd.Timestamp.min.tz_localize("UTC")),
-                          "row": frame[ROW].to_numpy() if ROW in frame else np.arange(len(frame)),
-                          "pos": np.arange(len(frame))})
+    order = pd.DataFrame(
+        {
+            "t": parsed.fillna(pd.Timestamp.min.tz_localize("UTC")),
+            "row": frame[ROW].to_numpy() if ROW in frame else np.arange(len(frame)),
+            "pos": np.arange(len(frame)),
+        }
+    )
     ranked = order.sort_values(["t", "row"], kind="stable")["pos"].to_numpy()
     n_val, n_test = _sizes(len(frame), config)
     n_train = len(frame) - n_val - n_test
-    return _labels_from_positions(len(frame), ranked[n_train:n_train + n_val], ranked[n_train + n_val:])
+    return _labels_from_positions(len(frame), ranked[n_train : n_train + n_val], ranked[n_train + n_val :])
 
 
 def _two_step(n: int, config: KeepfitConfig, splitter) -> tuple[np.ndarray, np.ndarray]:
@@ -207,8 +227,9 @@ def _stratified(frame: pd.DataFrame, config: KeepfitConfig, warnings: list[str])
         if size >= len(candidates):
             return positions[~np.isin(positions, candidates)], candidates
         try:
-            keep, taken = train_test_split(candidates, test_size=size, random_state=seed,
-                                           stratify=strat[candidates])
+            keep, taken = train_test_split(
+                candidates, test_size=size, random_state=seed, stratify=strat[candidates]
+            )
         except ValueError as err:
             warnings.append(f"stratified split fell back to a random split ({err})")
             keep, taken = train_test_split(candidates, test_size=size, random_state=seed)
@@ -241,14 +262,20 @@ def _random(frame: pd.DataFrame, config: KeepfitConfig, warnings: list[str]) -> 
     strat = None
     if config.task == "regression" and TARGET in frame and len(frame) >= 10 * _QUANTILE_BINS:
         # stratifying on target quantiles keeps the target range alike in every split
-        strat = pd.qcut(frame[TARGET].astype(float), _QUANTILE_BINS, labels=False, duplicates="drop").to_numpy()
+        strat = pd.qcut(
+            frame[TARGET].astype(float), _QUANTILE_BINS, labels=False, duplicates="drop"
+        ).to_numpy()
 
     def splitter(positions: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         if size >= len(positions):
             return positions[:0], positions
         try:
-            keep, taken = train_test_split(positions, test_size=size, random_state=seed,
-                                           stratify=None if strat is None else strat[positions])
+            keep, taken = train_test_split(
+                positions,
+                test_size=size,
+                random_state=seed,
+                stratify=None if strat is None else strat[positions],
+            )
         except ValueError as err:
             warnings.append(f"target-quantile stratification fell back to a random split ({err})")
             keep, taken = train_test_split(positions, test_size=size, random_state=seed)
@@ -256,4 +283,3 @@ def _random(frame: pd.DataFrame, config: KeepfitConfig, warnings: list[str]) -> 
 
     val, test = _two_step(len(frame), config, splitter)
     return _labels_from_positions(len(frame), val, test)
-

@@ -43,8 +43,20 @@ def test_data_check_without_a_config_infers_columns_and_writes_outputs(project):
 
 def test_data_check_with_explicit_columns(project):
     root, files, config = project
-    result = runner.invoke(app, ["data", "check", str(files.week1), "--config", str(config),
-                                 "--label-column", "intent", "--text-column", "text"])
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "check",
+            str(files.week1),
+            "--config",
+            str(config),
+            "--label-column",
+            "intent",
+            "--text-column",
+            "text",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (root / ".keepfit" / "checks" / "week1" / "report.json").exists()
 
@@ -57,7 +69,9 @@ def test_snapshot_list_and_diff(project):
     again = runner.invoke(app, ["data", "snapshot", "--config", str(config)])
     first_id = first.output.split("snapshot ")[-1].split()[0]
     assert first_id in again.output  # same data, same id
-    second = runner.invoke(app, ["data", "snapshot", "--config", str(config), "--set", "data.train=data/week2.csv"])
+    second = runner.invoke(
+        app, ["data", "snapshot", "--config", str(config), "--set", "data.train=data/week2.csv"]
+    )
     assert second.exit_code == 0, second.output
     listed = runner.invoke(app, ["data", "list", "--config", str(config)])
     assert listed.exit_code == 0 and "(HEAD)" in listed.output and first_id[:12] in listed.output

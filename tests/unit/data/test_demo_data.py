@@ -1,4 +1,5 @@
-"""The demo data: the check finds exactly what was planted; week 2 brings a new intent; the task is learnable."""
+"""The demo data: the check finds exactly what was planted; week 2 brings a new intent; the task is
+learnable."""
 
 from __future__ import annotations
 
@@ -6,13 +7,22 @@ import pandas as pd
 
 from keepfit.config import KeepfitConfig
 from keepfit.data import check_data
-from keepfit.data.demo_data import INTENTS, NEW_INTENT, generate_demo_data, generate_next_week, write_demo_files
+from keepfit.data.demo_data import (
+    INTENTS,
+    NEW_INTENT,
+    generate_demo_data,
+    generate_next_week,
+    write_demo_files,
+)
 
 
 def _cfg(store) -> KeepfitConfig:
-    return KeepfitConfig.model_validate({"store": str(store), "data": {"label_column": "intent",
-                                                                       "group_column": "customer_id",
-                                                                       "slice_columns": ["channel"]}})
+    return KeepfitConfig.model_validate(
+        {
+            "store": str(store),
+            "data": {"label_column": "intent", "group_column": "customer_id", "slice_columns": ["channel"]},
+        }
+    )
 
 
 def test_generation_is_seeded_and_shaped():

@@ -15,8 +15,15 @@ from keepfit.store import Store
 
 def _frame(texts: list[str], labels: list[str]) -> pd.DataFrame:
     n = len(texts)
-    return pd.DataFrame({"row": np.arange(2, n + 2), "source": "f.csv", "text": texts, "label": labels,
-                         "split": (["train", "train", "validation", "test"] * n)[:n]})
+    return pd.DataFrame(
+        {
+            "row": np.arange(2, n + 2),
+            "source": "f.csv",
+            "text": texts,
+            "label": labels,
+            "split": (["train", "train", "validation", "test"] * n)[:n],
+        }
+    )
 
 
 def _pair(tmp_path):

@@ -32,30 +32,33 @@ def _cfg(**raw: object) -> KeepfitConfig:
 
 
 def _frame(rows: list[tuple], split: list[str] | None = None) -> pd.DataFrame:
-    """Canonical single-label rows from (text, label) pairs; row numbers start at 2 (line after the header)."""
-    frame = pd.DataFrame({
-        "row": np.arange(2, len(rows) + 2),
-        "source": "t.csv",
-        "text": [r[0] for r in rows],
-        "label": [r[1] for r in rows],
-    })
+    """Canonical single-label rows from (text, label) pairs; row numbers start at 2 (line after the
+    header)."""
+    frame = pd.DataFrame(
+        {
+            "row": np.arange(2, len(rows) + 2),
+            "source": "t.csv",
+            "text": [r[0] for r in rows],
+            "label": [r[1] for r in rows],
+        }
+    )
     if split is not None:
         frame["split"] = split
     return frame
 
 
 ROWS = [
-    ("i want a refund for my order", "refund"),            # row 2
-    ("where is my parcel", "status"),                       # row 3
-    ("where is my parcel", "status"),                       # row 4: exact duplicate of 3
-    ("cancel my order now", "cancel"),                      # row 5
-    ("where is my parcel", "status"),                       # row 6: exact duplicate of 3
-    ("my card was stolen", "card"),                         # row 7
-    ("my card was stolen", "refund"),                       # row 8: conflict with 7
-    ("i want a refund for my order please", "refund"),      # row 9: near-duplicate of 2 (Jaccard 6/7)
-    ("cancel my order now", "cancel"),                      # row 10: exact duplicate of 5
-    ("my card was stolen", "card"),                         # row 11: conflict group (7, 8, 11)
-    ("completely different words here", "other"),           # row 12
+    ("i want a refund for my order", "refund"),  # row 2
+    ("where is my parcel", "status"),  # row 3
+    ("where is my parcel", "status"),  # row 4: exact duplicate of 3
+    ("cancel my order now", "cancel"),  # row 5
+    ("where is my parcel", "status"),  # row 6: exact duplicate of 3
+    ("my card was stolen", "card"),  # row 7
+    ("my card was stolen", "refund"),  # row 8: conflict with 7
+    ("i want a refund for my order please", "refund"),  # row 9: near-duplicate of 2 (Jaccard 6/7)
+    ("cancel my order now", "cancel"),  # row 10: exact duplicate of 5
+    ("my card was stolen", "card"),  # row 11: conflict group (7, 8, 11)
+    ("completely different words here", "other"),  # row 12
 ]
 
 
@@ -101,8 +104,14 @@ def test_near_duplicates_drop_when_configured():
 
 
 def test_near_duplicate_fallback_uses_the_normalised_key_above_the_limit():
-    rows = [("Refund, please!!", "r"), ("refund please", "r"), ("Order 123 status", "s"), ("order 456 status", "s"),
-            ("refund please", "r"), ("nothing alike", "x")]
+    rows = [
+        ("Refund, please!!", "r"),
+        ("refund please", "r"),
+        ("Order 123 status", "s"),
+        ("order 456 status", "s"),
+        ("refund please", "r"),
+        ("nothing alike", "x"),
+    ]
     f = NearDuplicates().run(_frame(rows), _cfg(quality={"near_duplicate_max_rows": 3}))
     assert f.details["method"] == "normalised_key"
     # row 3 ~ row 2, row 5 ~ row 4; row 6 is an exact copy of row 3 (not a near-duplicate)
@@ -113,7 +122,9 @@ def test_near_duplicate_fallback_uses_the_normalised_key_above_the_limit():
 
 def test_fail_action_raises_with_counts_and_examples():
     with pytest.raises(DataError) as err:
-        run_quality(_frame(ROWS), _cfg(quality={"exact_duplicates": "fail", "conflicting_duplicates": "keep"}))
+        run_quality(
+            _frame(ROWS), _cfg(quality={"exact_duplicates": "fail", "conflicting_duplicates": "keep"})
+        )
     message = str(err.value)
     assert "exact_duplicates" in message and "found 4" in message and "row 4" in message
 
@@ -132,9 +143,12 @@ def test_duplicates_are_looked_for_within_a_given_split_only():
 
 
 def test_label_distribution_counts_ratio_and_small_labels():
-    rows = [("t%d" % i, "big") for i in range(10)] + [("s1", "small")] + [("m%d" % i, "mid") for i in range(3)]
-    f = LabelDistribution().run(_frame(rows), _cfg(labels=["big", "small", "mid", "absent"],
-                                                    quality={"imbalance_warn_ratio": 5}))
+    rows = (
+        [(f"t{i}", "big") for i in range(10)] + [("s1", "small")] + [(f"m{i}", "mid") for i in range(3)]
+    )
+    f = LabelDistribution().run(
+        _frame(rows), _cfg(labels=["big", "small", "mid", "absent"], quality={"imbalance_warn_ratio": 5})
+    )
     assert f.details["counts"] == {"big": 10, "mid": 3, "small": 1, "absent": 0}
     assert f.details["ratio"] == 10.0 and f.details["imbalanced"] is True
     assert f.details["below_minimum"] == {"small": 1, "absent": 0}
@@ -142,8 +156,9 @@ def test_label_distribution_counts_ratio_and_small_labels():
 
 
 def test_multilabel_and_regression_conflicts():
-    ml = pd.DataFrame({"row": [2, 3, 4], "source": "m", "text": ["x", "x", "y"],
-                       "labels": [["a", "b"], ["b", "a"], ["a"]]})
+    ml = pd.DataFrame(
+        {"row": [2, 3, 4], "source": "m", "text": ["x", "x", "y"], "labels": [["a", "b"], ["b", "a"], ["a"]]}
+    )
     assert ConflictingLabels().run(ml, _cfg(task="multi-label")).count == 0  # same set, other order
     assert ExactDuplicates().run(ml, _cfg(task="multi-label")).count == 1
     reg = pd.DataFrame({"row": [2, 3, 4], "source": "r", "text": ["x", "x", "x"], "target": [1.0, 2.0, 1.0]})
@@ -153,10 +168,16 @@ def test_multilabel_and_regression_conflicts():
 
 
 def test_leakage_flags_the_training_side_only():
-    rows = [("shared exact text", "a"), ("shared exact text", "a"),                       # train 2 / test 3
-            ("i want a refund for my order please", "r"), ("i want a refund for my order", "r"),  # train / test
-            ("val and test share this", "v"), ("val and test share this", "v"),           # validation / test
-            ("unique train row", "u"), ("unique test row", "u")]
+    rows = [
+        ("shared exact text", "a"),
+        ("shared exact text", "a"),  # train 2 / test 3
+        ("i want a refund for my order please", "r"),
+        ("i want a refund for my order", "r"),  # train / test
+        ("val and test share this", "v"),
+        ("val and test share this", "v"),  # validation / test
+        ("unique train row", "u"),
+        ("unique test row", "u"),
+    ]
     split = ["train", "test", "train", "test", "validation", "test", "train", "test"]
     frame = _frame(rows, split)
     f = Leakage().run(frame, _cfg())
@@ -182,8 +203,11 @@ CHECKS = list(QUALITY_CHECKS) + [Leakage()]
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.name)
-@pytest.mark.parametrize("frame", [_frame(ROWS), _frame(ROWS, ["train", "test"] * 5 + ["validation"]),
-                                   _frame([])], ids=["plain", "split", "empty"])
+@pytest.mark.parametrize(
+    "frame",
+    [_frame(ROWS), _frame(ROWS, ["train", "test"] * 5 + ["validation"]), _frame([])],
+    ids=["plain", "split", "empty"],
+)
 def test_every_quality_check_honours_the_contract(check, frame):
     assert isinstance(check, QualityCheck)
     finding = check.run(frame, _cfg())
@@ -200,3 +224,26 @@ def test_every_quality_check_honours_the_contract(check, frame):
     json.dumps(finding.to_dict())
     # the check does not modify its input
     assert check.run(frame, _cfg()).count == finding.count
+
+
+@pytest.mark.parametrize("max_rows", [1, 200_000], ids=["normalised_key", "minhash"])
+def test_check_files_gives_the_same_counts_with_either_near_duplicate_method(tmp_path, max_rows):
+    from keepfit.data import check_files
+
+    rows = [
+        ("Where is my parcel?", "s"),
+        ("where is my parcel", "s"),
+        ("Where is my parcel?", "s"),
+        ("card stolen", "c"),
+        ("card stolen", "r"),
+    ] + [(f"filler text number {w}", "f") for w in "abcdefghij"]
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "d.csv", index=False)
+    cfg = _cfg(quality={"near_duplicate_max_rows": max_rows})
+    result = check_files(tmp_path / "d.csv", cfg, split=True)
+    assert result.report["found_counts"]["exact_duplicates"] == 1
+    assert result.report["found_counts"]["conflicting_duplicates"] == 2
+    near = result.finding("near_duplicates")
+    assert near.details["method"] == ("normalised_key" if max_rows == 1 else "minhash")
+    assert near.count == 1  # "where is my parcel" vs "Where is my parcel?": the same words
+    assert not any(c.startswith("_") for c in result.kept.columns)
+    assert result.n_in == len(result.kept) + len(result.quarantine) == 15

@@ -12,7 +12,9 @@ from keepfit.data import check_data
 
 BANKING = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "banking77" / "train.csv"
 
-pytestmark = pytest.mark.skipif(not BANKING.exists(), reason=f"banking77 not found at {BANKING} (../shared/data)")
+pytestmark = pytest.mark.skipif(
+    not BANKING.exists(), reason=f"banking77 not found at {BANKING} (../shared/data)"
+)
 
 
 @pytest.mark.shared

@@ -20,27 +20,46 @@ def _cfg(**raw: object) -> KeepfitConfig:
 
 
 def _split_rows(n: int = 30, label_of=lambda i: "ab"[i % 2]) -> pd.DataFrame:
-    return pd.DataFrame({
-        "row": np.arange(2, n + 2),
+    return pd.DataFrame(
+        {
+            "row": np.arange(2, n + 2),
+            "source": "d.csv",
+            "text": [f"text {i}" for i in range(n)],
+            "label": [label_of(i) for i in range(n)],
+            "split": ["train"] * (n - 10) + ["validation"] * 5 + ["test"] * 5,
+        }
+    )
+
+
+QUARANTINE = pd.DataFrame(
+    {
+        "row": [40, 41],
         "source": "d.csv",
-        "text": [f"text {i}" for i in range(n)],
-        "label": [label_of(i) for i in range(n)],
-        "split": ["train"] * (n - 10) + ["validation"] * 5 + ["test"] * 5,
-    })
-
-
-QUARANTINE = pd.DataFrame({"row": [40, 41], "source": "d.csv", "reason": ["empty_text", "duplicate"],
-                           "detail": ["", "same as row 2"], "raw_text": ["", "text 0"], "raw_label": ["a", "a"]})
+        "reason": ["empty_text", "duplicate"],
+        "detail": ["", "same as row 2"],
+        "raw_text": ["", "text 0"],
+        "raw_label": ["a", "a"],
+    }
+)
 
 
 def test_round_trip_writes_every_file_and_reads_the_same_rows(tmp_path):
     store = Store.at(tmp_path / "store")
     frame = _split_rows()
-    snap = create_snapshot(frame, quarantine=QUARANTINE, config=_cfg(), store=store, report={"n_in": 32},
-                           sources=["d.csv"])
+    snap = create_snapshot(
+        frame, quarantine=QUARANTINE, config=_cfg(), store=store, report={"n_in": 32}, sources=["d.csv"]
+    )
     assert len(snap.id) == 64 and snap.path == store.snapshot(snap.id)
-    for name in ("train.parquet", "validation.parquet", "test.parquet", "quarantine.parquet", "quarantine.csv",
-                 "report.json", "report.html", "meta.json"):
+    for name in (
+        "train.parquet",
+        "validation.parquet",
+        "test.parquet",
+        "quarantine.parquet",
+        "quarantine.csv",
+        "report.json",
+        "report.html",
+        "meta.json",
+    ):
         assert (snap.path / name).is_file(), name
     meta = json.loads((snap.path / "meta.json").read_text())
     assert meta["counts"] == {"train": 20, "validation": 5, "test": 5, "quarantine": 2}
@@ -64,8 +83,9 @@ def test_same_content_in_any_order_gets_the_same_id_and_reuses_the_folder(tmp_pa
     first = create_snapshot(frame, quarantine=QUARANTINE, config=_cfg(), store=store)
     marker = first.path / "meta.json"
     before = marker.stat().st_mtime_ns
-    again = create_snapshot(frame.sample(frac=1.0, random_state=1), quarantine=QUARANTINE.iloc[::-1],
-                            config=_cfg(), store=store)
+    again = create_snapshot(
+        frame.sample(frac=1.0, random_state=1), quarantine=QUARANTINE.iloc[::-1], config=_cfg(), store=store
+    )
     assert again.id == first.id and marker.stat().st_mtime_ns == before
     as_dict = {s: frame[frame["split"] == s] for s in ("train", "validation", "test")}
     assert create_snapshot(as_dict, quarantine=QUARANTINE, config=_cfg(), store=store).id == first.id
@@ -80,8 +100,9 @@ def test_changed_content_gets_a_new_id_with_the_old_one_as_parent(tmp_path):
     assert second.id != first.id and second.parent == first.id
     assert resolve_snapshot_id(store, "HEAD~1") == first.id
     assert resolve_snapshot_id(store, first.id[:8]) == first.id
-    assert [i.id for i in list_snapshots(store)] == sorted([first.id, second.id],
-                                                          key=lambda i: (i != first.id, i))
+    assert [i.id for i in list_snapshots(store)] == sorted(
+        [first.id, second.id], key=lambda i: (i != first.id, i)
+    )
     with pytest.raises(DataError, match="no parent"):
         resolve_snapshot_id(store, "HEAD~2")
     with pytest.raises(DataError, match="No snapshot"):
@@ -110,8 +131,15 @@ def test_a_crash_while_writing_leaves_no_folder_and_head_untouched(tmp_path, mon
 
 def test_multilabel_lists_survive_the_round_trip(tmp_path):
     store = Store.at(tmp_path / "store")
-    frame = pd.DataFrame({"row": [2, 3, 4], "source": "m", "text": ["a", "b", "c"],
-                          "labels": [["x", "y"], ["y"], []], "split": ["train", "validation", "test"]})
+    frame = pd.DataFrame(
+        {
+            "row": [2, 3, 4],
+            "source": "m",
+            "text": ["a", "b", "c"],
+            "labels": [["x", "y"], ["y"], []],
+            "split": ["train", "validation", "test"],
+        }
+    )
     snap = create_snapshot(frame, quarantine=None, config=_cfg(task="multi-label"), store=store)
     assert snap.labels == ["x", "y"]
     assert snap.train["labels"].iat[0] == ["x", "y"] and isinstance(snap.train["labels"].iat[0], list)

@@ -1,4 +1,5 @@
-"""Split properties: fractions, stratification per class, no group crossing, time order, given splits honoured,
+"""Split properties: fractions, stratification per class, no group crossing, time order, given splits
+honoured,
 and the same rows with the same seed always give the same split."""
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ def _cfg(**raw: object) -> KeepfitConfig:
 def _rows(n: int = 1000, seed: int = 0, labels: tuple[str, ...] = ("a", "b", "c", "d")) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     p = np.array([0.5, 0.25, 0.15, 0.10])[: len(labels)]
-    return pd.DataFrame({
-        "row": np.arange(2, n + 2),
-        "source": "s.csv",
-        "text": [f"text number {i}" for i in range(n)],
-        "label": rng.choice(labels, size=n, p=p / p.sum()),
-    })
+    return pd.DataFrame(
+        {
+            "row": np.arange(2, n + 2),
+            "source": "s.csv",
+            "text": [f"text number {i}" for i in range(n)],
+            "label": rng.choice(labels, size=n, p=p / p.sum()),
+        }
+    )
 
 
 def _by_row(frame: pd.DataFrame) -> dict[int, str]:
@@ -54,8 +57,15 @@ def test_same_seed_same_split_in_any_row_order_and_other_seed_differs():
 
 
 def test_labels_too_small_to_stratify_go_to_train_with_a_warning():
-    frame = pd.concat([_rows(200), pd.DataFrame({"row": [900, 901], "source": "s.csv", "text": ["r1", "r2"],
-                                                  "label": ["rare", "rare"]})], ignore_index=True)
+    frame = pd.concat(
+        [
+            _rows(200),
+            pd.DataFrame(
+                {"row": [900, 901], "source": "s.csv", "text": ["r1", "r2"], "label": ["rare", "rare"]}
+            ),
+        ],
+        ignore_index=True,
+    )
     out = split_frame(frame, _cfg())
     assert set(out.frame[out.frame["label"] == "rare"]["split"]) == {"train"}
     assert any("rare" in w and "fewer than 3" in w for w in out.warnings)
@@ -97,9 +107,12 @@ def test_given_splits_are_honoured_as_is_and_bad_values_refused():
 
 def test_iterative_stratification_for_multilabel():
     rng = np.random.default_rng(0)
-    labels = [sorted(set(rng.choice(["x", "y", "z", "w"], size=rng.integers(1, 3)).tolist())) for _ in range(400)]
-    frame = pd.DataFrame({"row": np.arange(2, 402), "source": "m", "text": [f"t{i}" for i in range(400)],
-                          "labels": labels})
+    labels = [
+        sorted(set(rng.choice(["x", "y", "z", "w"], size=rng.integers(1, 3)).tolist())) for _ in range(400)
+    ]
+    frame = pd.DataFrame(
+        {"row": np.arange(2, 402), "source": "m", "text": [f"t{i}" for i in range(400)], "labels": labels}
+    )
     out = split_frame(frame, _cfg(task="multi-label"))
     assert out.method == "iterative"
     # iterative stratification trades exact sizes for label balance: within a couple of rows
@@ -111,8 +124,14 @@ def test_iterative_stratification_for_multilabel():
 
 
 def test_regression_random_split_spreads_the_target():
-    frame = pd.DataFrame({"row": np.arange(2, 502), "source": "r", "text": [f"t{i}" for i in range(500)],
-                          "target": np.arange(500, dtype=float)})
+    frame = pd.DataFrame(
+        {
+            "row": np.arange(2, 502),
+            "source": "r",
+            "text": [f"t{i}" for i in range(500)],
+            "target": np.arange(500, dtype=float),
+        }
+    )
     cfg = _cfg(task="regression", data={"target_column": "y"})
     out = split_frame(frame, cfg)
     assert out.method == "random" and out.counts == {"train": 400, "validation": 50, "test": 50}
@@ -132,14 +151,20 @@ def test_auto_resolution_order():
 def test_separate_validation_and_test_files_are_honoured_and_leaks_leave_train(tmp_path):
     from keepfit.data import check_files
 
-    train = pd.DataFrame({"text": [f"train text {i}" for i in range(40)] + ["this one leaks"],
-                          "label": ["a", "b"] * 20 + ["a"]})
+    train = pd.DataFrame(
+        {
+            "text": [f"train text {i}" for i in range(40)] + ["this one leaks"],
+            "label": ["a", "b"] * 20 + ["a"],
+        }
+    )
     test = pd.DataFrame({"text": ["this one leaks", "only in test"], "label": ["a", "b"]})
     train.to_csv(tmp_path / "train.csv", index=False)
     test.to_csv(tmp_path / "test.csv", index=False)
     result = check_files(tmp_path / "train.csv", _cfg(), test=tmp_path / "test.csv", split=True)
     kept = result.kept
-    assert (kept["split"] == "test").sum() == 2 and set(kept[kept["split"] == "test"]["source"]) == {"test.csv"}
+    assert (kept["split"] == "test").sum() == 2 and set(kept[kept["split"] == "test"]["source"]) == {
+        "test.csv"
+    }
     assert (kept["split"] == "validation").sum() == 4  # 10% of the 40 training-file rows left after the leak
     leak = result.quarantine[result.quarantine["reason"] == "leakage"]
     assert leak["row"].tolist() == [42] and leak["source"].tolist() == ["train.csv"]

@@ -45,7 +45,7 @@ def test_train_only_entry_trains_from_a_table(tiny_model, tmp_path):
     ]
     table = tmp_path / "rows.parquet"
     pd.concat(frames).to_parquet(table)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
         "-m",

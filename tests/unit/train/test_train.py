@@ -235,3 +235,39 @@ def test_accumulation_sampling_and_weights_options_train(tiny_model, easy_snapsh
         progress=False,
     )
     assert weighted.history[-1]["samples_seen"] == 120
+
+
+def test_multi_label_and_regression_warm_starts_with_a_teacher(tiny_model, tmp_path):
+    base = sentiment_frame(80, 1)
+    multi = pd.DataFrame({"text": base["text"], "labels": [[x] for x in base["label"]]})
+    snap = snapshot_of(multi, multi.head(20), multi.head(20), task="multi-label")
+    first = train_model(
+        snap, config_for(tiny_model, task="multi-label", epochs=1), tmp_path / "m1", progress=False
+    )
+    grown = pd.concat([multi, pd.DataFrame({"text": ["okay fine film"] * 4, "labels": [["neu"]] * 4})])
+    snap2 = snapshot_of(grown, multi.head(20), multi.head(20), task="multi-label")
+    second = train_model(
+        snap2,
+        config_for(tiny_model, task="multi-label", epochs=1),
+        tmp_path / "m2",
+        init_from=first.model_dir,
+        teacher=first.model_dir,
+        progress=False,
+    )
+    assert second.labels == ["neg", "pos", "neu"]
+    assert "teacher" in (tmp_path / "m2" / "train.log").read_text()
+
+    reg = pd.DataFrame({"text": base["text"], "target": np.where(base["label"] == "pos", 3.0, 1.0)})
+    rsnap = snapshot_of(reg, reg.head(20), reg.head(20), task="regression")
+    r1 = train_model(
+        rsnap, config_for(tiny_model, task="regression", epochs=1), tmp_path / "r1", progress=False
+    )
+    r2 = train_model(
+        rsnap,
+        config_for(tiny_model, task="regression", epochs=1),
+        tmp_path / "r2",
+        init_from=r1.model_dir,
+        teacher=r1.model_dir,
+        progress=False,
+    )
+    assert r2.labels == [] and r2.task == "regression"
