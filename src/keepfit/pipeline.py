@@ -356,7 +356,20 @@ def _update_snapshot(config: KeepfitConfig, old: Snapshot, data: Path) -> tuple[
         report={**checked.report, "update": {"relabelled": merged.relabelled.to_dict("records"),
                                              "duplicates_of_earlier": len(merged.duplicates)}},
     )
-    new_train = new_split[new_split["split"] == "train"].reset_index(drop=True)
+    relabelled_train = set(merged.relabelled.loc[merged.relabelled["split"] == "train", "text"])
+    new_train = pd.concat(
+        [
+            new_split[new_split["split"] == "train"],
+            frames["train"][frames["train"]["text"].isin(relabelled_train)],
+        ],
+        ignore_index=True,
+    )
+    if len(new_train) == 0:
+        raise DataError(
+            f"{data} brings nothing to train on: of {checked.n_in} rows, {len(merged.duplicates)} repeat earlier "
+            f"data, {len(checked.quarantine)} were quarantined and no new row landed in the training split. "
+            "Add new labelled rows, or run `keepfit data check` on the file to see why rows were dropped."
+        )
     return snapshot, diff_snapshots(old, snapshot), new_train
 
 

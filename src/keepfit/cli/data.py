@@ -5,10 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.console import Console
 
 from keepfit.cli._common import ConfigOption, SetOption, resolve_config
 from keepfit.cli._console import console
 from keepfit.config import CONFIG_FILENAME, KeepfitConfig, load_config
+from keepfit.data.diff import SnapshotDiff
+
+
+def render_summary(report: dict, console: Console) -> None:
+    """Print a data check report (see keepfit.data.summary_renderable)."""
+    from keepfit.data import summary_renderable
+
+    console.print(summary_renderable(report))
+
+
+def render_diff(diff: SnapshotDiff, console: Console) -> None:
+    """Print a snapshot diff (see keepfit.data.diff_renderable)."""
+    from keepfit.data import diff_renderable
+
+    console.print(diff_renderable(diff))
+
 
 data_app = typer.Typer(help="Check, snapshot and compare data.", no_args_is_help=True)
 
@@ -60,7 +77,7 @@ def check_command(
     split: bool = typer.Option(False, "--split", help="Also split and check for leakage across splits."),
 ) -> None:
     """Validate, clean and deduplicate FILE; every row is kept or quarantined with a reason."""
-    from keepfit.data import check_data, render_summary, write_check_outputs
+    from keepfit.data import check_data, write_check_outputs
 
     cfg = _check_config(file, config, overrides, text_column, label_column)
     result = check_data(file, cfg, split=split)
@@ -74,7 +91,7 @@ def check_command(
 @data_app.command("snapshot")
 def snapshot_command(config: Path = ConfigOption, overrides: list[str] = SetOption) -> None:
     """Check, split and store data.train (plus data.validation/data.test) as a content-hashed snapshot."""
-    from keepfit.data import render_summary, snapshot_data
+    from keepfit.data import snapshot_data
 
     cfg = resolve_config(config, overrides)
     snap = snapshot_data(cfg)
@@ -96,7 +113,7 @@ def diff_command(
     as_json: bool = typer.Option(False, "--json", help="Print the diff as JSON."),
 ) -> None:
     """Rows added, removed and relabelled, labels new and vanished, and distribution shifts from A to B."""
-    from keepfit.data import diff_snapshots, diff_to_json, load_snapshot, render_diff
+    from keepfit.data import diff_snapshots, diff_to_json, load_snapshot
     from keepfit.store import Store
 
     cfg = resolve_config(config, overrides)

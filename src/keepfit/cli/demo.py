@@ -33,20 +33,21 @@ def _found_vs_planted(report: dict, planted: dict) -> None:
     console.print(table)
 
 
-def _corrupt_labels(src: Path, dst: Path, fraction: float, seed: int) -> int:
-    """Write a copy of ``src`` whose labels are shuffled on ``fraction`` of the rows; returns how many changed."""
-    import numpy as np
+def _corrupted_batch(week1: Path, dst: Path, n_rows: int, seed: int) -> tuple[str, str, int]:
+    """Write a fresh batch like week 2 in which an annotator swapped the two most frequent intents.
+
+    Returns the two intents and how many labels are wrong."""
     import pandas as pd
 
-    frame = pd.read_csv(src, dtype=str, keep_default_na=False)
-    rng = np.random.default_rng(seed)
-    picked = rng.random(len(frame)) < fraction
-    labels = frame["intent"].to_numpy().copy()
-    labels[picked] = rng.permutation(labels[picked])
-    changed = int((labels != frame["intent"].to_numpy()).sum())
-    frame["intent"] = labels
-    frame.to_csv(dst, index=False)
-    return changed
+    from keepfit.data.demo_data import generate_next_week
+
+    batch = generate_next_week(pd.read_csv(week1, dtype=str, keep_default_na=False), n_rows, seed).frame
+    a, b = batch["intent"].str.strip().value_counts().index[:2]
+    swapped = batch["intent"].str.strip().map({a: b, b: a})
+    wrong = swapped.notna()
+    batch.loc[wrong, "intent"] = swapped[wrong]
+    batch.to_csv(dst, index=False)
+    return a, b, int(wrong.sum())
 
 
 def demo_command(
@@ -101,18 +102,17 @@ def demo_command(
 
     _step("6. keepfit update --data week2 (new intent, shifted data)")
     from keepfit.cli.update import print_decision
+    from keepfit.data import diff_renderable
 
-    from keepfit.data import render_diff
-
-    upd = pipeline.update(config, files.week2, on_diff=lambda d: render_diff(d, console))
+    upd = pipeline.update(config, files.week2, on_diff=lambda d: console.print(diff_renderable(d)))
     print_decision(upd.decision)
     verdict = "promoted to champion" if upd.promoted else "rejected: " + "; ".join(upd.reasons)
     console.print(f"candidate version {upd.candidate_version} {verdict}")
 
-    _step("7. A bad candidate: week 2 with 40% of labels corrupted")
-    bad = folder / "data" / "week2_corrupted.csv"
-    changed = _corrupt_labels(files.week2, bad, fraction=0.4, seed=7)
-    console.print(f"corrupted {changed} labels in {bad.name}")
+    _step("7. A bad candidate: a fresh batch in which an annotator swapped two intents")
+    bad = folder / "data" / "week3_swapped.csv"
+    a, b, wrong = _corrupted_batch(files.week1, bad, files.week2_rows, seed=11)
+    console.print(f"{wrong} of the rows in {bad.name} carry the wrong label ({a} <-> {b})")
     bad_upd = pipeline.update(config, bad)
     print_decision(bad_upd.decision)
     if bad_upd.promoted:

@@ -59,9 +59,9 @@ def update_command(
 
 
 def _print_diff(diff) -> None:
-    from keepfit.data import render_diff
+    from keepfit.data import diff_renderable
 
-    render_diff(diff, console)
+    console.print(diff_renderable(diff))
 
 
 def compare_command(

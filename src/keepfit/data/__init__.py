@@ -5,16 +5,17 @@ Public surface (everything else in this package is an implementation detail):
 - :func:`check_data` / :func:`snapshot_data`: one check of a file; check + split + snapshot of ``config.data``
 - :func:`split_rows`: add a ``split`` column to a canonical row table
 - :func:`create_snapshot`, :func:`load_snapshot`, :func:`list_snapshots`: the content-hashed store of data
-- :func:`diff_snapshots`, :func:`render_diff`: what changed between two snapshots
-- :func:`render_summary`, :func:`render_html`: the check report for a terminal and as a page
+- :func:`diff_snapshots`, :func:`diff_renderable`: what changed between two snapshots
+- :func:`summary_renderable`, :func:`render_html`: the check report for a terminal and as a page
+  (the renderables are printed by the CLI: ``keepfit.cli.data.render_summary`` / ``render_diff``)
 """
 
 from __future__ import annotations
 
 from keepfit.data.check import CheckResult, check_data, check_files, snapshot_data, write_check_outputs
-from keepfit.data.diff import SnapshotDiff, diff_snapshots, diff_to_json, render_diff
+from keepfit.data.diff import SnapshotDiff, diff_renderable, diff_snapshots, diff_to_json
 from keepfit.data.quality import QUALITY_CHECKS, Finding, QualityCheck, run_quality
-from keepfit.data.report import render_html, render_summary
+from keepfit.data.report import render_html, summary_renderable
 from keepfit.data.snapshot import SnapshotInfo, create_snapshot, list_snapshots, load_snapshot
 from keepfit.data.split import SplitResult, split_frame, split_rows
 
@@ -27,13 +28,13 @@ __all__ = [
     "SnapshotDiff",
     "diff_snapshots",
     "diff_to_json",
-    "render_diff",
+    "diff_renderable",
     "QUALITY_CHECKS",
     "Finding",
     "QualityCheck",
     "run_quality",
     "render_html",
-    "render_summary",
+    "summary_renderable",
     "SnapshotInfo",
     "create_snapshot",
     "list_snapshots",

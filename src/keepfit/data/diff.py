@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from rich.console import Console
+from rich.console import Group, RenderableType
 from rich.table import Table
 
 from keepfit.data.quality import MAX_EXAMPLES, answer_strings
 from keepfit.types import LABEL, LABELS, ROW, SOURCE, SPLIT, SPLITS, TEXT, Snapshot
 
-__all__ = ["SnapshotDiff", "diff_snapshots", "render_diff", "diff_to_json"]
+__all__ = ["SnapshotDiff", "diff_snapshots", "diff_renderable", "diff_to_json"]
 
 
 @dataclass
@@ -195,10 +195,11 @@ def diff_to_json(diff: SnapshotDiff) -> str:
     return json.dumps(diff.to_dict(), indent=2, default=str)
 
 
-def render_diff(diff: SnapshotDiff, console: Console, max_labels: int = 10) -> None:
-    """Print the diff for a terminal: counts, label changes, the largest share shifts and the test
-    statistics."""
-    console.print(
+def diff_renderable(diff: SnapshotDiff, max_labels: int = 10) -> Group:
+    """The diff as one rich renderable (the CLI prints it): counts, label changes, the largest share shifts
+    and the test statistics."""
+    parts: list[RenderableType] = []
+    parts.append(
         f"[bold]data diff[/] {diff.a[:12]} -> {diff.b[:12]}: {diff.rows_a:,} -> {diff.rows_b:,} rows"
     )
     table = Table(show_header=True, title_justify="left")
@@ -216,11 +217,11 @@ def render_diff(diff: SnapshotDiff, console: Console, max_labels: int = 10) -> N
         "relabelled", f"{diff.relabelled:,}", f"{ex['text'][:50]!r}: {ex['old']} -> {ex['new']}" if ex else ""
     )
     table.add_row("unchanged", f"{diff.unchanged:,}", "")
-    console.print(table)
+    parts.append(table)
     if diff.labels_new:
-        console.print(f"new labels: [green]{', '.join(diff.labels_new)}[/]")
+        parts.append(f"new labels: [green]{', '.join(diff.labels_new)}[/]")
     if diff.labels_vanished:
-        console.print(f"vanished labels: [red]{', '.join(diff.labels_vanished)}[/]")
+        parts.append(f"vanished labels: [red]{', '.join(diff.labels_vanished)}[/]")
     if diff.label_shift:
         shift = Table(title="Label share shift (largest first)", title_justify="left")
         shift.add_column("label")
@@ -229,15 +230,16 @@ def render_diff(diff: SnapshotDiff, console: Console, max_labels: int = 10) -> N
         shift.add_column("change", justify="right")
         for r in diff.label_shift[:max_labels]:
             shift.add_row(r["label"], f"{r['share_a']:.1%}", f"{r['share_b']:.1%}", f"{r['change']:+.1%}")
-        console.print(shift)
+        parts.append(shift)
     lt, ln = diff.label_test, diff.length_test
     if lt:
         line = f"label distribution: Jensen-Shannon distance {lt['js_distance']:.3f}"
         if "chi2" in lt:
             line += f", chi-square {lt['chi2']:.1f} (p = {lt['chi2_p']:.3g})"
-        console.print(line)
+        parts.append(line)
     if ln:
-        console.print(
+        parts.append(
             f"text length: mean {ln['mean_chars_a']:.0f} -> {ln['mean_chars_b']:.0f} chars, "
             f"KS {ln['ks']:.3f} (p = {ln['ks_p']:.3g})"
         )
+    return Group(*parts)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from rich.console import Console
+from rich.console import Group, RenderableType
 from rich.table import Table
 
-__all__ = ["render_summary", "render_html"]
+__all__ = ["summary_renderable", "render_html"]
 
 _REASON_HELP = {
     "duplicate": "same text and label as an earlier row",
@@ -31,12 +31,13 @@ _REASON_HELP = {
 }
 
 
-def render_summary(report: dict[str, Any], console: Console) -> None:
-    """Print the check summary: counts (in = kept + quarantined), reasons, findings, label distribution,
-    split."""
+def summary_renderable(report: dict[str, Any]) -> Group:
+    """The check summary as one rich renderable (the CLI prints it): counts (in = kept + quarantined),
+    quarantine reasons, findings with a first example, label distribution, split."""
+    parts: list[RenderableType] = []
     n_in, kept, quarantined = report["n_in"], report["n_kept"], report["n_quarantined"]
     ok = "[green]holds[/]" if n_in == kept + quarantined else "[red]DOES NOT HOLD[/]"
-    console.print(
+    parts.append(
         f"[bold]{', '.join(report.get('sources', []))}[/]: {n_in:,} rows in = {kept:,} kept + "
         f"{quarantined:,} quarantined ({ok})"
     )
@@ -48,7 +49,7 @@ def render_summary(report: dict[str, Any], console: Console) -> None:
         table.add_column("meaning")
         for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
             table.add_row(reason, f"{count:,}", _REASON_HELP.get(reason, ""))
-        console.print(table)
+        parts.append(table)
     findings = Table(title="Quality findings", title_justify="left")
     findings.add_column("check")
     findings.add_column("count", justify="right")
@@ -59,7 +60,7 @@ def render_summary(report: dict[str, Any], console: Console) -> None:
         findings.add_row(
             f["kind"], f"{f['count']:,}", f["action"], f["summary"] + (f"\n  e.g. {first}" if first else "")
         )
-    console.print(findings)
+    parts.append(findings)
     dist = report.get("label_counts") or {}
     if dist:
         table = Table(title=f"Label distribution ({len(dist)} labels)", title_justify="left")
@@ -74,13 +75,14 @@ def render_summary(report: dict[str, Any], console: Console) -> None:
             table.add_row(
                 label, "" if count is None else f"{count:,}", "" if count is None else f"{count / total:.1%}"
             )
-        console.print(table)
+        parts.append(table)
     split = report.get("split")
     if split:
         counts = ", ".join(f"{k} {v:,}" for k, v in split["counts"].items())
-        console.print(f"split ({split['method']}): {counts}")
+        parts.append(f"split ({split['method']}): {counts}")
     for warning in report.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {warning}")
+        parts.append(f"[yellow]warning:[/] {warning}")
+    return Group(*parts)
 
 
 def _example_line(example: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from keepfit.config import KeepfitConfig
-from keepfit.data.diff import diff_snapshots, diff_to_json, render_diff
+from keepfit.data.diff import diff_renderable, diff_snapshots, diff_to_json
 from keepfit.data.snapshot import create_snapshot
 from keepfit.store import Store
 
@@ -62,11 +62,11 @@ def test_same_snapshot_has_no_differences(tmp_path):
     assert (d.added, d.removed, d.relabelled) == (0, 0, 0) and d.label_test["js_distance"] == 0
 
 
-def test_render_diff_prints_the_counts(tmp_path):
+def test_diff_renderable_shows_the_counts(tmp_path):
     from rich.console import Console
 
     a, b = _pair(tmp_path)
     console = Console(record=True, width=120)
-    render_diff(diff_snapshots(a, b), console)
+    console.print(diff_renderable(diff_snapshots(a, b)))
     text = console.export_text()
     assert "relabelled" in text and "new labels: c" in text and "vanished labels: old" in text

@@ -143,9 +143,7 @@ def test_duplicates_are_looked_for_within_a_given_split_only():
 
 
 def test_label_distribution_counts_ratio_and_small_labels():
-    rows = (
-        [(f"t{i}", "big") for i in range(10)] + [("s1", "small")] + [(f"m{i}", "mid") for i in range(3)]
-    )
+    rows = [(f"t{i}", "big") for i in range(10)] + [("s1", "small")] + [(f"m{i}", "mid") for i in range(3)]
     f = LabelDistribution().run(
         _frame(rows), _cfg(labels=["big", "small", "mid", "absent"], quality={"imbalance_warn_ratio": 5})
     )
