@@ -180,6 +180,11 @@ class UpdateConfig(_Section):
     distill: bool = Field(True, description="Focal distillation from the champion on what it got right.")
     epochs: float | None = Field(None, gt=0, description="Epochs of the warm-started candidate; train.epochs when empty.")
     lr: float | None = Field(None, gt=0, description="Learning rate of the warm start; train.lr when empty.")
+    relabels: Literal["quarantine", "apply"] = Field(
+        "quarantine",
+        description="A new row whose text is already known with another label: quarantine it for review, or apply "
+        "the new label to the earlier row (which changes the earlier test set the gate compares on).",
+    )
 
 
 class RegistryConfig(_Section):

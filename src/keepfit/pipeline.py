@@ -340,7 +340,8 @@ def _update_snapshot(config: KeepfitConfig, old: Snapshot, data: Path) -> tuple[
     from keepfit.data.merge import merge_new_rows
 
     checked = check_data(data, config)
-    merged = merge_new_rows(old, checked.kept)
+    apply = config.update.relabels == "apply"
+    merged = merge_new_rows(old, checked.kept, apply_relabels=apply)
     new_split = split_rows(merged.new_rows, config)
     frames = {
         name: pd.concat([merged.earlier[name], new_split[new_split["split"] == name]], ignore_index=True)
@@ -353,10 +354,11 @@ def _update_snapshot(config: KeepfitConfig, old: Snapshot, data: Path) -> tuple[
         config=config,
         store=Store.at(config.store),
         parent=old.id,
-        report={**checked.report, "update": {"relabelled": merged.relabelled.to_dict("records"),
-                                             "duplicates_of_earlier": len(merged.duplicates)}},
+        report={**checked.report, "update": {"relabels": config.update.relabels,
+                                             "relabelled": merged.relabelled.to_dict("records"),
+                                             "quarantined_against_earlier": len(merged.duplicates)}},
     )
-    relabelled_train = set(merged.relabelled.loc[merged.relabelled["split"] == "train", "text"])
+    relabelled_train = set(merged.relabelled.loc[merged.relabelled["split"] == "train", "text"]) if apply else set()
     new_train = pd.concat(
         [
             new_split[new_split["split"] == "train"],

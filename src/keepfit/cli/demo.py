@@ -109,11 +109,13 @@ def demo_command(
     verdict = "promoted to champion" if upd.promoted else "rejected: " + "; ".join(upd.reasons)
     console.print(f"candidate version {upd.candidate_version} {verdict}")
 
-    _step("7. A bad candidate: a fresh batch in which an annotator swapped two intents")
+    _step("7. A bad candidate: a careless update on a batch in which an annotator swapped two intents")
     bad = folder / "data" / "week3_swapped.csv"
     a, b, wrong = _corrupted_batch(files.week1, bad, files.week2_rows, seed=11)
     console.print(f"{wrong} of the rows in {bad.name} carry the wrong label ({a} <-> {b})")
-    bad_upd = pipeline.update(config, bad)
+    careless = config.model_copy(update={"update": config.update.model_copy(update={"distill": False})})
+    console.print("trained as plain continued fine-tuning (no distillation from the champion)")
+    bad_upd = pipeline.update(careless, bad)
     print_decision(bad_upd.decision)
     if bad_upd.promoted:
         console.print("[red]The gate let the corrupted candidate through; this should not happen.[/]")

@@ -171,8 +171,47 @@ _NEW_TEMPLATES = [
     "can i use my crypto wallet to buy the {item}",
 ]
 
-_OPENERS = ["", "", "", "hi, ", "hello, ", "hey ", "good morning, ", "excuse me, "]
-_CLOSERS = ["", "", "", " thanks", " please", " thank you!", " asap", "?", "."]
+_OPENERS = [
+    "",
+    "",
+    "",
+    "",
+    "hi, ",
+    "hello, ",
+    "hey ",
+    "good morning, ",
+    "excuse me, ",
+    "hi team, ",
+    "quick question: ",
+    "sorry to bother you, ",
+    "dear support, ",
+    "this is urgent: ",
+    "hello again, ",
+    "i wrote before, ",
+    "not happy here, ",
+    "hope you can help, ",
+]
+_CLOSERS = [
+    "",
+    "",
+    "",
+    "",
+    " thanks",
+    " please",
+    " thank you!",
+    " asap",
+    "?",
+    ".",
+    " this is the second time i ask",
+    " let me know what to do",
+    " my name is on the account",
+    " any help appreciated",
+    " i am waiting",
+    " sent from my phone",
+    " cheers",
+    " kind regards, sam",
+    " need this sorted today",
+]
 _CHANNELS = ["email", "chat", "phone"]
 
 

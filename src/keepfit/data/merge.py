@@ -1,8 +1,10 @@
 """Bringing a new batch of rows into an existing snapshot, for `keepfit update`.
 
 New rows are deduplicated against all earlier data: a text seen before with the same answer is quarantined as
-``duplicate_of_earlier``; a text seen before with a different answer is a relabel, applied to the earlier row
-where it lives (a test row stays in test), so old and new test sets remain comparable.
+``duplicate_of_earlier``. A text seen before with a different answer is a relabel. By default it is quarantined as
+``conflicts_with_earlier`` for review: applying it silently would let a batch rewrite the earlier test set the
+gate compares on. With ``apply_relabels`` the new answer replaces the earlier one where that row lives (a test row
+stays in test).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class MergedRows:
 
     new_rows: pd.DataFrame
     duplicates: pd.DataFrame  # quarantine rows: row, source, reason, detail, raw_text, raw_label
-    relabelled: pd.DataFrame  # text, split, old, new
+    relabelled: pd.DataFrame  # text, split, old, new, row, source (applied, or quarantined in ``duplicates``)
     earlier: dict[str, pd.DataFrame]  # the earlier splits with relabels applied
 
 
@@ -35,8 +37,8 @@ def _answer_key(value: object, task: Task) -> object:
     return value
 
 
-def merge_new_rows(old: Snapshot, new_rows: pd.DataFrame) -> MergedRows:
-    """Deduplicate ``new_rows`` (canonical table) against every row of ``old`` and apply relabels."""
+def merge_new_rows(old: Snapshot, new_rows: pd.DataFrame, *, apply_relabels: bool = False) -> MergedRows:
+    """Deduplicate ``new_rows`` (canonical table) against every row of ``old``; quarantine or apply relabels."""
     column = label_column_for(old.task)
     earlier = {name: old.split(name).copy() for name in SPLITS}
     where: dict[str, tuple[str, int]] = {}
@@ -68,7 +70,20 @@ def merge_new_rows(old: Snapshot, new_rows: pd.DataFrame) -> MergedRows:
                 }
             )
         else:
-            frame.iat[pos, frame.columns.get_loc(column)] = answer
+            if apply_relabels:
+                frame.iat[pos, frame.columns.get_loc(column)] = answer
+            else:
+                dupes.append(
+                    {
+                        ROW: int(row),
+                        SOURCE: source,
+                        "reason": "conflicts_with_earlier",
+                        "detail": f"this text is an earlier {split} row labelled {old_answer!s}, here {answer!s}; "
+                        "fix whichever is wrong, or set update.relabels: apply to take the new label",
+                        "raw_text": text[:500],
+                        "raw_label": str(answer),
+                    }
+                )
             relabels.append({TEXT: text, SPLIT: split, "old": str(old_answer), "new": str(answer),
                              ROW: int(row), SOURCE: source})
     duplicates = pd.DataFrame(dupes, columns=[ROW, SOURCE, "reason", "detail", "raw_text", "raw_label"])

@@ -250,7 +250,9 @@ _BANDS, _BAND_ROWS = 12, 5
 _WINDOW = 8  # within one LSH bucket, a row is compared with at most this many earlier rows per band
 
 
-def minhash_signatures(sets: list[set[str]], num_perm: int = _BANDS * _BAND_ROWS, seed: int = 1) -> np.ndarray:
+def minhash_signatures(
+    sets: list[set[str]], num_perm: int = _BANDS * _BAND_ROWS, seed: int = 1
+) -> np.ndarray:
     """MinHash signatures, shape (len(sets), num_perm), uint32, computed for all sets at once with numpy.
 
     Each shingle is hashed once (pandas' SipHash, stable across runs) and permuted by ``(a*x + b) mod p``

@@ -38,7 +38,9 @@ def test_data_check_without_a_config_infers_columns_and_writes_outputs(project):
     report = json.loads((out / "report.json").read_text())
     assert report["found_counts"]["exact_duplicates"] == files.planted_week1["exact_duplicates"]
     assert (out / "quarantine.csv").read_text().startswith("row,source,reason,detail")
-    assert "<html>" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "<html>" in page and "Quality findings" in page
+    assert "http" not in page and "<script" not in page and "<link" not in page  # opens offline
 
 
 def test_data_check_with_explicit_columns(project):

@@ -32,7 +32,7 @@ def test_new_rows_are_deduplicated_and_relabels_applied_where_they_live():
         ["billing", "billing", "cancel", "cancel"],
         source="week2.csv",
     )
-    merged = merge_new_rows(old, new)
+    merged = merge_new_rows(old, new, apply_relabels=True)
     assert merged.new_rows["text"].tolist() == ["cancel card", "lost card"]
     assert merged.duplicates["reason"].tolist() == ["duplicate_of_earlier"]
     assert merged.duplicates["row"].tolist() == [2]
@@ -44,6 +44,16 @@ def test_new_rows_are_deduplicated_and_relabels_applied_where_they_live():
     assert old.test["label"].tolist() == ["refund"]
     # every new input row is accounted for
     assert len(merged.new_rows) + len(merged.duplicates) + len(merged.relabelled) == len(new)
+
+
+def test_relabels_are_quarantined_by_default_and_the_earlier_test_set_is_untouched():
+    old = _snapshot()
+    new = _frame(["refund status", "pay bill"], ["billing", "billing"], source="week2.csv")
+    merged = merge_new_rows(old, new)
+    assert merged.duplicates["reason"].tolist() == ["conflicts_with_earlier", "duplicate_of_earlier"]
+    assert "labelled refund, here billing" in merged.duplicates["detail"].iloc[0]
+    assert merged.earlier["test"]["label"].tolist() == ["refund"]
+    assert len(merged.new_rows) == 0
 
 
 def test_replay_sample_is_stratified_seeded_and_keeps_every_label():

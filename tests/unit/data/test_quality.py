@@ -245,3 +245,21 @@ def test_check_files_gives_the_same_counts_with_either_near_duplicate_method(tmp
     assert near.count == 1  # "where is my parcel" vs "Where is my parcel?": the same words
     assert not any(c.startswith("_") for c in result.kept.columns)
     assert result.n_in == len(result.kept) + len(result.quarantine) == 15
+
+
+def test_minhash_signatures_estimate_jaccard_and_lsh_finds_close_pairs():
+    from keepfit.data.quality import _shingles, minhash_signatures
+
+    base = [" ".join(f"w{i}x{j}" for j in range(20)) for i in range(60)]
+    close = [t + " extra" for t in base]  # 19 of 20 bigrams shared: Jaccard 19/21 = 0.905
+    far = [" ".join(t.split()[:10]) + " other words here" for t in base]  # Jaccard well under 0.5
+    sets = [_shingles(t) for t in base + close]
+    sig = minhash_signatures(sets)
+    assert sig.shape == (120, 60) and sig.dtype == np.uint32
+    estimate = (sig[:60] == sig[60:]).mean()
+    assert abs(estimate - 19 / 21) < 0.05
+    frame = _frame([(t, "a") for t in base + close + far])
+    f = NearDuplicates().run(frame, _cfg())
+    flagged = sorted(frame["row"].to_numpy()[f.flagged] - 2)
+    assert flagged == list(range(60, 120))  # every close copy, none of the far ones
+    assert all(e["similarity"] >= 0.85 for e in f.examples)
