@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "keepfit"
-STAGES = ["data", "train", "evaluate", "gate", "registry"]
+STAGES = ["data", "train", "evaluation", "gate", "registry"]
 
 
 def _imports(path: Path) -> set[str]:

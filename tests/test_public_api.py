@@ -41,3 +41,10 @@ def test_importing_keepfit_does_not_import_torch_or_mlflow():
     code = "import sys, keepfit; print('torch' in sys.modules, 'mlflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"], "import keepfit must stay light; import heavy parts inside functions"
+
+
+def test_stage_packages_do_not_shadow_lifecycle_functions():
+    import keepfit.evaluation  # noqa: F401  (importing a stage must not replace keepfit.evaluate)
+    import keepfit.train  # noqa: F401
+
+    assert callable(keepfit.evaluate) and callable(keepfit.fit) and callable(keepfit.update)

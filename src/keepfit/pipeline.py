@@ -147,7 +147,7 @@ def _evaluate_model(
     history: list[dict] | None = None,
     title: str = "keepfit evaluation",
 ) -> EvaluateResult:
-    from keepfit.evaluate import evaluate_outputs, write_evaluation_report
+    from keepfit.evaluation import evaluate_outputs, write_evaluation_report
     from keepfit.train import load_predictor
 
     predictor = load_predictor(model_dir)

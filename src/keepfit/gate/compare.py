@@ -31,11 +31,11 @@ from scipy.stats import binomtest
 
 from keepfit.config import EvaluateConfig
 from keepfit.errors import ConfigError, DataError
-from keepfit.evaluate import calibration as cal
-from keepfit.evaluate import metrics as m
-from keepfit.evaluate._json import jsonable
-from keepfit.evaluate.bootstrap import bootstrap_sums, percentile_interval
-from keepfit.evaluate.slices import slice_masks
+from keepfit.evaluation import calibration as cal
+from keepfit.evaluation import metrics as m
+from keepfit.evaluation._json import jsonable
+from keepfit.evaluation.bootstrap import bootstrap_sums, percentile_interval
+from keepfit.evaluation.slices import slice_masks
 from keepfit.types import TEXT
 
 __all__ = [

@@ -8,8 +8,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from keepfit._io import atomic_write_text
-from keepfit.evaluate import figures as fg
-from keepfit.evaluate._html import esc, figure, fmt_interval, page, table
+from keepfit.evaluation import figures as fg
+from keepfit.evaluation._html import esc, figure, fmt_interval, page, table
 from keepfit.gate.compare import Comparison, GroupComparison
 from keepfit.gate.rules import GateDecision
 

@@ -34,8 +34,8 @@ from statsmodels.stats.proportion import proportion_confint
 
 from keepfit.config import GateConfig
 from keepfit.errors import ConfigError
-from keepfit.evaluate._json import jsonable
-from keepfit.evaluate.metrics import HIGHER_IS_BETTER
+from keepfit.evaluation._json import jsonable
+from keepfit.evaluation.metrics import HIGHER_IS_BETTER
 from keepfit.gate.compare import ALL, Comparison, GroupComparison
 
 __all__ = [

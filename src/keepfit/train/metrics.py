@@ -1,4 +1,4 @@
-"""Validation metrics for early stopping and learning curves (full evaluation lives in keepfit.evaluate)."""
+"""Validation metrics for early stopping and learning curves (full evaluation lives in keepfit.evaluation)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 
 from keepfit.config import EvaluateConfig
 from keepfit.errors import DataError
-from keepfit.evaluate.bootstrap import resample_indices
+from keepfit.evaluation.bootstrap import resample_indices
 from keepfit.gate import compare_outputs, mcnemar_exact
 
 LABELS = ["a", "b", "c", "d", "e"]

@@ -5,7 +5,7 @@ import pytest
 from sklearn import metrics as skm
 
 from keepfit.errors import DataError, KeepfitError
-from keepfit.evaluate import metrics as m
+from keepfit.evaluation import metrics as m
 
 
 def _probs_for(pred: list[int], n_labels: int, confidence: float = 0.7) -> np.ndarray:

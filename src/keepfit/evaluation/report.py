@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 
 from keepfit._io import atomic_write_text
-from keepfit.evaluate import figures as fg
-from keepfit.evaluate._html import esc, figure, fmt, fmt_interval, page, table
-from keepfit.evaluate._json import jsonable
-from keepfit.evaluate.evaluation import EvaluationResult
+from keepfit.evaluation import figures as fg
+from keepfit.evaluation._html import esc, figure, fmt, fmt_interval, page, table
+from keepfit.evaluation._json import jsonable
+from keepfit.evaluation.evaluation import EvaluationResult
 
 __all__ = ["write_evaluation_report", "EVALUATION_JSON", "REPORT_HTML"]
 

@@ -10,9 +10,9 @@ from sklearn import metrics as skm
 
 from keepfit.config import EvaluateConfig
 from keepfit.errors import DataError
-from keepfit.evaluate import evaluate_outputs, write_evaluation_report
-from keepfit.evaluate import metrics as m
-from keepfit.evaluate.bootstrap import resample_indices
+from keepfit.evaluation import evaluate_outputs, write_evaluation_report
+from keepfit.evaluation import metrics as m
+from keepfit.evaluation.bootstrap import resample_indices
 
 LABELS = ["a", "b", "c", "d"]
 CFG = EvaluateConfig(bootstrap=200, top_k=2, length_bins=[10, 20])
@@ -182,7 +182,7 @@ def test_rows_with_a_label_the_model_does_not_know_count_as_wrong():
 
 
 def test_learning_curves_from_the_trainer_history(tmp_path):
-    from keepfit.evaluate.figures import learning_curves
+    from keepfit.evaluation.figures import learning_curves
 
     history = [
         {

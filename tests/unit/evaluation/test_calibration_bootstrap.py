@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from keepfit.evaluate import bootstrap as bs
-from keepfit.evaluate import calibration as cal
+from keepfit.evaluation import bootstrap as bs
+from keepfit.evaluation import calibration as cal
 
 
 def test_ece_hand_computed():

@@ -2,7 +2,7 @@
 
 Point estimates come from scikit-learn and scipy. For intervals, per-slice values and paired deltas the same
 metrics are also written as functions of summed per-example statistics
-(see :mod:`keepfit.evaluate.bootstrap`); tests pin both forms to each other.
+(see :mod:`keepfit.evaluation.bootstrap`); tests pin both forms to each other.
 
 Array conventions (shared with the training stage), ``n`` examples and ``C`` labels:
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from keepfit.evaluate.calibration import (
+from keepfit.evaluation.calibration import (
     apply_temperature,
     expected_calibration_error,
     fit_temperature,
     reliability_bins,
 )
-from keepfit.evaluate.evaluation import EvaluationResult, evaluate_outputs
-from keepfit.evaluate.report import write_evaluation_report
+from keepfit.evaluation.evaluation import EvaluationResult, evaluate_outputs
+from keepfit.evaluation.report import write_evaluation_report
 
 __all__ = [
     "EvaluationResult",

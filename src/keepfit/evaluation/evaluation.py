@@ -11,11 +11,11 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from keepfit.config import EvaluateConfig
-from keepfit.evaluate import calibration as cal
-from keepfit.evaluate import metrics as m
-from keepfit.evaluate._json import jsonable
-from keepfit.evaluate.bootstrap import bootstrap_sums, percentile_interval
-from keepfit.evaluate.slices import slice_masks
+from keepfit.evaluation import calibration as cal
+from keepfit.evaluation import metrics as m
+from keepfit.evaluation._json import jsonable
+from keepfit.evaluation.bootstrap import bootstrap_sums, percentile_interval
+from keepfit.evaluation.slices import slice_masks
 from keepfit.types import TEXT
 
 __all__ = ["EvaluationResult", "evaluate_outputs", "MAX_LISTED_ERRORS"]
@@ -85,7 +85,7 @@ def evaluate_outputs(
     validation: tuple[np.ndarray, np.ndarray] | None = None,
     seed: int = 0,
 ) -> EvaluationResult:
-    """Evaluate one model's ``outputs`` against ``y_true`` (conventions: :mod:`keepfit.evaluate.metrics`).
+    """Evaluate one model's ``outputs`` against ``y_true`` (conventions: :mod:`keepfit.evaluation.metrics`).
 
     ``frame`` (rows aligned with the arrays) provides slices: ``slice:<name>`` columns and text-length bins
     (characters, ``config.length_bins``). ``validation`` = (y_true, outputs) of the validation split, used to
