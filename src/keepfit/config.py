@@ -114,7 +114,10 @@ class TrainConfig(_Section):
     epochs: float = Field(3, gt=0)
     batch_size: int = Field(32, gt=0)
     lr: float = Field(1e-4, gt=0)
-    head_lr: float | None = Field(None, gt=0, description="Learning rate of the new head; lr when empty.")
+    head_lr: float | None = Field(
+        2e-3, gt=0, description="Learning rate of the classification head (a new head, or rows grown for new "
+        "labels, start from scratch and need more than the encoder); train.lr when empty."
+    )
     layerwise_lr_decay: float | None = Field(None, gt=0, le=1)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = Field(0.9, ge=0, lt=1)

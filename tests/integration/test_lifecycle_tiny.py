@@ -68,9 +68,9 @@ def test_lifecycle(project: Path):
     out = _invoke("update", "--data", str(project / "week2.csv"), *_cfg(project), "--quiet")
     assert "Promoted" in out, out
 
-    # plain continued fine-tuning (no distillation) on the swapped batch: a candidate that really is worse
+    # plain continued fine-tuning (no replay, no distillation) on the swapped batch: a candidate that really is worse
     result = runner.invoke(app, ["update", "--data", str(project / "week2_bad.csv"), *_cfg(project), "--quiet",
-                                 "--set", "update.distill=false"])
+                                 "--set", "update.distill=false", "--set", "update.replay_ratio=0"])
     assert "Rejected" in result.output, result.output
 
     out = _invoke("models", "list", *_cfg(project)[:2])

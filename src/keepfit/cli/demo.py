@@ -113,8 +113,10 @@ def demo_command(
     bad = folder / "data" / "week3_swapped.csv"
     a, b, wrong = _corrupted_batch(files.week1, bad, files.week2_rows, seed=11)
     console.print(f"{wrong} of the rows in {bad.name} carry the wrong label ({a} <-> {b})")
-    careless = config.model_copy(update={"update": config.update.model_copy(update={"distill": False})})
-    console.print("trained as plain continued fine-tuning (no distillation from the champion)")
+    careless = config.model_copy(
+        update={"update": config.update.model_copy(update={"distill": False, "replay_ratio": 0.0})}
+    )
+    console.print("trained as plain continued fine-tuning (no replay of earlier data, no distillation)")
     bad_upd = pipeline.update(careless, bad)
     print_decision(bad_upd.decision)
     if bad_upd.promoted:

@@ -70,6 +70,7 @@ def config_for(model: Path, task: str = "single-label", **train) -> KeepfitConfi
     defaults = {
         "epochs": 4,
         "lr": 1e-2,
+        "head_lr": None,
         "batch_size": 16,
         "precision": "fp32",
         "threads": 1,
