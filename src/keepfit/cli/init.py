@@ -19,8 +19,7 @@ def init(
     target_column: str | None = typer.Option(None, "--target-column", help="Regression: the numeric target."),
     task: str | None = typer.Option(None, "--task", help="single-label | multi-label | regression."),
 ) -> None:
-    """Infer the task (single-label, multi-label or regression) and the columns, and write a config to "
-    "review."""
+    """Infer the task (single-label, multi-label or regression) and the columns, and write a config to review."""
     from keepfit.data.infer import infer, write_config_file
     from keepfit.errors import ConfigError
 
