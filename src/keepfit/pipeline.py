@@ -121,6 +121,23 @@ def resolve_model(config: KeepfitConfig, ref: str | Path) -> Path:
         ) from None
 
 
+def _snapshot_for_model(config: KeepfitConfig, ref: str | Path, snapshot: str | None) -> Snapshot:
+    """The snapshot named, else the one a registered model was trained on, else the config's data."""
+    from keepfit.data import load_snapshot
+
+    if snapshot:
+        return load_snapshot(Store.at(config.store), snapshot)
+    if not Path(ref).exists():
+        from keepfit.registry import Registry
+
+        try:
+            trained_on = Registry.open(config).get(str(ref)).lineage.data_snapshot
+            return load_snapshot(Store.at(config.store), trained_on)
+        except (RegistryError, DataError):
+            pass  # not a registered version, or its snapshot is gone: fall back to the config's data
+    return resolve_snapshot(config, None)
+
+
 def _true_values(snapshot: Snapshot, frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
     """Ground truth in the array convention the evaluate stage expects, aligned with ``labels``."""
     column = snapshot.answer_column
@@ -248,9 +265,12 @@ def evaluate(
     split: Literal["train", "validation", "test"] = "test",
     out_dir: Path | None = None,
 ) -> EvaluateResult:
-    """Evaluate a model (folder, run or registry reference) on a snapshot split; writes JSON + HTML."""
+    """Evaluate a model (folder, run or registry reference) on a snapshot split; writes JSON + HTML.
+
+    Without ``snapshot``, a registered model is evaluated on the snapshot it was trained on.
+    """
     model_dir = resolve_model(config, model)
-    snap = resolve_snapshot(config, snapshot)
+    snap = _snapshot_for_model(config, model, snapshot)
     out = out_dir or _new_run_dir(Store.at(config.store), "evaluate")
     return _evaluate_model(config, model_dir, snap, Path(out), split=split)
 
@@ -324,9 +344,12 @@ def compare(
     snapshot: str | None = None,
     out_dir: Path | None = None,
 ) -> CompareResult:
-    """Paired comparison of model ``a`` (old) and ``b`` (new) on the same test examples, with the gate's verdict."""
+    """Paired comparison of model ``a`` (old) and ``b`` (new) on the same test examples, with the gate's verdict.
+
+    Without ``snapshot``, both are scored on the test split of the snapshot ``b`` was trained on.
+    """
     old_dir, new_dir = resolve_model(config, a), resolve_model(config, b)
-    snap = resolve_snapshot(config, snapshot)
+    snap = _snapshot_for_model(config, b, snapshot)
     out = out_dir or _new_run_dir(Store.at(config.store), "compare")
     return _compare_on(config, old_dir, new_dir, snap, Path(out))
 

@@ -73,6 +73,19 @@ def test_lifecycle(project: Path):
                                  "--set", "update.distill=false", "--set", "update.replay_ratio=0"])
     assert "Rejected" in result.output, result.output
 
+    _invoke("compare", "1", "2", *_cfg(project), "--out", str(project / "cmp"))
+    compared = json.loads((project / "cmp" / "compare.json").read_text())
+    groups = compared["comparison"]["groups"] if "comparison" in compared else compared["groups"]
+    from keepfit import Registry, load_config, load_snapshot
+    from keepfit.store import Store
+
+    config = load_config(project / "keepfit.yaml")
+    trained_on = Registry.open(config).get("2").lineage.data_snapshot
+    n_test = len(load_snapshot(Store.at(config.store), trained_on).test)
+    assert groups["all"]["n"] == n_test, "compare scores both models on the test rows version 2 was trained with"
+    listed = len(groups["all"]["negative_flips"])
+    assert groups["all"]["negative_flip_rate"] * n_test == pytest.approx(listed)
+
     out = _invoke("models", "list", *_cfg(project)[:2])
     out = _invoke("models", "rollback", "--reason", "test rollback", *_cfg(project)[:2])
 
