@@ -181,7 +181,9 @@ class UpdateConfig(_Section):
         1.0, ge=0, description="Earlier training rows replayed per new training row (stratified sample)."
     )
     distill: bool = Field(True, description="Focal distillation from the champion on what it got right.")
-    epochs: float | None = Field(None, gt=0, description="Epochs of the warm-started candidate; train.epochs when empty.")
+    epochs: float | None = Field(
+        None, gt=0, description="Epochs of the warm-started candidate; train.epochs when empty."
+    )
     lr: float | None = Field(None, gt=0, description="Learning rate of the warm start; train.lr when empty.")
     relabels: Literal["quarantine", "apply"] = Field(
         "quarantine",
