@@ -1,0 +1,61 @@
+"""Multi-label and regression through the whole pipeline (files -> fit -> evaluate -> update -> gate) on a tiny model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import keepfit
+from keepfit.train.testing import all_texts, make_tiny_model, sentiment_frame
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", all_texts())
+
+
+def _config(folder: Path, model: Path, data: str, extra: str) -> keepfit.KeepfitConfig:
+    (folder / "keepfit.yaml").write_text(
+        f"model:\n  name: {model}\ndata:\n  train: {data}\n{extra}"
+        "train:\n  lr: 0.01\n  head_lr: null\n  epochs: 6\n  precision: fp32\n  threads: 1\n"
+        "evaluate:\n  bootstrap: 100\n"
+    )
+    return keepfit.load_config(folder / "keepfit.yaml")
+
+
+def _multi_label(n: int, seed: int) -> pd.DataFrame:
+    a, b = sentiment_frame(n, seed), sentiment_frame(n, seed + 100)
+    labels = ["|".join(sorted({x, y})) for x, y in zip(a["label"], b["label"][::-1], strict=True)]
+    return pd.DataFrame({"text": a["text"] + " " + b["text"], "tags": labels})
+
+
+def test_multi_label_fit_and_update(tiny: Path, tmp_path: Path):
+    _multi_label(300, 1).to_csv(tmp_path / "week1.csv", index=False)
+    _multi_label(150, 7).to_csv(tmp_path / "week2.csv", index=False)
+    config = _config(tmp_path, tiny, "week1.csv", "  label_column: tags\ntask: multi-label\n")
+    fitted = keepfit.fit(config)
+    assert fitted.version == "1"
+    assert fitted.metrics["subset_accuracy"] > 0.7, fitted.metrics
+    result = keepfit.update(config, tmp_path / "week2.csv")
+    assert result.decision is not None and result.candidate_version == "2"
+    assert result.promoted == result.decision.passed
+    assert "all" in result.comparison.groups
+
+
+def test_regression_fit_evaluate_and_update(tiny: Path, tmp_path: Path):
+    def frame(n: int, seed: int) -> pd.DataFrame:
+        f = sentiment_frame(n, seed)
+        return pd.DataFrame({"text": f["text"], "score": np.where(f["label"] == "pos", 4.5, 1.5)})
+
+    frame(300, 1).to_csv(tmp_path / "week1.csv", index=False)
+    frame(150, 7).to_csv(tmp_path / "week2.csv", index=False)
+    config = _config(tmp_path, tiny, "week1.csv", "  label_column: null\n  target_column: score\ntask: regression\n")
+    fitted = keepfit.fit(config)
+    assert fitted.metrics["mae"] < 0.75, "a constant guess is off by 1.5"
+    again = keepfit.evaluate(config, "champion", out_dir=tmp_path / "eval")
+    assert again.metrics["mae"] == pytest.approx(fitted.metrics["mae"], rel=1e-5)
+    result = keepfit.update(config, tmp_path / "week2.csv", force=True)
+    assert result.promoted and (result.forced == (not result.decision.passed))
