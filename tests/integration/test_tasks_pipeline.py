@@ -1,4 +1,4 @@
-"""Multi-label and regression through the whole pipeline (files -> fit -> evaluate -> update -> gate) on a tiny model."""
+"""Multi-label and regression through the whole pipeline (files -> fit -> evaluate -> update) on a tiny model."""
 
 from __future__ import annotations
 

@@ -31,6 +31,10 @@ def _found_vs_planted(report: dict, planted: dict) -> None:
     for key in sorted(set(planted) | set(found)):
         table.add_row(key, str(planted.get(key, "-")), str(found.get(key, "-")))
     console.print(table)
+    console.print(
+        "  '-' means not counted on that side: planted label noise (a plausible text with a wrong label) cannot be "
+        "found by a data check, only by a model; near-duplicates are paraphrases the generator makes naturally."
+    )
 
 
 def _corrupted_batch(week1: Path, dst: Path, n_rows: int, seed: int) -> tuple[str, str, int]:
