@@ -138,6 +138,25 @@ def _snapshot_for_model(config: KeepfitConfig, ref: str | Path, snapshot: str | 
     return resolve_snapshot(config, None)
 
 
+def _require_trainable(snapshot: Snapshot) -> None:
+    """Fail early, with the fix, on data a model cannot be fitted and judged on."""
+    counts = {name: len(snapshot.split(name)) for name in ("train", "validation", "test")}
+    empty = [name for name, n in counts.items() if n == 0]
+    if empty:
+        raise DataError(
+            f"Snapshot {snapshot.id[:12]} has no {' or '.join(empty)} rows (counts: {counts}): training needs "
+            "validation rows for early stopping and test rows for the evaluation. Add more data, or change "
+            "split.validation / split.test."
+        )
+    if snapshot.task == "single-label":
+        seen = sorted(set(snapshot.train["label"]))
+        if len(seen) < 2:
+            raise DataError(
+                f"The training split holds {len(seen)} label(s) ({seen}); a classifier needs at least two. "
+                "Add rows of other labels (check the quarantine file for rows that were set aside)."
+            )
+
+
 def _true_values(snapshot: Snapshot, frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
     """Ground truth in the array convention the evaluate stage expects, aligned with ``labels``."""
     column = snapshot.answer_column
@@ -223,6 +242,7 @@ def fit(
     from keepfit.train import train_model
 
     snap = resolve_snapshot(config, snapshot)
+    _require_trainable(snap)
     store = Store.at(config.store)
     run_dir = Path(resume) if resume else _new_run_dir(store, "fit")
     trained = train_model(snap, config, run_dir, resume=resume is not None, progress=progress)
@@ -437,6 +457,7 @@ def update(
     store = Store.at(config.store)
     old = load_snapshot(store, champion.lineage.data_snapshot)
     snapshot, diff, new_train = _update_snapshot(config, old, Path(data))
+    _require_trainable(snapshot)
     if on_diff is not None:
         on_diff(diff)
     timings["data_s"] = time.perf_counter() - started

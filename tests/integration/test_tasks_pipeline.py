@@ -59,3 +59,19 @@ def test_regression_fit_evaluate_and_update(tiny: Path, tmp_path: Path):
     assert again.metrics["mae"] == pytest.approx(fitted.metrics["mae"], rel=1e-5)
     result = keepfit.update(config, tmp_path / "week2.csv", force=True)
     assert result.promoted and (result.forced == (not result.decision.passed))
+
+
+def test_untrainable_data_is_a_clear_error_before_any_training(tiny: Path, tmp_path: Path):
+    pd.DataFrame({"text": [f"text number {i}" for i in range(40)], "label": "a"}).to_csv(
+        tmp_path / "one.csv", index=False
+    )
+    config = _config(tmp_path, tiny, "one.csv", "")
+    with pytest.raises(keepfit.DataError, match="at least two"):
+        keepfit.fit(config)
+    pd.DataFrame({"text": ["good film", "bad film", "nice plot"], "label": ["pos", "neg", "pos"]}).to_csv(
+        tmp_path / "tiny.csv", index=False
+    )
+    config = _config(tmp_path, tiny, "tiny.csv", "")
+    with pytest.raises(keepfit.DataError, match="Add more data"):
+        keepfit.fit(config)
+    assert not (tmp_path / ".keepfit" / "runs").exists() or not any((tmp_path / ".keepfit" / "runs").iterdir())

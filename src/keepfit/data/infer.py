@@ -326,6 +326,14 @@ def _pick_answer(
             )
             notes.append(f"task: single-label, label column {p.name!r} ({why})")
         return task, settings
+    named = [p for p in hinted if p.filled and not p.numeric]
+    if named:
+        p = named[0]
+        notes.append(
+            f"task: single-label, label column {p.name!r} by its name, although the sample holds only "
+            f"{p.distinct} distinct value(s): a classifier needs at least two labels, so add rows of other labels"
+        )
+        return "single-label", {"label_column": p.name}
     raise DataError(
         f"Could not tell which column holds the labels: columns {list(profiles)} (text: {text!r}). Expected "
         "a column with few distinct values (single-label), lists (multi-label) or numbers (regression). "

@@ -178,3 +178,13 @@ def test_main_turns_a_data_error_into_a_message(
     assert "DataError" in err and "no readable data rows" in err
     assert "Traceback" not in err
     assert not (tmp_path / "k.yaml").exists()
+
+
+def test_a_label_column_with_one_value_is_chosen_by_name_with_a_warning(tmp_path):
+    from keepfit.data.infer import infer_config
+
+    path = tmp_path / "one.csv"
+    path.write_text("text,label\nhello there,a\nworld peace,a\nfoo bar,a\n")
+    config, notes = infer_config(path)
+    assert config.task == "single-label" and config.data.label_column == "label"
+    assert any("at least two labels" in note for note in notes)
