@@ -104,9 +104,10 @@ class Predictor:
         """Outputs for ``texts`` (see :class:`Predictions`), with the ``top_k`` labels per text."""
         texts = [str(t) for t in texts]
         start = time.perf_counter()
-        logits = self.logits(texts, batch_size)
         if len(texts) == 0:
             logits = torch.zeros((0, 1 if self.task == "regression" else len(self.labels)))
+        else:
+            logits = self.logits(texts, batch_size)
         outputs = outputs_from_logits(logits, self.task, self.mean, self.std)
         seconds = max(time.perf_counter() - start, 1e-9)
         top_labels: list[list[str]] = []
