@@ -53,6 +53,7 @@ class EvaluateResult:
     metrics: dict[str, float]
     report: Path
     result: Any
+    outputs: tuple[list[str], np.ndarray] | None = None  # (labels, outputs) on the evaluated split
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,9 @@ def _evaluate_model(
         seed=config.train.seed,
     )
     report = write_evaluation_report(result, out_dir, history=history, title=title)
-    return EvaluateResult(metrics=dict(result.headline), report=report, result=result)
+    return EvaluateResult(
+        metrics=dict(result.headline), report=report, result=result, outputs=(labels, preds.outputs)
+    )
 
 
 def _lineage(config: KeepfitConfig, snapshot: Snapshot, labels: list[str], parent: str | None):
@@ -332,12 +335,14 @@ def _compare_on(
     out_dir: Path,
     groups: dict[str, np.ndarray] | None = None,
     frame: pd.DataFrame | None = None,
+    new_outputs: tuple[list[str], np.ndarray] | None = None,
 ) -> CompareResult:
     from keepfit.gate import apply_gate, compare_outputs, write_comparison_report
 
     frame = snapshot.test if frame is None else frame
     labels_old, out_old = _paired_outputs(config, old_dir, frame)
-    labels_new, out_new = _paired_outputs(config, new_dir, frame)
+    # the candidate's test outputs are reused from its evaluation when given (same rows, same order)
+    labels_new, out_new = new_outputs or _paired_outputs(config, new_dir, frame)
     union = labels_new + [x for x in labels_old if x not in labels_new]
     comparison = compare_outputs(
         snapshot.task,
@@ -491,7 +496,13 @@ def update(
 
     evaluation = _evaluate_model(config, trained.model_dir, snapshot, run_dir / "evaluation", history=trained.history)
     compared = _compare_on(
-        config, champion_dir, trained.model_dir, snapshot, run_dir / "comparison", groups=_test_groups(old, snapshot)
+        config,
+        champion_dir,
+        trained.model_dir,
+        snapshot,
+        run_dir / "comparison",
+        groups=_test_groups(old, snapshot),
+        new_outputs=evaluation.outputs,
     )
     decision = compared.decision
     info = registry.register(
