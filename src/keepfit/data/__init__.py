@@ -16,7 +16,7 @@ from keepfit.data.check import CheckResult, check_data, check_files, snapshot_da
 from keepfit.data.diff import SnapshotDiff, diff_renderable, diff_snapshots, diff_to_json
 from keepfit.data.quality import QUALITY_CHECKS, Finding, QualityCheck, run_quality
 from keepfit.data.report import render_html, summary_renderable
-from keepfit.data.snapshot import SnapshotInfo, create_snapshot, list_snapshots, load_snapshot
+from keepfit.data.snapshot import SnapshotInfo, ancestors, create_snapshot, list_snapshots, load_snapshot, set_head
 from keepfit.data.split import SplitResult, split_frame, split_rows
 
 __all__ = [
@@ -39,6 +39,8 @@ __all__ = [
     "create_snapshot",
     "list_snapshots",
     "load_snapshot",
+    "set_head",
+    "ancestors",
     "SplitResult",
     "split_frame",
     "split_rows",

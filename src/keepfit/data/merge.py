@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from keepfit.types import LABEL, ROW, SOURCE, SPLIT, SPLITS, TEXT, Snapshot, Task, label_column_for
+from keepfit.config import KeepfitConfig
+from keepfit.types import GROUP, LABEL, ROW, SOURCE, SPLIT, SPLITS, TEXT, Snapshot, Task, label_column_for
 
-__all__ = ["MergedRows", "merge_new_rows", "replay_sample"]
+__all__ = ["MergedRows", "merge_new_rows", "replay_sample", "leakage_against_earlier", "earlier_group_splits"]
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,15 @@ def _answer_key(value: object, task: Task) -> object:
     return value
 
 
-def merge_new_rows(old: Snapshot, new_rows: pd.DataFrame, *, apply_relabels: bool = False) -> MergedRows:
-    """Deduplicate ``new_rows`` (canonical table) against every row of ``old``; quarantine or apply relabels."""
+def merge_new_rows(
+    old: Snapshot, new_rows: pd.DataFrame, *, apply_relabels: bool = False, pending: frozenset[str] = frozenset()
+) -> MergedRows:
+    """Deduplicate ``new_rows`` (canonical table) against every row of ``old``; quarantine or apply relabels.
+
+    ``pending`` holds the texts of earlier rows that no champion was ever trained or judged on (a rejected
+    batch kept in the history): a new label for one of those is applied whatever ``apply_relabels`` says,
+    because a corrected batch must be able to replace the batch it corrects.
+    """
     column = label_column_for(old.task)
     earlier = {name: old.split(name).copy() for name in SPLITS}
     where: dict[str, tuple[str, int]] = {}
@@ -70,7 +78,7 @@ def merge_new_rows(old: Snapshot, new_rows: pd.DataFrame, *, apply_relabels: boo
                 }
             )
         else:
-            if apply_relabels:
+            if apply_relabels or text in pending:
                 frame.iat[pos, frame.columns.get_loc(column)] = answer
             else:
                 dupes.append(
@@ -85,9 +93,10 @@ def merge_new_rows(old: Snapshot, new_rows: pd.DataFrame, *, apply_relabels: boo
                     }
                 )
             relabels.append({TEXT: text, SPLIT: split, "old": str(old_answer), "new": str(answer),
-                             ROW: int(row), SOURCE: source})
+                             ROW: int(row), SOURCE: source,
+                             "applied": bool(apply_relabels or text in pending), "pending": text in pending})
     duplicates = pd.DataFrame(dupes, columns=[ROW, SOURCE, "reason", "detail", "raw_text", "raw_label"])
-    relabelled = pd.DataFrame(relabels, columns=[TEXT, SPLIT, "old", "new", ROW, SOURCE])
+    relabelled = pd.DataFrame(relabels, columns=[TEXT, SPLIT, "old", "new", ROW, SOURCE, "applied", "pending"])
     return MergedRows(
         new_rows=new_rows[keep].reset_index(drop=True),
         duplicates=duplicates,
@@ -115,3 +124,76 @@ def replay_sample(train: pd.DataFrame, n: int, task: Task, seed: int) -> pd.Data
         picks.append(rng.choice(index, size=min(take, len(index)), replace=False))
     chosen = np.sort(np.concatenate(picks))
     return train.iloc[chosen].reset_index(drop=True)
+
+
+def leakage_against_earlier(
+    earlier: dict[str, pd.DataFrame], new_rows: pd.DataFrame, config: KeepfitConfig
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """New split rows whose text (exactly, or as a near-duplicate) is an earlier row of another split.
+
+    Such a row would leak: a new training row that copies an earlier test row lifts the candidate on the very
+    rows the gate judges it by, and a new test row that copies an earlier training row measures memory. Earlier
+    rows are never touched (they were judged as they are); the new row is quarantined with reason ``leakage``,
+    or kept / failed as ``quality.leakage`` says. Returns (kept new rows, quarantine rows).
+    """
+    from keepfit.data.quality import QUARANTINE_COLUMNS, _CrossMatcher, _near_method, add_derived_columns
+
+    empty = pd.DataFrame(columns=QUARANTINE_COLUMNS)
+    old = pd.concat([earlier[name].assign(**{SPLIT: name}) for name in SPLITS], ignore_index=True)
+    if len(new_rows) == 0 or len(old) == 0 or config.quality.leakage == "keep":
+        return new_rows.reset_index(drop=True), empty
+    both = pd.concat([old, new_rows], ignore_index=True)
+    frame = add_derived_columns(both, config)
+    matcher = _CrossMatcher(frame, _near_method(len(frame), config), config.quality.near_duplicate_threshold)
+    partner = np.full(len(frame), -1, dtype=np.int64)
+    similarity = np.zeros(len(frame))
+    splits = frame[SPLIT].astype(object).to_numpy(dtype=object)
+    is_new = np.arange(len(frame)) >= len(old)
+    for name in SPLITS:
+        query = np.flatnonzero(is_new & (splits == name))
+        index = np.flatnonzero(~is_new & (splits != name))
+        if len(query) and len(index):
+            matcher.match(query, index, partner, similarity)
+    leaked = np.flatnonzero(is_new & (partner >= 0))
+    if len(leaked) == 0:
+        return new_rows.reset_index(drop=True), empty
+    column = label_column_for(config.task)
+    texts = frame[TEXT].astype(str).to_numpy(dtype=object)
+    if config.quality.leakage == "fail":
+        from keepfit.errors import DataError
+
+        shown = "; ".join(f"row {int(frame[ROW].iat[p])}: {str(frame[TEXT].iat[p])[:60]!r}" for p in leaked[:5])
+        raise DataError(
+            f"{len(leaked)} new rows repeat (or nearly repeat) earlier rows of another split: {shown}. "
+            "Remove them from the batch, or set quality.leakage to drop to quarantine them."
+        )
+    quarantine = pd.DataFrame(
+        {
+            ROW: frame[ROW].to_numpy()[leaked].astype(np.int64),
+            SOURCE: frame[SOURCE].to_numpy(dtype=object)[leaked],
+            "reason": "leakage",
+            "detail": [
+                f"{splits[p]} row {'copies' if texts[p] == texts[partner[p]] else 'nearly copies'} an earlier "
+                f"{splits[partner[p]]} row ({str(frame[TEXT].iat[int(partner[p])])[:80]!r}); kept out so the "
+                "earlier splits stay independent"
+                for p in leaked
+            ],
+            "raw_text": [str(t)[:300] for t in frame[TEXT].to_numpy()[leaked]],
+            "raw_label": [str(v) for v in frame[column].to_numpy(dtype=object)[leaked]],
+        },
+        columns=QUARANTINE_COLUMNS,
+    )
+    keep = np.ones(len(new_rows), dtype=bool)
+    keep[leaked - len(old)] = False
+    return new_rows[keep].reset_index(drop=True), quarantine
+
+
+def earlier_group_splits(earlier: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """group value -> the split that already holds it (new rows of a known group must join that split)."""
+    out: dict[str, str] = {}
+    for name in SPLITS:
+        frame = earlier[name]
+        if GROUP in frame:
+            for value in frame[GROUP].dropna().astype(str):
+                out.setdefault(value, name)
+    return out

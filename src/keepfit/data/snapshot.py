@@ -36,6 +36,8 @@ __all__ = [
     "SnapshotInfo",
     "create_snapshot",
     "load_snapshot",
+    "set_head",
+    "ancestors",
     "list_snapshots",
     "resolve_snapshot_id",
     "content_hash",
@@ -187,11 +189,13 @@ def create_snapshot(
     report: dict[str, Any] | None = None,
     sources: list[str] | None = None,
     labels: list[str] | None = None,
+    move_head: bool = True,
 ) -> Snapshot:
     """Store split rows (a dict of train/validation/test tables, or one table with a ``split`` column) and
     their quarantine as a snapshot; returns it. Identical content reuses the existing folder.
 
-    ``parent`` defaults to the current HEAD (when it differs). HEAD is moved to the new snapshot atomically.
+    ``parent`` defaults to the current HEAD (when it differs). HEAD is moved to the new snapshot atomically,
+    unless ``move_head`` is false (an update moves HEAD itself once the snapshot proved trainable).
     """
     split_frames = _as_frames(frames)
     task: Task = config.task
@@ -237,8 +241,25 @@ def create_snapshot(
                 (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         except FileExistsError:
             pass  # written meanwhile by another process: same content, same id
-    atomic_write_text(store.head_file, snapshot_id + "\n")
+    if move_head:
+        set_head(store, snapshot_id)
     return load_snapshot(store, snapshot_id)
+
+
+def set_head(store: Store, snapshot_id: str) -> None:
+    """Point HEAD at an existing snapshot (atomically)."""
+    if not (store.snapshot(snapshot_id) / "meta.json").exists():
+        raise DataError(f"Cannot move HEAD to {snapshot_id[:12]}: no such snapshot in {store.snapshots}.")
+    atomic_write_text(store.head_file, snapshot_id + "\n")
+
+
+def ancestors(store: Store, snapshot_id: str) -> list[str]:
+    """``snapshot_id`` and its parents, newest first (stops at a missing parent)."""
+    chain, current = [], snapshot_id
+    while current and current not in chain and (store.snapshot(current) / "meta.json").exists():
+        chain.append(current)
+        current = _meta(store, current).get("parent")
+    return chain
 
 
 # ------------------------------------------------------------------------------------------------ reading
