@@ -236,7 +236,38 @@ def _stratified(frame: pd.DataFrame, config: KeepfitConfig, warnings: list[str])
         return np.sort(np.concatenate([keep, positions[~np.isin(positions, candidates)]])), np.sort(taken)
 
     val, test = _two_step(len(frame), config, splitter)
-    return _labels_from_positions(len(frame), val, test)
+    assigned = _labels_from_positions(len(frame), val, test)
+    if config.split.min_test_per_class:
+        assigned = _top_up_test(assigned, labels, config.split.min_test_per_class, config.split.seed, warnings)
+    return assigned
+
+
+def _top_up_test(assigned: np.ndarray, labels: np.ndarray, minimum: int, seed: int, warnings: list[str]) -> np.ndarray:
+    """Move training rows of a class into test until it has ``minimum`` test rows (the gate needs rows per class
+    to protect it), never taking more than half of the class's training rows."""
+    rng = np.random.default_rng(seed)
+    out = assigned.copy()
+    moved, short = 0, []
+    for label in np.unique(labels):
+        is_label = labels == label
+        need = minimum - int((is_label & (out == "test")).sum())
+        if need <= 0:
+            continue
+        train_pos = np.flatnonzero(is_label & (out == "train"))
+        take = min(need, len(train_pos) // 2)
+        if take < need:
+            short.append(str(label))
+        if take > 0:
+            out[rng.choice(train_pos, size=take, replace=False)] = "test"
+            moved += take
+    if moved:
+        warnings.append(f"split.min_test_per_class={minimum}: moved {moved} training rows into test")
+    if short:
+        warnings.append(
+            f"{len(short)} label(s) have too few rows for {minimum} test rows each (at most half of a label's "
+            f"training rows move): {', '.join(short[:10])}"
+        )
+    return out
 
 
 def _iterative(frame: pd.DataFrame, config: KeepfitConfig, warnings: list[str]) -> np.ndarray:

@@ -170,3 +170,20 @@ def test_separate_validation_and_test_files_are_honoured_and_leaks_leave_train(t
     assert leak["row"].tolist() == [42] and leak["source"].tolist() == ["train.csv"]
     assert leak["detail"].iat[0] == "same text as test row 2"
     assert result.n_in == 43 == len(kept) + len(result.quarantine)
+
+
+def test_min_test_per_class_tops_up_small_classes_from_train():
+    from keepfit.config import KeepfitConfig
+    from keepfit.data.split import split_frame
+
+    labels = [f"c{i % 30}" for i in range(600)]  # 20 rows per label: ~2 test rows each at 10%
+    frame = pd.DataFrame({"row": range(2, 602), "source": "d.csv", "text": [f"t {i}" for i in range(600)],
+                          "label": labels})
+    plain = split_frame(frame, KeepfitConfig.model_validate({"split": {"method": "stratified"}})).frame
+    config = KeepfitConfig.model_validate({"split": {"method": "stratified", "min_test_per_class": 5}})
+    result = split_frame(frame, config)
+    per_class = result.frame[result.frame["split"] == "test"].groupby("label").size()
+    assert plain[plain["split"] == "test"].groupby("label").size().min() < 5
+    assert per_class.min() >= 5 and len(per_class) == 30
+    assert (result.frame["split"] == "validation").sum() == (plain["split"] == "validation").sum()
+    assert any("min_test_per_class=5" in w for w in result.warnings)
