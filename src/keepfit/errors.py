@@ -15,6 +15,7 @@ __all__ = [
     "GateRejected",
     "RegistryError",
     "MissingExtraError",
+    "LockBusy",
 ]
 
 
@@ -74,3 +75,9 @@ class MissingExtraError(KeepfitError):
     """An optional part is used without its extra installed."""
 
     exit_code = 8
+
+
+class LockBusy(KeepfitError):
+    """Another process holds the project lock (an update, a registration or a promotion is under way)."""
+
+    exit_code = 9

@@ -6,6 +6,8 @@ No stage logic lives here; only order, paths and lineage.
 
 from __future__ import annotations
 
+import json
+import logging
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -19,6 +21,8 @@ from keepfit.config import KeepfitConfig, config_hash
 from keepfit.errors import DataError, ModelError, RegistryError
 from keepfit.store import Store
 from keepfit.types import Snapshot
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FitResult",
@@ -46,6 +50,7 @@ class FitResult:
     report: Path
     version: str | None
     train: Any = None
+    label_issues: Any = None  # keepfit.data.TrainingLabelIssues found in the snapshot before training
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class EvaluateResult:
     report: Path
     result: Any
     outputs: tuple[list[str], np.ndarray] | None = None  # (labels, outputs) on the evaluated split
+    thresholds: np.ndarray | None = None  # multi-label decision thresholds served with the model
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,11 @@ class UpdateResult:
     decision: Any = None
     comparison: Any = None
     timings: dict[str, float] = field(default_factory=dict)
+    pending: bool = False  # the batch stays in the history (HEAD) for the next update
+    batch: dict[str, Any] = field(default_factory=dict)  # rows in, new, duplicates, screened, leaked, relabels
+    warnings: list[str] = field(default_factory=list)
+    judged_against: str | None = None  # the champion version the candidate was compared with
+    screen: Any = None  # keepfit.data.ScreenResult: rows of the batch the champion disputed, and the blocks
 
 
 def _new_run_dir(store: Store, kind: str) -> Path:
@@ -197,7 +208,7 @@ def _evaluate_model(
     preds = predictor.predict(frame["text"].tolist(), batch_size=config.evaluate.batch_size)
     labels = preds.labels
     validation = None
-    if len(snapshot.validation):
+    if len(snapshot.validation) and not predictor.postprocessing.saved:  # an older folder: fit them here
         val_preds = predictor.predict(snapshot.validation["text"].tolist(), batch_size=config.evaluate.batch_size)
         validation = (_true_values(snapshot, snapshot.validation, labels), val_preds.outputs)
     result = evaluate_outputs(
@@ -208,11 +219,14 @@ def _evaluate_model(
         config=config.evaluate,
         frame=frame,
         validation=validation,
+        thresholds=preds.thresholds,
+        temperature=preds.temperature,
         seed=config.train.seed,
     )
     report = write_evaluation_report(result, out_dir, history=history, title=title)
     return EvaluateResult(
-        metrics=dict(result.headline), report=report, result=result, outputs=(labels, preds.outputs)
+        metrics=dict(result.headline), report=report, result=result, outputs=(labels, preds.outputs),
+        thresholds=preds.thresholds,
     )
 
 
@@ -242,12 +256,45 @@ def fit(
     The first registered version becomes ``champion``; later fits are registered without an alias
     (use ``keepfit update`` to replace a champion through the gate).
     """
+    from keepfit.lock import project_lock
+
+    store = Store.at(config.store)
+    with project_lock(store, "keepfit fit", timeout=config.update.lock_timeout):
+        return _fit_locked(config, store, snapshot, resume, register, progress)
+
+
+RUN_SNAPSHOT_FILE = "snapshot.json"
+
+
+def _run_snapshot(config: KeepfitConfig, store: Store, snapshot: str | None, resume: Path | None) -> Snapshot:
+    """A resumed run trains on the snapshot it started with (its id is in the run folder), not on HEAD."""
+    from keepfit.data import load_snapshot
+
+    if resume is None:
+        return resolve_snapshot(config, snapshot)
+    saved = Path(resume) / RUN_SNAPSHOT_FILE
+    if not saved.exists():
+        log.warning("resume: %s has no %s (an older run); using the snapshot resolved now", resume, saved.name)
+        return resolve_snapshot(config, snapshot)
+    started_on = json.loads(saved.read_text(encoding="utf-8"))["snapshot"]
+    if snapshot and not started_on.startswith(snapshot):
+        raise DataError(
+            f"--snapshot {snapshot} differs from the snapshot {started_on[:12]} the run in {resume} started on; "
+            "a resumed run must continue on the same data. Drop --snapshot, or start a new run."
+        )
+    return load_snapshot(store, started_on)
+
+
+def _fit_locked(config, store: Store, snapshot, resume, register: bool, progress: bool) -> FitResult:
+    from keepfit._io import atomic_write_text
     from keepfit.train import train_model
 
-    snap = resolve_snapshot(config, snapshot)
+    snap = _run_snapshot(config, store, snapshot, resume)
     _require_trainable(snap)
-    store = Store.at(config.store)
     run_dir = Path(resume) if resume else _new_run_dir(store, "fit")
+    if resume is None:
+        atomic_write_text(run_dir / RUN_SNAPSHOT_FILE, json.dumps({"snapshot": snap.id}))
+    issues = _training_label_issues(config, snap, run_dir)
     trained = train_model(snap, config, run_dir, resume=resume is not None, progress=progress)
     evaluation = _evaluate_model(config, trained.model_dir, snap, run_dir / "evaluation", history=trained.history)
     version = None
@@ -273,7 +320,20 @@ def fit(
         report=evaluation.report,
         version=version,
         train=trained,
+        label_issues=issues,
     )
+
+
+def _training_label_issues(config: KeepfitConfig, snap: Snapshot, run_dir: Path):
+    """Rows of the snapshot whose label out-of-fold predictions of a cheap model dispute (confident learning),
+    written to the run folder for `keepfit data review`; they are reported, not removed."""
+    from keepfit.data.review import find_training_label_issues, write_label_issues
+
+    rows = pd.concat([snap.train.assign(split="train"), snap.validation.assign(split="validation"),
+                      snap.test.assign(split="test")], ignore_index=True)
+    found = find_training_label_issues(rows, snap.task, snap.labels, config.train.seed)
+    write_label_issues(found.issues, run_dir, origin="fit", snapshot_id=snap.id)
+    return found
 
 
 def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
@@ -324,7 +384,7 @@ def _paired_outputs(config: KeepfitConfig, model_dir: Path, frame: pd.DataFrame)
     from keepfit.train import load_predictor
 
     preds = load_predictor(model_dir).predict(frame["text"].tolist(), batch_size=config.evaluate.batch_size)
-    return preds.labels, preds.outputs
+    return preds.labels, preds.outputs, preds.thresholds
 
 
 def _compare_on(
@@ -335,14 +395,14 @@ def _compare_on(
     out_dir: Path,
     groups: dict[str, np.ndarray] | None = None,
     frame: pd.DataFrame | None = None,
-    new_outputs: tuple[list[str], np.ndarray] | None = None,
+    new_outputs: tuple[list[str], np.ndarray, np.ndarray | None] | None = None,
 ) -> CompareResult:
     from keepfit.gate import apply_gate, compare_outputs, write_comparison_report
 
     frame = snapshot.test if frame is None else frame
-    labels_old, out_old = _paired_outputs(config, old_dir, frame)
+    labels_old, out_old, thresholds_old = _paired_outputs(config, old_dir, frame)
     # the candidate's test outputs are reused from its evaluation when given (same rows, same order)
-    labels_new, out_new = new_outputs or _paired_outputs(config, new_dir, frame)
+    labels_new, out_new, thresholds_new = new_outputs or _paired_outputs(config, new_dir, frame)
     union = labels_new + [x for x in labels_old if x not in labels_new]
     comparison = compare_outputs(
         snapshot.task,
@@ -355,6 +415,8 @@ def _compare_on(
         config=config.evaluate,
         groups=groups,
         seed=config.train.seed,
+        thresholds_old=thresholds_old,
+        thresholds_new=thresholds_new,
     )
     decision = apply_gate(comparison, config.gate)
     report = write_comparison_report(comparison, decision, out_dir)
@@ -379,56 +441,6 @@ def compare(
     return _compare_on(config, old_dir, new_dir, snap, Path(out))
 
 
-def _update_snapshot(config: KeepfitConfig, old: Snapshot, data: Path) -> tuple[Snapshot, Any, pd.DataFrame]:
-    """Check the new file, deduplicate it against all earlier data, split it, and store old + new as a snapshot.
-
-    Returns the new snapshot, its diff against ``old``, and the new training rows (for the warm start).
-    """
-    from keepfit.data import check_data, create_snapshot, diff_snapshots, split_rows
-    from keepfit.data.merge import merge_new_rows
-
-    checked = check_data(data, config)
-    apply = config.update.relabels == "apply"
-    merged = merge_new_rows(old, checked.kept, apply_relabels=apply)
-    new_split = split_rows(merged.new_rows, config)
-    frames = {
-        name: pd.concat([merged.earlier[name], new_split[new_split["split"] == name]], ignore_index=True)
-        for name in ("train", "validation", "test")
-    }
-    quarantine = pd.concat([checked.quarantine, merged.duplicates], ignore_index=True)
-    snapshot = create_snapshot(
-        frames,
-        quarantine=quarantine,
-        config=config,
-        store=Store.at(config.store),
-        parent=old.id,
-        report={**checked.report, "update": {"relabels": config.update.relabels,
-                                             "relabelled": merged.relabelled.to_dict("records"),
-                                             "quarantined_against_earlier": len(merged.duplicates)}},
-    )
-    relabelled_train = set(merged.relabelled.loc[merged.relabelled["split"] == "train", "text"]) if apply else set()
-    new_train = pd.concat(
-        [
-            new_split[new_split["split"] == "train"],
-            frames["train"][frames["train"]["text"].isin(relabelled_train)],
-        ],
-        ignore_index=True,
-    )
-    if len(new_train) == 0:
-        raise DataError(
-            f"{data} brings nothing to train on: of {checked.n_in} rows, {len(merged.duplicates)} repeat earlier "
-            f"data, {len(checked.quarantine)} were quarantined and no new row landed in the training split. "
-            "Add new labelled rows, or run `keepfit data check` on the file to see why rows were dropped."
-        )
-    return snapshot, diff_snapshots(old, snapshot), new_train
-
-
-def _test_groups(old: Snapshot, new: Snapshot) -> dict[str, np.ndarray]:
-    seen = set(old.test["text"])
-    is_old = new.test["text"].isin(seen).to_numpy()
-    return {"earlier test set": is_old, "new test set": ~is_old, "all": np.ones(len(new.test), dtype=bool)}
-
-
 def _candidate_config(config: KeepfitConfig) -> KeepfitConfig:
     train = config.train.model_copy(
         update={k: v for k, v in {"epochs": config.update.epochs, "lr": config.update.lr}.items() if v is not None}
@@ -436,22 +448,122 @@ def _candidate_config(config: KeepfitConfig) -> KeepfitConfig:
     return config.model_copy(update={"train": train})
 
 
+def _test_groups(judged: Snapshot, new: Snapshot) -> dict[str, np.ndarray]:
+    """The gate's groups: test rows the champion was judged on before, the batch's test rows, and all."""
+    seen = set(judged.test["text"])
+    is_old = new.test["text"].isin(seen).to_numpy()
+    return {EARLIER: is_old, NEW: ~is_old, "all": np.ones(len(new.test), dtype=bool)}
+
+
+EARLIER, NEW = "earlier test set", "new test set"
+
+
+def _update_base(store: Store, judged: Snapshot, drop_pending: bool) -> Snapshot:
+    """HEAD when it descends from the champion's snapshot (it then holds pending batches), else that snapshot."""
+    from keepfit.data import ancestors, load_snapshot
+
+    if drop_pending or not store.head_file.exists():
+        return judged
+    head = load_snapshot(store, "HEAD")
+    if judged.id in ancestors(store, head.id):
+        return head
+    log.warning(
+        "HEAD %s does not descend from the champion's snapshot %s; the update starts from the champion's",
+        head.id[:12], judged.id[:12],
+    )
+    return judged
+
+
+def _screen(config: KeepfitConfig, champion_dir: Path, judged: Snapshot, batch) -> tuple[pd.DataFrame, Any]:
+    """The champion scores the batch's rows of labels it knows, before any training: rows it disputes far more
+    often than its validation error predicts (e.g. two swapped labels) become quarantine rows
+    (``update.screen: quarantine``), are only reported (``keep``), or refuse the batch (``fail``).
+
+    Returns the quarantine rows and the screen's result (None when the screen could not run, with the reason
+    logged)."""
+    empty = batch.quarantine.iloc[0:0]
+    rows = batch.new_rows
+    if judged.task != "single-label" or len(rows) == 0 or len(judged.validation) == 0:
+        return empty, None
+    from keepfit.data.review import accepted_pairs
+    from keepfit.data.screen import apply_screen, screen_batch
+    from keepfit.train import load_predictor
+
+    predictor = load_predictor(champion_dir)
+    labels = list(predictor.labels)
+    known = rows[rows["label"].isin(set(labels))].reset_index(drop=True)
+    val = judged.validation[judged.validation["label"].isin(set(labels))]
+    if len(known) == 0 or len(val) == 0:
+        return empty, None
+    bs = config.evaluate.batch_size
+    index = {name: i for i, name in enumerate(labels)}
+    result = screen_batch(
+        known,
+        labels,
+        predictor.predict(known["text"].tolist(), batch_size=bs).outputs,
+        val_true=np.array([index[v] for v in val["label"]]),
+        val_probs=predictor.predict(val["text"].tolist(), batch_size=bs).outputs,
+        min_confidence=config.update.screen_min_confidence,
+        reviewed=accepted_pairs(Store.at(config.store).root),
+    )
+    _, quarantine = apply_screen(known, result, config.update.screen)
+    return quarantine, result
+
+
+def _train_candidate(config, snapshot: Snapshot, judged: Snapshot, new_train, champion_dir, run_dir, progress):
+    from keepfit.train import train_model
+
+    if config.update.strategy == "retrain":
+        return train_model(snapshot, config, run_dir, progress=progress)
+    from keepfit.data.merge import replay_sample
+
+    replay = replay_sample(
+        judged.train, int(round(config.update.replay_ratio * len(new_train))), judged.task, config.train.seed
+    )
+    warm = Snapshot(
+        id=snapshot.id, path=snapshot.path, task=snapshot.task, labels=snapshot.labels,
+        train=new_train, validation=snapshot.validation, test=snapshot.test,
+        quarantine=snapshot.quarantine, report=snapshot.report, parent=snapshot.parent,
+    )
+    return train_model(
+        warm,
+        _candidate_config(config),
+        run_dir,
+        init_from=champion_dir,
+        teacher=champion_dir if config.update.distill else None,
+        replay=replay,
+        progress=progress,
+    )
+
+
 def update(
     config: KeepfitConfig,
     data: Path,
     *,
     force: bool = False,
+    drop_pending: bool = False,
     progress: bool = False,
     on_diff: Any = None,
 ) -> UpdateResult:
-    """New data -> snapshot and diff -> candidate -> paired comparison with the champion -> gate -> registry.
+    """New data -> screen -> snapshot and diff -> candidate -> paired comparison with the champion -> gate.
 
     The candidate becomes ``champion`` only if every gate rule passes (or ``force``, which is recorded);
-    otherwise it is registered as ``challenger`` with the reasons.
+    otherwise it is registered as ``challenger`` with the reasons, and its batch stays in the data history
+    as a pending snapshot (HEAD) that the next update trains on too (``drop_pending`` starts from the
+    champion's snapshot instead). The whole update holds the project lock, so two updates never race; the
+    promotion is a compare-and-swap on the champion the candidate was judged against.
     """
-    from keepfit.data import load_snapshot
+    from keepfit.lock import project_lock
+
+    store = Store.at(config.store)
+    with project_lock(store, "keepfit update", timeout=config.update.lock_timeout):
+        return _update_locked(config, Path(data), store, force, drop_pending, progress, on_diff)
+
+
+def _update_locked(config, data: Path, store: Store, force, drop_pending, progress, on_diff) -> UpdateResult:
+    from keepfit.data import diff_snapshots, load_snapshot, set_head
+    from keepfit.data.batch import merge_batch, snapshot_batch
     from keepfit.registry import Registry
-    from keepfit.train import train_model
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -459,52 +571,49 @@ def update(
     champion = registry.champion()
     if champion is None:
         raise RegistryError("No champion to update: run `keepfit fit` first to register version 1.")
-    store = Store.at(config.store)
-    old = load_snapshot(store, champion.lineage.data_snapshot)
-    snapshot, diff, new_train = _update_snapshot(config, old, Path(data))
-    _require_trainable(snapshot)
-    if on_diff is not None:
-        on_diff(diff)
+    judged = load_snapshot(store, champion.lineage.data_snapshot)
+    base = _update_base(store, judged, drop_pending)
+    champion_dir = registry.model_path(champion.version)
+    batch = merge_batch(config, base, judged, data)
     timings["data_s"] = time.perf_counter() - started
 
-    run_dir = _new_run_dir(store, "update")
-    champion_dir = registry.model_path(champion.version)
     t0 = time.perf_counter()
-    if config.update.strategy == "retrain":
-        trained = train_model(snapshot, config, run_dir, progress=progress)
-    else:
-        from keepfit.data.merge import replay_sample
+    screened, screen = _screen(config, champion_dir, judged, batch)
+    timings["screen_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    snapshot, new_train, section = snapshot_batch(
+        config, batch, base=base, judged=judged, screened=screened,
+        screen_report=screen.to_dict() if screen is not None else {"skipped": "single-label rows of known labels "
+                                                                    "and the champion's validation rows needed"},
+    )
+    _require_trainable(snapshot)
+    set_head(store, snapshot.id)  # only now: the batch is in the history, trainable, and judged next
+    diff = diff_snapshots(judged, snapshot)
+    if on_diff is not None:
+        on_diff(diff)
+    timings["data_s"] += time.perf_counter() - t0
 
-        replay = replay_sample(
-            old.train, int(round(config.update.replay_ratio * len(new_train))), old.task, config.train.seed
-        )
-        warm = Snapshot(
-            id=snapshot.id, path=snapshot.path, task=snapshot.task, labels=snapshot.labels,
-            train=new_train, validation=snapshot.validation, test=snapshot.test,
-            quarantine=snapshot.quarantine, report=snapshot.report, parent=snapshot.parent,
-        )
-        trained = train_model(
-            warm,
-            _candidate_config(config),
-            run_dir,
-            init_from=champion_dir,
-            teacher=champion_dir if config.update.distill else None,
-            replay=replay,
-            progress=progress,
-        )
+    run_dir = _new_run_dir(store, "update")
+    if screen is not None:
+        from keepfit.data.review import write_label_issues
+
+        write_label_issues(screen.flagged, run_dir, origin="screen", snapshot_id=snapshot.id)
+    t0 = time.perf_counter()
+    trained = _train_candidate(config, snapshot, judged, new_train, champion_dir, run_dir, progress)
     timings["train_s"] = time.perf_counter() - t0
 
+    t0 = time.perf_counter()
     evaluation = _evaluate_model(config, trained.model_dir, snapshot, run_dir / "evaluation", history=trained.history)
+    timings["evaluate_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     compared = _compare_on(
-        config,
-        champion_dir,
-        trained.model_dir,
-        snapshot,
-        run_dir / "comparison",
-        groups=_test_groups(old, snapshot),
-        new_outputs=evaluation.outputs,
+        config, champion_dir, trained.model_dir, snapshot, run_dir / "comparison",
+        groups=_test_groups(judged, snapshot), new_outputs=(*evaluation.outputs, evaluation.thresholds),
     )
+    timings["compare_s"] = time.perf_counter() - t0
     decision = compared.decision
+
+    t0 = time.perf_counter()
     info = registry.register(
         trained.model_dir,
         metrics=_numeric(evaluation.metrics),
@@ -516,10 +625,10 @@ def update(
     reasons = list(decision.reasons)
     promoted = bool(decision.passed or force)
     if promoted:
-        why = "gate passed" if decision.passed else "forced past the gate: " + "; ".join(reasons)
-        registry.promote(info.version, reason=why, forced=not decision.passed)
-    else:
+        promoted, reasons = _promote(registry, info.version, champion.version, decision, reasons)
+    if not promoted:
         registry.set_challenger(info.version, reasons=reasons)
+    timings["register_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
     return UpdateResult(
         snapshot_id=snapshot.id,
@@ -534,4 +643,21 @@ def update(
         decision=decision,
         comparison=compared.comparison,
         timings=timings,
+        pending=not promoted,
+        batch=section,
+        warnings=list(getattr(decision, "warnings", []) or []),
+        screen=screen,
+        judged_against=champion.version,
     )
+
+
+def _promote(registry, version: str, judged_against: str, decision, reasons: list[str]) -> tuple[bool, list[str]]:
+    """Compare-and-swap: promote only if the champion is still the version the candidate was judged against."""
+    from keepfit.registry import ChampionMoved
+
+    why = "gate passed" if decision.passed else "forced past the gate: " + "; ".join(reasons)
+    try:
+        registry.promote(version, reason=why, forced=not decision.passed, expected_champion=judged_against)
+    except ChampionMoved as err:
+        return False, [*reasons, str(err)]
+    return True, reasons

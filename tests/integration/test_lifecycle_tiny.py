@@ -44,7 +44,8 @@ def project(tmp_path_factory) -> Path:
 def _cfg(project: Path) -> list[str]:
     return [
         "--config", str(project / "keepfit.yaml"),
-        "--set", "train.lr=1e-2", "--set", "train.epochs=4", "--set", "train.precision=fp32",
+        "--set", "train.lr=1e-2", "--set", "train.head_lr=null", "--set", "train.epochs=4",
+        "--set", "train.precision=fp32", "--set", "update.epochs=8",
         "--set", "evaluate.bootstrap=200", "--set", "gate.max_negative_flip_rate=0.05",
     ]
 

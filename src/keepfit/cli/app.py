@@ -7,13 +7,21 @@ import os
 import sys
 
 import typer
+from rich.markup import escape
 
+from keepfit.cli._common import INTERNAL_ERROR, INTERRUPTED, exit_codes_epilog
 from keepfit.cli._console import err_console
 from keepfit.errors import KeepfitError
+
+# Typer >= 0.20 carries its own copy of click (``typer._click``); older ones use click itself. The usage errors
+# come from whichever copy built the app, so the classes are taken from where typer's BadParameter lives:
+# ``import click`` here would name classes the app never raises, and every typo would look like a bug.
+_click_errors = importlib.import_module(typer.BadParameter.__module__)
 
 app = typer.Typer(
     name="keepfit",
     help="Fine-tune models and keep them current: clean data, honest validation, regression-safe updates.",
+    epilog=exit_codes_epilog(),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -45,34 +53,37 @@ _register_all()
 
 
 def main() -> None:
-    """Entry point: run the app; a KeepfitError becomes one clear message and a non-zero exit."""
+    """Entry point: run the app and turn the outcome into an exit code (see ``keepfit --help``).
+
+    A KeepfitError becomes one clear message and its ``exit_code``; a usage mistake shows the usage line,
+    the problem and the --help hint (exit 2); anything else is a bug (exit 70, traceback with --debug).
+    """
     debug = "--debug" in sys.argv or os.environ.get("KEEPFIT_DEBUG") == "1"
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="keepfit")
     except KeepfitError as err:
         if debug:
             raise
-        err_console.print(f"[bold red]{type(err).__name__}:[/] {err}", markup=True)
+        err_console.print(f"[bold red]{type(err).__name__}:[/] {escape(str(err))}", markup=True)
+        sys.exit(err.exit_code)
+    except _click_errors.ClickException as err:  # a usage mistake: usage line, problem, hint; exit 2
+        err.show()
         sys.exit(err.exit_code)
     except typer.Abort:
         err_console.print("Aborted.")
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except KeyboardInterrupt:
         err_console.print("Interrupted; nothing half-written was kept.")
-        sys.exit(130)
-    except Exception as err:  # a click usage error, or a bug
-        import click
-
-        if isinstance(err, click.exceptions.Exit):
-            sys.exit(err.exit_code)
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
+        sys.exit(INTERRUPTED)
+    except Exception as err:
         if debug:
             raise
         err_console.print(
-            f"[bold red]Internal error ({type(err).__name__}):[/] {err}\n"
+            f"[bold red]Internal error ({type(err).__name__}):[/] {escape(str(err))}\n"
             "This is a bug in keepfit, not in your input. Re-run with --debug for the traceback and report it.",
             markup=True,
         )
-        sys.exit(70)
+        sys.exit(INTERNAL_ERROR)
+    # Without standalone mode, click returns the code of `typer.Exit(code)` (and 0 after --help) instead of
+    # exiting.
+    sys.exit(code if isinstance(code, int) else 0)

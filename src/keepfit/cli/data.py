@@ -1,4 +1,4 @@
-"""`keepfit data check|snapshot|diff|list`: parsing and printing only; the work is in keepfit.data."""
+"""`keepfit data check|snapshot|diff|list|review|accept`: parsing and printing only; the work is in keepfit.data."""
 
 from __future__ import annotations
 
@@ -146,6 +146,74 @@ def list_command(config: Path = ConfigOption, overrides: list[str] = SetOption) 
             f"test {c.get('test', 0):,}, "
             f"quarantined {c.get('quarantine', 0):,}  parent {(i.parent or '-')[:12]}  {', '.join(i.sources)}"
         )
+
+
+_REVIEW_ROWS = 40  # rows shown in the terminal; --csv and --html hold all of them
+
+
+@data_app.command("review")
+def review_command(
+    csv: Path = typer.Option(None, "--csv", help="Write every flagged row to this CSV (fill in accept, then "
+                             "run `keepfit data accept FILE`)."),
+    html: Path = typer.Option(None, "--html", help="Write every flagged row to this HTML page."),
+    show_all: bool = typer.Option(False, "--all", help="Also list rows already decided."),
+    config: Path = ConfigOption,
+    overrides: list[str] = SetOption,
+) -> None:
+    """Label issues of the whole project: found in the training data at fit time and in each screened batch."""
+    import pandas as pd
+    from rich.table import Table
+
+    from keepfit._io import atomic_write_text
+    from keepfit.data.review import collect_label_issues, render_review_html, write_review_csv
+
+    cfg = resolve_config(config, overrides)
+    issues = collect_label_issues(Path(cfg.store))
+    shown = issues if show_all else issues[issues["status"] == "open"]
+    n_open = int((issues["status"] == "open").sum())
+    console.print(f"{len(issues):,} label issue(s) in {cfg.store}, {n_open:,} open.")
+    if len(shown):
+        for block, n in shown.loc[shown["block"] != "", "block"].value_counts().items():
+            console.print(f"  block [bold]{block}[/]: {n} row(s) (given label -> the champion's)")
+        table = Table(show_lines=False)
+        for column in ("issue", "label -> suspected", "p", "text", "found in"):
+            table.add_column(column, overflow="fold")
+        for r in shown.head(_REVIEW_ROWS).itertuples(index=False):
+            p = "" if pd.isna(r.confidence) else f"{r.confidence:.2f}"
+            table.add_row(r.issue, f"{r.label} -> {r.suspected_label or '?'}", p, r.text[:80],
+                          f"{r.origin}: {r.source}:{r.row}", style="yellow" if r.block else None)
+        console.print(table)
+        if len(shown) > _REVIEW_ROWS:
+            console.print(f"... and {len(shown) - _REVIEW_ROWS:,} more; --csv FILE or --html FILE lists them all.")
+    if csv is not None:
+        console.print(f"review CSV: {write_review_csv(shown, csv)} (fill in accept: yes/no and corrected_label, "
+                      f"then run `keepfit data accept {csv}`)")
+    if html is not None:
+        console.print(f"review page: {atomic_write_text(html, render_review_html(shown))}")
+
+
+@data_app.command("accept")
+def accept_command(
+    file: Path = typer.Argument(..., help="A review CSV from `keepfit data review --csv` with accept filled in."),
+    config: Path = ConfigOption,
+    overrides: list[str] = SetOption,
+) -> None:
+    """Re-admit checked rows: write the accepted (or corrected) rows as a data file for `keepfit update --data`."""
+    from keepfit.data.review import accept_reviewed
+
+    cfg = resolve_config(config, overrides)
+    result = accept_reviewed(file, cfg)
+    console.print(
+        f"{result.n_accepted} accepted as labelled, {result.n_corrected} corrected, {result.n_rejected} left out"
+        + (f"; {result.n_already_in_data} already in the training data" if result.n_already_in_data else "")
+    )
+    if result.path is None:
+        console.print(result.command[0].upper() + result.command[1:] + ".")
+        return
+    console.print(f"wrote {result.path}: {result.n_rows} rows; run `{result.command}`")
+    if result.n_relabels:
+        console.print(f"  {result.n_relabels} of them relabel rows already in the data: the update applies them "
+                      "only with update.relabels=apply (as in the command above).")
 
 
 def register(app: typer.Typer) -> None:

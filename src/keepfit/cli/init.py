@@ -20,7 +20,7 @@ def init(
     task: str | None = typer.Option(None, "--task", help="single-label | multi-label | regression."),
 ) -> None:
     """Infer the task (single-label, multi-label or regression) and the columns, and write a config to review."""
-    from keepfit.data.infer import infer, write_config_file
+    from keepfit.data.infer import infer, with_model_name, write_config_file
     from keepfit.errors import ConfigError
 
     if task is not None and task not in ("single-label", "multi-label", "regression"):
@@ -40,6 +40,8 @@ def init(
     )
     for note in found.notes:
         console.print(f"  - {note if len(note) <= 300 else note[:297] + '...'}")
+    name = with_model_name(found.config, out).registry.model_name
+    console.print(f"  - model versions are registered as [bold]{name}[/] (registry.model_name).")
     console.print(f"Wrote [bold]{path}[/]. Review it, then run [bold]keepfit data check[/].")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -9,7 +10,7 @@ import typer
 from rich.table import Table
 
 from keepfit.cli._common import ConfigOption, SetOption, resolve_config
-from keepfit.cli._console import console
+from keepfit.cli._console import console, err_console
 from keepfit.errors import RegistryError
 
 if TYPE_CHECKING:
@@ -33,6 +34,16 @@ def _open(config: Path | None, overrides: list[str] | None) -> tuple[Registry, A
 
     cfg = resolve_config(config, overrides)
     return Registry.open(cfg), cfg
+
+
+def _locked(registry: Registry, cfg: Any, what: str) -> AbstractContextManager[None]:
+    """The project lock, waiting as long as ``update.lock_timeout`` says; who holds it is shown meanwhile."""
+    from keepfit.lock import project_lock
+
+    def say(message: str) -> None:
+        err_console.print(message, markup=False)
+
+    return project_lock(registry.store, what, cfg.update.lock_timeout, on_wait=say)
 
 
 def _status(info: ModelVersionInfo) -> str:
@@ -125,17 +136,20 @@ def promote_command(
     overrides: list[str] = SetOption,
 ) -> None:
     """Make a version the champion. The previous champion is archived (its files stay)."""
-    registry, _ = _open(config, overrides)
-    target = registry.get(ref)
-    rejected = (target.gate or {}).get("decision") == "rejected"
-    if rejected and not force:
-        reasons = "; ".join((target.gate or {}).get("reasons", [])) or "no reasons stored"
-        raise RegistryError(
-            f"Version {target.version} was rejected by the gate ({reasons}). "
-            "Promote it anyway with --force (recorded as forced), or train a better candidate."
+    registry, cfg = _open(config, overrides)
+    with _locked(registry, cfg, "keepfit models promote"):  # the checks below hold until the switch
+        target = registry.get(ref)
+        rejected = (target.gate or {}).get("decision") == "rejected"
+        if rejected and not force:
+            reasons = "; ".join((target.gate or {}).get("reasons", [])) or "no reasons stored"
+            raise RegistryError(
+                f"Version {target.version} was rejected by the gate ({reasons}). "
+                "Promote it anyway with --force (recorded as forced), or train a better candidate."
+            )
+        old = registry.champion()
+        info = registry.promote(
+            target.version, reason=reason, forced=rejected, expected_champion=old.version if old else None
         )
-    old = registry.champion()
-    info = registry.promote(target.version, reason=reason, forced=rejected)
     before = f" (was version {old.version}, now archived)" if old else ""
     how = " past the gate (forced)" if rejected else ""
     console.print(f"[green]Promoted[/] version {info.version} to champion{how}{before}.")
@@ -149,9 +163,10 @@ def rollback_command(
     overrides: list[str] = SetOption,
 ) -> None:
     """Move champion back to the previous champion; nothing is deleted."""
-    registry, _ = _open(config, overrides)
-    old = registry.champion()
-    info = registry.rollback(reason=reason, to=to)
+    registry, cfg = _open(config, overrides)
+    with _locked(registry, cfg, "keepfit models rollback"):
+        old = registry.champion()
+        info = registry.rollback(reason=reason, to=to)
     was = f" from version {old.version}" if old else ""
     console.print(f"[yellow]Rolled back[/]{was}: version {info.version} is champion again.")
 

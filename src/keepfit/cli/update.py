@@ -1,13 +1,30 @@
-"""`keepfit update` (new data -> candidate -> gate -> promote or reject) and `keepfit compare A B`."""
+"""`keepfit update` (new data -> candidate -> gate -> promote or reject) and `keepfit compare A B`.
+
+Exit codes (see `keepfit --help`): update exits 0 when the candidate was promoted, 6 (GateRejected) when the
+gate rejected it, 7 (RegistryError) when the gate passed but the champion moved meanwhile; compare decides
+nothing and exits 0. With ``--json`` stdout carries one JSON document and nothing else; the diff, the tables
+and the progress go to stderr.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from keepfit.cli._common import ConfigOption, QuietOption, SetOption, resolve_config
 from keepfit.cli._console import console, quiet_default
+from keepfit.errors import GateRejected, KeepfitError, RegistryError
+
+JsonOption = typer.Option(
+    False, "--json", help="Print only a JSON summary to stdout (decision, rules, versions); the rest to stderr."
+)
+JSON_SCHEMA_VERSION = 1
 
 
 def print_decision(decision) -> None:
@@ -15,6 +32,7 @@ def print_decision(decision) -> None:
 
     table = Table(title="Gate")
     table.add_column("rule")
+    table.add_column("group")
     table.add_column("result")
     table.add_column("detail")
     for rule in decision.rules:
@@ -22,8 +40,94 @@ def print_decision(decision) -> None:
             mark = "[dim]skipped[/]"
         else:
             mark = "[green]pass[/]" if rule.passed else "[red]FAIL[/]"
-        table.add_row(rule.name, mark, rule.detail)
+        table.add_row(rule.name, _rule_group(rule, decision), mark, rule.detail)
     console.print(table)
+
+
+def _rule_group(rule: Any, decision: Any) -> str:
+    return str(getattr(rule, "group", None) or getattr(decision, "group", "") or "")
+
+
+def rules_document(decision: Any) -> list[dict[str, Any]]:
+    """Each rule as a JSON object: name, group, passed, skipped, value, threshold, detail."""
+    return [
+        {
+            "name": rule.name,
+            "group": _rule_group(rule, decision),
+            "passed": bool(rule.passed),
+            "skipped": bool(getattr(rule, "skipped", False)),
+            "value": getattr(rule, "value", None),
+            "threshold": getattr(rule, "threshold", None),
+            "detail": rule.detail,
+        }
+        for rule in decision.rules
+    ]
+
+
+def update_exit_code(result: Any) -> int:
+    """0 promoted; 6 rejected by the gate; 7 passed the gate but not promoted (the champion moved)."""
+    if result.promoted:
+        return 0
+    return GateRejected.exit_code if not result.decision.passed else RegistryError.exit_code
+
+
+def update_document(result: Any) -> dict[str, Any]:
+    """The machine-readable summary of an update (``keepfit update --json``)."""
+    from keepfit.evaluation._json import jsonable
+
+    decision = result.decision
+    return jsonable({
+        "schema": JSON_SCHEMA_VERSION,
+        "command": "update",
+        "decision": "passed" if decision.passed else "rejected",
+        "promoted": bool(result.promoted),
+        "forced": bool(result.forced),
+        "candidate_version": result.candidate_version,
+        "champion_version": result.champion_version,
+        "judged_against": getattr(result, "judged_against", None)
+        or (None if result.promoted else result.champion_version),
+        "rules": rules_document(decision),
+        "reasons": list(result.reasons),
+        "warnings": list(getattr(result, "warnings", None) or []),
+        "snapshot_id": result.snapshot_id,
+        "pending": bool(getattr(result, "pending", False)),
+        "batch": dict(getattr(result, "batch", None) or {}),
+        "report": str(result.report),
+        "run_dir": str(result.run_dir),
+        "timings": dict(result.timings or {}),
+        "exit_code": update_exit_code(result),
+    })
+
+
+def _error_document(command: str, err: KeepfitError) -> dict[str, Any]:
+    return {
+        "schema": JSON_SCHEMA_VERSION,
+        "command": command,
+        "error": {"type": type(err).__name__, "message": str(err), "exit_code": err.exit_code},
+        "exit_code": err.exit_code,
+    }
+
+
+@contextlib.contextmanager
+def _json_output(command: str, enabled: bool) -> Iterator[list[dict[str, Any]]]:
+    """With ``--json``: whatever the block prints goes to stderr, and the one document it puts in the yielded
+    list is written to stdout afterwards. A KeepfitError is reported as an error document, then re-raised so
+    the exit code and the message on stderr are the usual ones."""
+    out: list[dict[str, Any]] = []
+    if not enabled:
+        yield out
+        return
+    stdout = sys.stdout
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield out
+    except KeepfitError as err:
+        out[:] = [_error_document(command, err)]
+        raise
+    finally:
+        if out:
+            stdout.write(json.dumps(out[0], indent=2, allow_nan=False) + "\n")
+            stdout.flush()
 
 
 def update_command(
@@ -31,11 +135,14 @@ def update_command(
     strategy: str = typer.Option(None, "--strategy", help="warm (default: warm start + replay + distillation) "
                                  "or retrain (from scratch on all data)."),
     force: bool = typer.Option(False, "--force", help="Promote even if the gate rejects (recorded)."),
+    as_json: bool = JsonOption,
     config: Path = ConfigOption,
     overrides: list[str] = SetOption,
     quiet: bool = QuietOption,
 ) -> None:
-    """Check new data, train a candidate from the champion, gate it, and promote it only if every rule passes."""
+    """Check new data, train a candidate from the champion, gate it, and promote it only if every rule passes.
+
+    Exits 0 when the candidate was promoted, 6 when the gate rejected it (it stays challenger)."""
     from keepfit.pipeline import update
 
     cfg = resolve_config(config, overrides)
@@ -43,7 +150,17 @@ def update_command(
         if strategy not in {"warm", "retrain"}:
             raise typer.BadParameter(f"expected warm or retrain, got {strategy!r}", param_hint="--strategy")
         cfg.update.strategy = strategy  # type: ignore[assignment]
-    result = update(cfg, data, force=force, progress=not (quiet or quiet_default()), on_diff=_print_diff)
+    with _json_output("update", as_json) as document:
+        # Under --json the console writes to stderr here, so progress shows only when stderr is a terminal.
+        result = update(cfg, data, force=force, progress=not (quiet or quiet_default()), on_diff=_print_diff)
+        _print_update(result)
+        document.append(update_document(result))
+    code = update_exit_code(result)
+    if code:
+        raise typer.Exit(code)
+
+
+def _print_update(result: Any) -> None:
     print_decision(result.decision)
     if result.promoted:
         how = " (forced past the gate)" if result.forced else ""
@@ -55,6 +172,8 @@ def update_command(
         )
         for reason in result.reasons:
             console.print(f"  - {reason}")
+    for warning in getattr(result, "warnings", None) or []:
+        console.print(f"[yellow]warning[/]: {warning}")
     console.print(f"Comparison report: {result.report}")
 
 
@@ -64,22 +183,45 @@ def _print_diff(diff) -> None:
     console.print(diff_renderable(diff))
 
 
+def compare_document(result: Any, a: str, b: str) -> dict[str, Any]:
+    """The machine-readable summary of a comparison (``keepfit compare --json``)."""
+    from keepfit.evaluation._json import jsonable
+
+    decision = result.decision
+    return jsonable({
+        "schema": JSON_SCHEMA_VERSION,
+        "command": "compare",
+        "a": a,
+        "b": b,
+        "decision": "passed" if decision.passed else "rejected",
+        "rules": rules_document(decision),
+        "reasons": list(decision.reasons),
+        "warnings": list(getattr(decision, "warnings", None) or []),
+        "report": str(result.report),
+    })
+
+
 def compare_command(
     a: str = typer.Argument("champion", help="The old model: folder, run folder or registry ref."),
     b: str = typer.Argument("challenger", help="The new model: folder, run folder or registry ref."),
     snapshot: str = typer.Option(None, "--snapshot", help="Snapshot whose test split both are scored on."),
     out: Path = typer.Option(None, "--out", help="Folder for compare.json and compare.html."),
+    as_json: bool = JsonOption,
     config: Path = ConfigOption,
     overrides: list[str] = SetOption,
 ) -> None:
-    """Paired comparison of two models on the same examples: deltas with intervals, flips, the gate's verdict."""
+    """Paired comparison of two models on the same examples: deltas with intervals, flips, the gate's verdict.
+
+    Decides nothing, so it exits 0 whatever the verdict."""
     from keepfit.pipeline import compare
 
     cfg = resolve_config(config, overrides)
-    result = compare(cfg, a, b, snapshot=snapshot, out_dir=out)
-    print_decision(result.decision)
-    verdict = "[green]would pass[/]" if result.decision.passed else "[red]would be rejected[/]"
-    console.print(f"The gate {verdict}. Report: {result.report}")
+    with _json_output("compare", as_json) as document:
+        result = compare(cfg, a, b, snapshot=snapshot, out_dir=out)
+        print_decision(result.decision)
+        verdict = "[green]would pass[/]" if result.decision.passed else "[red]would be rejected[/]"
+        console.print(f"The gate {verdict}. Report: {result.report}")
+        document.append(compare_document(result, a, b))
 
 
 def register(app: typer.Typer) -> None:

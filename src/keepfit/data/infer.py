@@ -573,6 +573,8 @@ def _yaml_scalar(value: Any) -> str:
         return text
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_yaml_scalar(v) for v in value) + "]"
+    if isinstance(value, dict):  # a flow mapping, e.g. gate.groups
+        return "{" + ", ".join(f"{_yaml_scalar(str(k))}: {_yaml_scalar(v)}" for k, v in value.items()) + "}"
     text = str(value)
     if _PLAIN.fullmatch(text) and yaml.safe_load(text) == text:
         return text
@@ -662,6 +664,19 @@ def _relative(value: str, base: Path) -> str:
     return str(absolute) if relative.startswith(os.path.join("..", "..", "..")) else relative
 
 
+def with_model_name(config: KeepfitConfig, config_path: str | Path) -> KeepfitConfig:
+    """``config`` with ``registry.model_name`` filled in from the project folder (the folder holding the store,
+    as seen from ``config_path``) when it is empty, so the registry follows the project when it is renamed or
+    copied."""
+    from keepfit.registry.naming import model_name_from_folder
+
+    if config.registry.model_name:
+        return config
+    project = (Path(config_path).parent / config.store).resolve().parent
+    registry = config.registry.model_copy(update={"model_name": model_name_from_folder(project.name)})
+    return config.model_copy(update={"registry": registry})
+
+
 def write_config_file(
     config: KeepfitConfig,
     notes: list[str],
@@ -672,7 +687,8 @@ def write_config_file(
 ) -> Path:
     """Write the commented config atomically; refuse to replace an existing file unless ``force``.
 
-    ``label_names`` are written as a commented-out ``labels:`` list the user can enable.
+    ``label_names`` are written as a commented-out ``labels:`` list the user can enable. An empty
+    ``registry.model_name`` is written as the project folder's name (see :func:`with_model_name`).
     """
     from keepfit._io import atomic_write_text
     from keepfit.config import load_config
@@ -683,6 +699,7 @@ def write_config_file(
             f"{target} already exists; expected a new path. Pass --force to overwrite it, or --out "
             "OTHER.yaml."
         )
+    config = with_model_name(config, target)
     text = render_config_yaml(config, notes, base=target.parent, label_names=label_names)
     atomic_write_text(target, text)
     load_config(target)  # what we wrote must read back; a failure here is a bug worth surfacing

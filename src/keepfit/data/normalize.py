@@ -13,7 +13,11 @@ from typing import NamedTuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["Normalized", "normalize_text", "MISSING_TOKENS"]
+__all__ = ["Normalized", "normalize_text", "MISSING_TOKENS", "NORMALIZATION_VERSION"]
+
+# Saved with every model (keepfit_postprocess.json) so serving can tell it cleans texts as training did.
+# Bump it whenever normalize_text changes what it returns for some input.
+NORMALIZATION_VERSION = 1
 
 # Removed outright: C0/C1 control characters that are not whitespace, zero-width space, byte-order mark.
 _CONTROL = r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\x{200B}\x{FEFF}]"

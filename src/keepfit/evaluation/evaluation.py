@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +13,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from keepfit.config import EvaluateConfig
+from keepfit.errors import DataError
 from keepfit.evaluation import calibration as cal
 from keepfit.evaluation import metrics as m
 from keepfit.evaluation._json import jsonable
@@ -83,21 +86,33 @@ def evaluate_outputs(
     config: EvaluateConfig,
     frame: pd.DataFrame | None = None,
     validation: tuple[np.ndarray, np.ndarray] | None = None,
+    thresholds: Mapping[str, float] | Sequence[float] | np.ndarray | None = None,
+    temperature: float | None = None,
     seed: int = 0,
 ) -> EvaluationResult:
     """Evaluate one model's ``outputs`` against ``y_true`` (conventions: :mod:`keepfit.evaluation.metrics`).
 
     ``frame`` (rows aligned with the arrays) provides slices: ``slice:<name>`` columns and text-length bins
-    (characters, ``config.length_bins``). ``validation`` = (y_true, outputs) of the validation split, used to
-    fit the temperature (classification) and, for multi-label, the per-label thresholds; without it
-    thresholds are 0.5 and no temperature is fitted. Intervals are percentile bootstrap with
-    ``config.bootstrap`` resamples.
-    Raises DataError for empty input, misaligned shapes, or NaN outputs.
+    (characters, ``config.length_bins``).
+
+    What is served is what is judged: ``thresholds`` ([C] or ``{label: t}``, multi-label) and
+    ``temperature`` are the post-processing the model serves its ``outputs`` with (a predictor's
+    ``Predictions.thresholds`` / ``Predictions.temperature``; the outputs already carry the temperature).
+    Given, they are used as they are and nothing is tuned or fitted: the decisions use ``thresholds``, and
+    the calibration shows the raw model ("before", the temperature undone) and what is served ("after").
+    Otherwise ``validation`` = (y_true, outputs) of the validation split tunes the multi-label thresholds and
+    fits a temperature that is reported but not served; without it thresholds are 0.5 and no temperature is
+    fitted. ``settings["threshold_source"]`` and ``calibration["temperature_source"]`` say which happened;
+    ``headline["ece"]`` is always the ECE of the outputs as given (what is served).
+    Intervals are percentile bootstrap with ``config.bootstrap`` resamples.
+    Raises DataError for empty input, misaligned shapes, NaN outputs or unusable thresholds/temperature.
     """
     y, out = m.check_outputs(task, labels, y_true, outputs)
     val = None
     if validation is not None:
         val = m.check_outputs(task, labels, validation[0], validation[1], what="validation outputs")
+    served_thresholds = _served_thresholds(task, labels, thresholds)
+    served_temperature = _served_temperature(task, temperature)
     settings = {
         "bootstrap": config.bootstrap,
         "confidence": config.confidence,
@@ -109,14 +124,18 @@ def evaluate_outputs(
     if task == "single-label":
         result = _single(labels, y, out, config, val)
     elif task == "multi-label":
-        result = _multi(labels, y, out, val)
+        result = _multi(labels, y, out, val, served_thresholds)
+        settings["threshold_source"] = (
+            "served" if served_thresholds is not None else "tuned on validation" if val is not None else "default 0.5"
+        )
     else:
         result = _regression(y, out)
-    stats, from_sums, per_class, confusion, predicted, thresholds, top_k = result
+    stats, from_sums, per_class, confusion, predicted, named_thresholds, top_k = result
     headline = _headline(task, labels, y, out, predicted, config.top_k)
-    calibration = _calibration(task, y, out, val, config.calibration_bins) if task != "regression" else None
-    if calibration is not None:
-        headline["ece"] = calibration["ece"]
+    calibration = None
+    if task != "regression":
+        calibration = _calibration(task, y, out, val, config.calibration_bins, served_temperature)
+        headline["ece"] = calibration["ece_served"]
     intervals = _intervals(task, stats, from_sums, config, seed)
     masks = slice_masks(frame, len(y), config.length_bins)
     per_slice = _per_slice(task, stats, from_sums, masks, config, seed)
@@ -130,7 +149,7 @@ def evaluate_outputs(
         per_slice=per_slice,
         confusion=confusion,
         calibration=calibration,
-        thresholds=thresholds,
+        thresholds=named_thresholds,
         predicted=_named(task, labels, predicted),
         top_k=top_k,
         settings=settings,
@@ -158,8 +177,46 @@ def _single(labels, y, probs, config, val):
     )
 
 
-def _multi(labels, y, probs, val):
-    thresholds = m.tune_thresholds(*val) if val is not None else np.full(len(labels), 0.5)
+def _served_thresholds(task: str, labels: list[str], given) -> np.ndarray | None:
+    if given is None:
+        return None
+    if task != "multi-label":
+        raise DataError(f"thresholds apply to multi-label outputs only; the task is {task}. Pass thresholds=None.")
+    if isinstance(given, Mapping):
+        missing = [x for x in labels if x not in given]
+        if missing:
+            raise DataError(f"thresholds lack labels {missing}; give one threshold per label of {labels}.")
+        given = [given[x] for x in labels]
+    values = np.asarray(given, dtype=float).reshape(-1)
+    if len(values) != len(labels):
+        raise DataError(
+            f"Expected {len(labels)} thresholds (one per label, in the order {labels}), got {len(values)}. "
+            "Pass the Predictions.thresholds of the model that made the outputs."
+        )
+    if not np.all((values >= 0) & (values <= 1)):
+        raise DataError(
+            f"thresholds must be probabilities in [0, 1], got {values.tolist()}. "
+            "Pass the Predictions.thresholds of the model that made the outputs."
+        )
+    return values
+
+
+def _served_temperature(task: str, given: float | None) -> float | None:
+    if given is None or task == "regression":
+        return None
+    if not (math.isfinite(given) and given > 0):
+        raise DataError(
+            f"temperature must be a positive finite number (the logits were divided by it), got {given!r}. "
+            "Pass the Predictions.temperature of the model that made the outputs, or None."
+        )
+    return float(given)
+
+
+def _multi(labels, y, probs, val, served):
+    if served is not None:
+        thresholds = served
+    else:
+        thresholds = m.tune_thresholds(*val) if val is not None else np.full(len(labels), 0.5)
     pred = m.predict_multi(probs, thresholds)
     confusion = skm.multilabel_confusion_matrix(y, pred).tolist()
     named = dict(zip(labels, map(float, thresholds), strict=True))
@@ -224,29 +281,41 @@ def _per_slice(task, stats, from_sums, masks, config: EvaluateConfig, seed: int)
     return out
 
 
-def _calibration(task, y, probs, val, n_bins: int) -> dict[str, Any]:
-    conf, correct = cal.confidence_and_correct(task, y, probs)
+def _calibration(task, y, probs, val, n_bins: int, served: float | None) -> dict[str, Any]:
+    """Calibration before and after temperature scaling, and which of the two is served.
+
+    ``served`` (the temperature already in ``probs``): "before" is the raw model, recovered by undoing it,
+    and "after" is ``probs``. Otherwise "before" is ``probs`` and "after" uses a temperature fitted on
+    ``val`` (reported, not served).
+    """
+    raw = cal.apply_temperature(task, probs, 1.0 / served) if served is not None else probs
+    conf, correct = cal.confidence_and_correct(task, y, raw)
     out: dict[str, Any] = {
         "unit": "row (max probability)" if task == "single-label" else "label decision (max(p, 1-p))",
         "n_bins": n_bins,
         "ece": cal.expected_calibration_error(conf, correct, n_bins),
-        "nll": cal.negative_log_likelihood(task, y, probs),
+        "nll": cal.negative_log_likelihood(task, y, raw),
         "bins": cal.reliability_bins(conf, correct, n_bins),
         "temperature": None,
+        "temperature_source": None,
         "ece_after": None,
         "nll_after": None,
         "bins_after": None,
     }
-    if val is not None:
+    temperature = served
+    if temperature is None and val is not None:
         temperature = cal.fit_temperature(task, *val)
-        scaled = cal.apply_temperature(task, probs, temperature)
+    if temperature is not None:
+        scaled = probs if served is not None else cal.apply_temperature(task, probs, temperature)
         conf_t, correct_t = cal.confidence_and_correct(task, y, scaled)
         out.update(
             temperature=temperature,
+            temperature_source="served" if served is not None else "fitted on validation (not served)",
             ece_after=cal.expected_calibration_error(conf_t, correct_t, n_bins),
-            nll_after=cal.negative_log_likelihood(task, y, probs, temperature),
+            nll_after=cal.negative_log_likelihood(task, y, raw, temperature),
             bins_after=cal.reliability_bins(conf_t, correct_t, n_bins),
         )
+    out["ece_served"] = out["ece_after"] if served is not None else out["ece"]
     return out
 
 

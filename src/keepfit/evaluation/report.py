@@ -114,11 +114,14 @@ def _cell(value: Any) -> Any:
 def _calibration_section(c: dict[str, Any]) -> str:
     rows = [["ECE", c["ece"], c.get("ece_after")], ["NLL (nats)", c["nll"], c.get("nll_after")]]
     temp = c.get("temperature")
-    note = (
-        f"Temperature fitted on validation: T = {temp:.3f}."
-        if temp is not None
-        else "No validation outputs given: no temperature fitted."
-    )
+    source = c.get("temperature_source")
+    if temp is not None and source == "served":
+        note = (f"Temperature saved with the model and applied to what it serves: T = {temp:.3f}; "
+                "'before' is the raw model.")
+    elif temp is not None:
+        note = f"Temperature fitted on validation: T = {temp:.3f} (reported only; the model serves 'before')."
+    else:
+        note = "No temperature: none saved with the model and no validation outputs given."
     return (
         f'<h2>Calibration</h2><p class="note">{esc(note)} Confidence unit: {esc(c["unit"])}; '
         f"{c['n_bins']} equal-width bins.</p>" + table(["", "before", "after temperature"], rows)

@@ -1,35 +1,57 @@
-"""The gate stage: paired comparison of two models, negative flips, and the promotion policy."""
+"""The gate stage: paired comparison of two models, negative flips, and the group-aware promotion policy."""
 
 from __future__ import annotations
 
-from keepfit.gate.compare import Comparison, GroupComparison, compare_outputs, mcnemar_exact, union_labels
+from keepfit.gate.compare import (
+    ALL,
+    EARLIER,
+    NEW,
+    Comparison,
+    GroupComparison,
+    compare_outputs,
+    describe_group,
+    mcnemar_exact,
+    negative_flip_sentence,
+    union_labels,
+)
 from keepfit.gate.report import write_comparison_report
 from keepfit.gate.rules import (
     DEFAULT_RULES,
+    ClassRegression,
     GateDecision,
     GateRule,
+    Improvement,
     MaxNegativeFlipRate,
-    MaxSliceDrop,
-    MinDelta,
+    NewLabelRecall,
+    NonInferiority,
     RuleResult,
     Significance,
     apply_gate,
+    class_checks,
 )
 
 __all__ = [
+    "ALL",
+    "EARLIER",
+    "NEW",
     "Comparison",
     "GroupComparison",
     "compare_outputs",
+    "describe_group",
     "mcnemar_exact",
+    "negative_flip_sentence",
     "union_labels",
     "write_comparison_report",
     "GateDecision",
     "GateRule",
     "RuleResult",
-    "MinDelta",
+    "NonInferiority",
     "MaxNegativeFlipRate",
-    "MaxSliceDrop",
+    "ClassRegression",
+    "Improvement",
+    "NewLabelRecall",
     "Significance",
     "DEFAULT_RULES",
     "apply_gate",
+    "class_checks",
 ]

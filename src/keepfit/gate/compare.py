@@ -7,8 +7,9 @@ deltas reflect the correlation between the two models.
 What "right" means per example (used for flips, McNemar and slices):
 
 - single-label: the predicted label is the true label;
-- multi-label: the whole label set is predicted exactly (0.5 thresholds) - a flip is an example that was fully
-  right and now is not (or the reverse);
+- multi-label: the whole label set is predicted exactly, each label at its model's threshold
+  (``thresholds_old`` / ``thresholds_new``, the tuned thresholds the model is served with; 0.5 when not given) -
+  a flip is an example that was fully right and now is not (or the reverse);
 - regression: ``|prediction - target| <= tolerance`` (``EvaluateConfig.regression_tolerance``, else half the
   standard deviation of the targets); a negative flip is an example whose error grew beyond the tolerance.
 
@@ -17,7 +18,13 @@ union ``labels_new + [labels of the old model that the new one lacks]``. An old 
 be a label it does not know, so examples of new labels always count as wrong for the old model.
 
 Per class the compared metric is recall (accuracy on the class's examples) for single-label and F1 for
-multi-label; per slice it is the rate of right examples as defined above.
+multi-label; per slice it is the rate of right examples as defined above. Per class and per slice the paired
+counts are kept too: ``old_right`` (rows the old model got right), ``old_right_new_wrong`` (negative flips) and
+``old_wrong_new_right``; for a class, "right" means the class is predicted for a row that has it.
+
+The negative flip rate has one definition, ``NFR = #(old right and new wrong) / N`` over the ``N`` rows of a
+group; :func:`negative_flip_sentence` words it, with the share of previously-right rows beside it, for every
+message and report.
 """
 
 from __future__ import annotations
@@ -47,9 +54,15 @@ __all__ = [
     "DELTA_METRICS",
     "MAX_LISTED_FLIPS",
     "ALL",
+    "EARLIER",
+    "NEW",
+    "describe_group",
+    "negative_flip_sentence",
 ]
 
 ALL = "all"
+EARLIER = "earlier test set"  # test rows the champion was judged on before (what it could already do)
+NEW = "new test set"  # test rows that came with the batch
 MAX_LISTED_FLIPS = 200
 DELTA_METRICS = {
     "single-label": ("accuracy", "macro_f1", "weighted_f1", "top_k_accuracy"),
@@ -75,6 +88,7 @@ class GroupComparison:
     per_class: dict[str, dict[str, Any]]
     per_slice: dict[str, dict[str, dict[str, Any]]]
     calibration: dict[str, float] | None
+    negative_flip_rate_of_right: float = float("nan")  # negative flips / rows the old model got right
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(self.__dict__)
@@ -116,6 +130,31 @@ def union_labels(labels_old: list[str], labels_new: list[str]) -> list[str]:
     return list(labels_new) + [x for x in labels_old if x not in set(labels_new)]
 
 
+def describe_group(name: str) -> str:
+    """How a group is named in a sentence: "the earlier test set", "all rows", "group 'x'"."""
+    if name == ALL:
+        return "all rows"
+    if name in (EARLIER, NEW):
+        return f"the {name}"
+    return f"group {name!r}"
+
+
+def negative_flip_sentence(flips: int, n: int, old_right: int, group: str) -> str:
+    """The one wording of the negative flip rate, e.g. "18 negative flips on the earlier test set: 6.1% of its
+    293 rows, 7.0% of the 257 rows the old model got right"."""
+    where = describe_group(group)
+    if n == 0:
+        return f"no negative flips on {where}: it has no rows"
+    its = "the" if group == ALL else "its"
+    of_right = (
+        f"{flips / old_right:.1%} of the {old_right} rows the old model got right"
+        if old_right
+        else "the old model got none of them right"
+    )
+    noun = "negative flip" if flips == 1 else "negative flips"
+    return f"{flips} {noun} on {where}: {flips / n:.1%} of {its} {n} rows, {of_right}"
+
+
 def mcnemar_exact(old_right_new_wrong: int, old_wrong_new_right: int) -> float:
     """Two-sided exact McNemar p-value: binomial test of discordant pairs against 1/2 (1.0 if none)."""
     b, c = int(old_right_new_wrong), int(old_wrong_new_right)
@@ -146,11 +185,16 @@ def compare_outputs(
     config: EvaluateConfig,
     groups: dict[str, np.ndarray] | None = None,
     seed: int = 0,
+    thresholds_old: np.ndarray | None = None,
+    thresholds_new: np.ndarray | None = None,
 ) -> Comparison:
     """Paired comparison of two models' outputs on the same rows (conventions in the module docstring).
 
-    ``groups`` maps a name to a boolean mask [n] of rows to report on separately (e.g. the earlier and the new
-    test set); ``"all"`` is added when missing. In the ``"all"`` group the other groups also appear as slices.
+    ``groups`` maps a name to a boolean mask [n] of rows to report on separately (the pipeline's update passes
+    :data:`EARLIER`, :data:`NEW` and :data:`ALL`, which the gate's rules judge); ``"all"`` is added when
+    missing. In the ``"all"`` group the other groups also appear as slices. ``thresholds_old`` /
+    ``thresholds_new`` (multi-label only): per-label decision thresholds [len(labels_old)] /
+    [len(labels_new)], aligned with each model's own labels; 0.5 when None.
     """
     union = union_labels(labels_old, labels_new) if task != "regression" else []
     y, old = m.check_outputs(
@@ -175,8 +219,10 @@ def compare_outputs(
         )
     masks = _groups(groups, n)
     tolerance = _tolerance(task, y, config)
-    model_old = _score(task, y, old, config, tolerance)
-    model_new = _score(task, y, new, config, tolerance)
+    cut_old = _thresholds(task, labels_old, union, thresholds_old, "thresholds_old")
+    cut_new = _thresholds(task, labels_new, union, thresholds_new, "thresholds_new")
+    model_old = _score(task, y, old, config, tolerance, cut_old)
+    model_new = _score(task, y, new, config, tolerance, cut_new)
     settings = {
         "bootstrap": config.bootstrap,
         "confidence": config.confidence,
@@ -186,6 +232,9 @@ def compare_outputs(
         "regression_tolerance": tolerance,
         "length_unit": "characters",
         "length_bins": config.length_bins,
+        "thresholds": None
+        if task != "multi-label"
+        else {"old": "0.5" if thresholds_old is None else "given", "new": "0.5" if thresholds_new is None else "given"},
     }
     out = {}
     for name, mask in masks.items():
@@ -212,6 +261,25 @@ def _as2d(task: str, outputs: np.ndarray, labels: list[str]) -> np.ndarray:
             f"got shape {list(out.shape)}."
         )
     return out
+
+
+def _thresholds(
+    task: str, own: list[str], union: list[str], given: np.ndarray | None, what: str
+) -> np.ndarray | float:
+    """Per-label thresholds in the union label space; a label the model lacks is never predicted."""
+    if given is None:
+        return 0.5
+    if task != "multi-label":
+        raise DataError(f"{what} applies to multi-label comparisons only; this one is {task}. Pass None.")
+    cut = np.asarray(given, dtype=float)
+    if cut.shape != (len(own),) or not np.isfinite(cut).all():
+        raise DataError(
+            f"{what} must hold one finite threshold per label of its model ({len(own)}), got shape "
+            f"{list(cut.shape)}; pass the thresholds saved with the model, in its label order."
+        )
+    full = np.full(len(union), np.inf)
+    full[[union.index(name) for name in own]] = cut
+    return full
 
 
 def _groups(groups: dict[str, np.ndarray] | None, n: int) -> dict[str, np.ndarray]:
@@ -241,18 +309,38 @@ class _Scored:
     pred: np.ndarray
     correct: np.ndarray
     stats: np.ndarray
+    class_right: np.ndarray | None = None  # [n, C] bool: the row has the class and the model predicts it
+
+
+def _truth(task: str, y: np.ndarray, c: int) -> np.ndarray:
+    """[n, C] bool: the row's truth holds the class (a single-label -1 holds none)."""
+    if task == "multi-label":
+        return y.astype(bool)
+    return y[:, None] == np.arange(c)[None, :]
 
 
 def _score(
-    task: str, y: np.ndarray, out: np.ndarray, config: EvaluateConfig, tolerance: float | None
+    task: str,
+    y: np.ndarray,
+    out: np.ndarray,
+    config: EvaluateConfig,
+    tolerance: float | None,
+    thresholds: np.ndarray | float = 0.5,
 ) -> _Scored:
     if task == "single-label":
         pred = m.predict_single(out)
         hits = m.top_k_hits(y, out, config.top_k)
-        return _Scored(pred, (pred == y).astype(float), m.single_stats(y, pred, out.shape[1], hits))
+        right = pred == y
+        return _Scored(
+            pred,
+            right.astype(float),
+            m.single_stats(y, pred, out.shape[1], hits),
+            _truth(task, y, out.shape[1]) & right[:, None],
+        )
     if task == "multi-label":
-        pred = m.predict_multi(out)
-        return _Scored(pred, (pred == y).all(axis=1).astype(float), m.multi_stats(y, pred))
+        pred = m.predict_multi(out, thresholds)
+        right = (pred == y).all(axis=1).astype(float)
+        return _Scored(pred, right, m.multi_stats(y, pred), y.astype(bool) & pred.astype(bool))
     stats = m.regression_stats(y, out, tolerance)
     return _Scored(out, stats[:, 5].copy(), stats)
 
@@ -298,6 +386,7 @@ def _compare_group(
     ca, cb = a.correct[rows], b.correct[rows]
     neg, pos = np.flatnonzero((ca == 1) & (cb == 0)), np.flatnonzero((ca == 0) & (cb == 1))
     mcnemar = {
+        "old_right": int((ca == 1).sum()),
         "both_right": int(((ca == 1) & (cb == 1)).sum()),
         "both_wrong": int(((ca == 0) & (cb == 0)).sum()),
         "old_right_new_wrong": len(neg),
@@ -316,9 +405,10 @@ def _compare_group(
         positive_flip_rate=len(pos) / n if n else float("nan"),
         negative_flips=_flips(rows[neg], task, union, y, a, b, frame),
         positive_flips=_flips(rows[pos], task, union, y, a, b, frame),
-        per_class=_per_class(task, union, point_old, point_new, samples, config.confidence),
+        per_class=_per_class(task, union, point_old, point_new, samples, config.confidence, y[rows], a, b, rows),
         per_slice=_per_slice(slice_masks(sub_frame, n, config.length_bins, sub_extra), ca, cb, config, seed),
         calibration=_calibration(task, y[rows], old[rows], new[rows], config.calibration_bins) if n else None,
+        negative_flip_rate_of_right=len(neg) / int((ca == 1).sum()) if (ca == 1).any() else float("nan"),
     )
 
 
@@ -329,18 +419,32 @@ def _delta(old: Any, new: Any, diffs: np.ndarray | None, confidence: float) -> d
     return {"old": old_v, "new": new_v, "delta": new_v - old_v, "interval": interval}
 
 
-def _per_class(task, union, point_old, point_new, samples, confidence) -> dict[str, dict[str, Any]]:
-    """The class metric (recall or F1) per label; ``n`` = examples whose truth holds the label."""
+def _per_class(
+    task, union, point_old, point_new, samples, confidence, y, a: _Scored, b: _Scored, rows
+) -> dict[str, dict[str, Any]]:
+    """The class metric (recall or F1) per label with its paired counts; ``n`` = examples whose truth holds the
+    label."""
     if task == "regression":
         return {}
     key = f"{CLASS_METRIC[task]}_per_class"
     diffs = samples[1][key] - samples[0][key] if samples is not None else None
+    old_hit, new_hit = a.class_right[rows], b.class_right[rows]
+    truth = _truth(task, y, len(union))
+    counts = {
+        "old_right": old_hit.sum(axis=0),
+        "old_right_new_wrong": (old_hit & ~new_hit).sum(axis=0),
+        "old_wrong_new_right": (truth & ~old_hit & new_hit).sum(axis=0),
+    }
     out = {}
     for j, name in enumerate(union):
         entry = _delta(
             point_old[key][j], point_new[key][j], None if diffs is None else diffs[:, j], confidence
         )
-        out[name] = {"n": int(point_old["support_per_class"][j]), **entry}
+        out[name] = {
+            "n": int(point_old["support_per_class"][j]),
+            **entry,
+            **{k: int(v[j]) for k, v in counts.items()},
+        }
     return out
 
 
@@ -363,6 +467,9 @@ def _per_slice(masks, ca, cb, config: EvaluateConfig, seed: int) -> dict[str, di
             "new": new,
             "delta": new - old,
             "interval": interval,
+            "old_right": int((ca[mask] == 1).sum()),
+            "old_right_new_wrong": int(((ca[mask] == 1) & (cb[mask] == 0)).sum()),
+            "old_wrong_new_right": int(((ca[mask] == 0) & (cb[mask] == 1)).sum()),
         }
     return out
 

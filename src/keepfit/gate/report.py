@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 from keepfit._io import atomic_write_text
 from keepfit.evaluation import figures as fg
 from keepfit.evaluation._html import esc, figure, fmt_interval, page, table
-from keepfit.gate.compare import Comparison, GroupComparison
+from keepfit.gate.compare import Comparison, GroupComparison, describe_group, negative_flip_sentence
 from keepfit.gate.rules import GateDecision
 
 __all__ = ["write_comparison_report", "COMPARE_JSON", "COMPARE_HTML"]
@@ -36,15 +36,55 @@ def _verdict(decision: GateDecision) -> str:
     rows = [
         [
             r.name,
+            r.group or "",
             ("html", '<span class="pass">pass</span>' if r.passed else '<span class="fail">FAIL</span>')
             if not r.skipped
             else "skipped",
+            ", ".join(r.failed),
             r.detail,
         ]
         for r in decision.rules
     ]
-    return f"<h2>Gate: {word} (judged on group {esc(decision.group)})</h2>" + table(
-        ["rule", "result", "detail"], rows, numeric_from=99
+    warnings = "".join(f'<p class="fail">Warning: {esc(w)}</p>' for w in decision.warnings)
+    return (
+        f"<h2>Gate: {word}</h2>"
+        + table(["rule", "group judged", "result", "failed for", "detail"], rows, numeric_from=99)
+        + warnings
+    )
+
+
+def _class_checks(decision: GateDecision) -> str:
+    """The per-class/per-slice checks of the judged group, with the smallest drop each could detect."""
+    if not decision.classes:
+        return ""
+    rows = [
+        [
+            f"{u['kind']} {u['name']}",
+            u["n"],
+            u["old"],
+            u["new"],
+            u["old_right"],
+            u["old_right_new_wrong"],
+            u["old_wrong_new_right"],
+            u["p_value"],
+            u["p_holm"],
+            "none" if u["detectable_flips"] is None else f"{u['detectable_flips']} ({u['detectable_drop']:.0%})",
+            ("html", '<span class="fail">' + esc(", ".join(u["failed_by"])) + "</span>") if u["failed_by"] else "",
+        ]
+        for u in decision.classes
+    ]
+    return (
+        f"<h2>Classes and slices of {esc(describe_group(decision.group))}</h2>"
+        '<p class="note">old/new: recall (F1 for multi-label) per class, rate of right rows per slice. '
+        "flips: rows the old model got right that the new one gets wrong; p: exact McNemar, one-sided "
+        "(candidate worse), and Holm-adjusted across the classes and slices with a discordant pair. detectable: "
+        "the fewest flips (share of the class's rows) the gate rejects for sure; none: too few rows to protect "
+        "it.</p>"
+        + table(
+            ["class / slice", "n", "old", "new", "old right", "flips", "fixed", "p", "p (Holm)", "detectable",
+             "failed by"],
+            rows,
+        )
     )
 
 
@@ -56,6 +96,7 @@ def _sections(c: Comparison, decision: GateDecision) -> list[str]:
         f"({s.get('bootstrap')} resamples, "
         f"seed {s.get('seed')}, the same resamples for both models).</p>",
         _verdict(decision),
+        _class_checks(decision),
     ]
     figs = [
         (fg.to_data_uri(_metric_forest(c)), "Metric deltas per group with paired intervals."),
@@ -137,9 +178,9 @@ def _group_section(c: Comparison, g: GroupComparison) -> str:
             [[k, d["old"], d["new"], d["delta"], fmt_interval(d["interval"])] for k, d in g.deltas.items()],
         )
     )
+    right = mc.get("old_right", mc["both_right"] + mc["old_right_new_wrong"])
     parts.append(
-        f'<p class="note">Negative flip rate {g.negative_flip_rate:.4f} '
-        f"({mc['old_right_new_wrong']} broken), "
+        f'<p class="note">{esc(negative_flip_sentence(mc["old_right_new_wrong"], g.n, right, g.name))}; '
         f"positive flip rate {g.positive_flip_rate:.4f} ({mc['old_wrong_new_right']} fixed); McNemar exact "
         f"p = {mc['p_value']:.4g}."
         + (f" ECE {g.calibration['ece_old']:.4f} -> {g.calibration['ece_new']:.4f}." if g.calibration else "")

@@ -1,26 +1,33 @@
-"""The gate policy: small rules behind one protocol, judged on one group of a paired :class:`Comparison`.
+"""The gate policy: small rules behind one protocol, each judging the group of test rows it names.
 
-Rules (``policy`` is :class:`keepfit.config.GateConfig`; intervals are the paired bootstrap intervals at
-``EvaluateConfig.confidence``):
-- **min_delta**: the change of ``policy.metric`` (new - old, turned so that positive = better for metrics
-  where lower is better, such as MAE) must be at least ``min_delta``. With ``require_significance`` the
-  improvement must be *shown*, not just observed: the lower end of its interval must lie above ``min_delta``
-  (a one-sided test at level (1 - confidence) / 2; with ``min_delta`` < 0 this is a non-inferiority test
-  with that margin). Without bootstrap resamples there is no interval, and a required significance then
-  fails (set evaluate.bootstrap). ``accuracy`` means subset accuracy for multi-label and falls back to MAE
-  for regression (said in the detail).
-- **max_negative_flip_rate**: examples the old model got right and the new one gets wrong, over all examples
-  of the group, must not exceed the budget (the observed rate; its Wilson interval is reported).
-- **max_slice_drop**: every class and slice value with at least ``min_slice_size`` examples is checked. It
-  fails when the whole interval of its delta lies below ``-max_slice_drop`` (the drop exceeds the allowance
-  even at the optimistic end; the point delta is used when there is no interval), and - regardless of
-  intervals - when the new model gets none of its examples right while the old model got more than
-  ``max_slice_drop`` of them right ("broken completely"; a class the old model already got at most that
-  share of is not newly broken). Smaller ones are reported, not gated. We chose the interval form over
-  "point delta below the allowance" because a point drop of a 20-example class moves by 5 points per flipped
-  example, so the point form rejects on noise.
-- **significance** (only with ``require_significance``): McNemar's exact test on the discordant pairs must
-  give p < ``alpha`` with the new model ahead (more old-wrong/new-right than old-right/new-wrong).
+Each rule judges one group of a paired :class:`Comparison`, named in ``policy.groups`` (``gate.groups`` in
+keepfit.yaml); the default policy (``policy`` is :class:`keepfit.config.GateConfig`; intervals are the paired
+bootstrap intervals at ``EvaluateConfig.confidence``):
+
+- **non_inferiority** on the earlier test set (what the champion could already do): the lower end of the
+  interval of the change of ``policy.metric`` (new - old, turned so that positive = better for metrics where
+  lower is better, such as MAE) must lie above ``-margin``. Rows of new labels are not in this group, so they
+  cannot lift it.
+- **max_negative_flip_rate** on the earlier test set: NFR = #(old right and new wrong) / N must be within the
+  budget (the observed rate; its Wilson interval and the share of previously-right rows are reported).
+- **class_regression** on every class and slice value of the earlier test set: an exact McNemar test
+  (one-sided: the candidate is worse) on its discordant pairs, Holm-corrected across every class and slice value
+  with at least one discordant pair (family-wise level ``alpha``); and a flip budget that catches small classes,
+  where a test has no power: a class fails with at least ``class_min_flips`` negative flips that are also more
+  than ``max_class_flip_share`` of its previously-right rows ("broken completely" when it keeps none). Classes
+  with fewer previously-right rows than that cannot be protected: the power statement (``detectable_flips``, the
+  smallest number of flips either check rejects for sure) says so per class, and the decision warns.
+- **improvement** on the new test set: the lower end of the interval of the change must lie above
+  ``min_delta``; a tie does not pass.
+- **new_label_recall** on the new test set: each label the old model does not know, where it has rows, needs
+  recall (F1 for multi-label) of at least ``new_label_min_recall``.
+- **significance** (only with ``require_significance``): McNemar's exact test on the improvement's group must
+  give p < ``alpha`` with the new model ahead.
+
+A group the comparison lacks, or that has no rows, falls back: the earlier and the new test set to all rows
+(plain ``keepfit compare A B``, or an update without new test rows); the rule's detail says which group it
+judged. Without bootstrap resamples there is no interval, and the interval rules fail (set evaluate.bootstrap).
+``accuracy`` means subset accuracy for multi-label and MAE for regression (said in the detail).
 """
 
 from __future__ import annotations
@@ -30,37 +37,54 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from scipy.stats import binomtest
+from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
 from keepfit.config import GateConfig
 from keepfit.errors import ConfigError
 from keepfit.evaluation._json import jsonable
 from keepfit.evaluation.metrics import HIGHER_IS_BETTER
-from keepfit.gate.compare import ALL, Comparison, GroupComparison
+from keepfit.gate.compare import (
+    ALL,
+    EARLIER,
+    NEW,
+    Comparison,
+    GroupComparison,
+    describe_group,
+    negative_flip_sentence,
+)
 
 __all__ = [
     "RuleResult",
     "GateRule",
     "GateDecision",
-    "MinDelta",
+    "NonInferiority",
     "MaxNegativeFlipRate",
-    "MaxSliceDrop",
+    "ClassRegression",
+    "Improvement",
+    "NewLabelRecall",
     "Significance",
     "DEFAULT_RULES",
+    "FALLBACK",
     "apply_gate",
+    "class_checks",
+    "judged_group",
     "resolve_metric",
 ]
 
 log = logging.getLogger(__name__)
 _TOL = 1e-12
+_LISTED = 10
 _ALIASES = {"multi-label": {"accuracy": "subset_accuracy"}, "regression": {"accuracy": "mae"}}
+FALLBACK = {EARLIER: ALL, NEW: ALL}
 
 
 @dataclass(frozen=True)
 class RuleResult:
     """One rule's verdict: ``value`` is what was measured, ``threshold`` what it was held to; ``detail`` says
-    both
-    in a sentence (and, on failure, what would pass)."""
+    both in a sentence (and, on failure, what would pass). ``group``: the group judged; ``failed``: the
+    classes/slices/labels it failed."""
 
     name: str
     passed: bool
@@ -68,6 +92,8 @@ class RuleResult:
     threshold: float | None
     detail: str
     skipped: bool = False
+    group: str | None = None
+    failed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(asdict(self))
@@ -75,11 +101,34 @@ class RuleResult:
 
 @runtime_checkable
 class GateRule(Protocol):
-    """A gate rule: a name and a verdict on one group of a comparison under a policy."""
+    """A gate rule: a name and a verdict on one group of a comparison under a policy.
+
+    ``group`` None means the group the policy names for this rule (``policy.groups[name]``, with fallback).
+    """
 
     name: str
 
-    def evaluate(self, comparison: Comparison, policy: GateConfig, *, group: str = ALL) -> RuleResult: ...
+    def evaluate(self, comparison: Comparison, policy: GateConfig, *, group: str | None = None) -> RuleResult: ...
+
+
+def judged_group(
+    comparison: Comparison, policy: GateConfig, rule: str, group: str | None = None
+) -> tuple[GroupComparison, str]:
+    """The group ``rule`` judges and a note saying so when it fell back; an explicit ``group`` never falls back."""
+    if group is not None:
+        return comparison.group(group), ""
+    wanted = policy.groups.get(rule, ALL)
+    g = comparison.groups.get(wanted)
+    if g is not None and g.n > 0:
+        return g, ""
+    fallback = FALLBACK.get(wanted)
+    if fallback is None or fallback not in comparison.groups:
+        raise ConfigError(
+            f"gate.groups.{rule} is {wanted!r}, which this comparison does not have (it has "
+            f"{sorted(comparison.groups)}); name one of those."
+        )
+    why = "has no rows" if g is not None else "is not part of this comparison"
+    return comparison.groups[fallback], f" ({describe_group(wanted)} {why}, so {describe_group(fallback)} are judged)"
 
 
 def resolve_metric(comparison: Comparison, name: str) -> tuple[str, str]:
@@ -101,224 +150,404 @@ def _signed(metric: str, value: float) -> float:
     return value if HIGHER_IS_BETTER[metric] else -value
 
 
-@dataclass(frozen=True)
-class MinDelta:
-    name: str = "min_delta"
-
-    def evaluate(self, comparison: Comparison, policy: GateConfig, *, group: str = ALL) -> RuleResult:
-        g = comparison.group(group)
-        metric, note = resolve_metric(comparison, policy.metric)
-        d = g.deltas[metric]
-        gain = _signed(metric, d["delta"])
-        word = "improvement" if HIGHER_IS_BETTER[metric] else "reduction"
-        interval = d["interval"]
-        lo = None if interval is None else min(_signed(metric, interval[0]), _signed(metric, interval[1]))
-        hi = None if interval is None else max(_signed(metric, interval[0]), _signed(metric, interval[1]))
-        ci = "" if interval is None else f", interval of the {word} [{lo:+.4f}, {hi:+.4f}]"
-        head = f"{metric}{note} on {group}: old {d['old']:.4f}, new {d['new']:.4f}, {word} {gain:+.4f}{ci}"
-        if policy.require_significance:
-            if lo is None:
-                return RuleResult(
-                    self.name,
-                    False,
-                    gain,
-                    policy.min_delta,
-                    f"{head}; significance is required but there is no interval: set "
-                    "evaluate.bootstrap above 0 (e.g. 1000).",
-                )
-            passed = lo > policy.min_delta
-            need = (
-                f"the lower end of the interval must be above {policy.min_delta:+.4f}; it is {lo:+.4f}, "
-                "short "
-                f"by {policy.min_delta - lo:.4f} (more test data narrows the interval)"
-            )
-            return RuleResult(
-                self.name,
-                passed,
-                lo,
-                policy.min_delta,
-                f"{head}; {'passes' if passed else 'fails'}: "
-                + (f"the lower end {lo:+.4f} is above {policy.min_delta:+.4f}" if passed else need),
-            )
-        passed = gain >= policy.min_delta - _TOL
-        target = d["old"] + (policy.min_delta if HIGHER_IS_BETTER[metric] else -policy.min_delta)
-        rel = "at least" if HIGHER_IS_BETTER[metric] else "at most"
-        tail = (
-            f"passes: at least {policy.min_delta:+.4f} needed"
-            if passed
-            else f"fails: needs {policy.min_delta:+.4f}, short by {policy.min_delta - gain:.4f}; "
-            f"a candidate with {metric} {rel} {target:.4f} would pass"
+def _interval_rule(
+    rule: str, comparison: Comparison, g: GroupComparison, note: str, policy: GateConfig, bound: float, why: str
+) -> RuleResult:
+    """Passes when the lower end of the metric change's interval on ``g`` lies above ``bound``."""
+    metric, alias = resolve_metric(comparison, policy.metric)
+    d = g.deltas[metric]
+    gain = _signed(metric, d["delta"])
+    word = "improvement" if HIGHER_IS_BETTER[metric] else "reduction"
+    interval = d["interval"]
+    head = (
+        f"{metric}{alias} on {describe_group(g.name)} ({g.n} rows){note}: old {d['old']:.4f}, new {d['new']:.4f}, "
+        f"{word} {gain:+.4f}"
+    )
+    if interval is None:
+        return RuleResult(
+            rule, False, gain, bound,
+            f"{head}; fails: there is no interval to show it with; set evaluate.bootstrap above 0 (e.g. 1000).",
+            group=g.name,
         )
-        return RuleResult(self.name, passed, gain, policy.min_delta, f"{head}; {tail}.")
+    lo, hi = sorted((_signed(metric, interval[0]), _signed(metric, interval[1])))
+    head += f", interval [{lo:+.4f}, {hi:+.4f}]"
+    if lo > bound + _TOL:
+        return RuleResult(
+            rule, True, lo, bound, f"{head}; passes: its lower end {lo:+.4f} is above {bound:+.4f}.", group=g.name
+        )
+    return RuleResult(
+        rule, False, lo, bound,
+        f"{head}; fails: the lower end {lo:+.4f} must be above {bound:+.4f} ({why}); it is short by "
+        f"{bound - lo:.4f} (a larger gain, or more test rows to narrow the interval, would pass).",
+        group=g.name,
+    )
+
+
+@dataclass(frozen=True)
+class NonInferiority:
+    name: str = "non_inferiority"
+
+    def evaluate(self, comparison: Comparison, policy: GateConfig, *, group: str | None = None) -> RuleResult:
+        g, note = judged_group(comparison, policy, self.name, group)
+        why = f"not worse than the champion by more than gate.margin {policy.margin:.4f}"
+        return _interval_rule(self.name, comparison, g, note, policy, -policy.margin, why)
+
+
+@dataclass(frozen=True)
+class Improvement:
+    name: str = "improvement"
+
+    def evaluate(self, comparison: Comparison, policy: GateConfig, *, group: str | None = None) -> RuleResult:
+        g, note = judged_group(comparison, policy, self.name, group)
+        if policy.improvement == "shown":
+            why = f"an improvement of more than gate.min_delta {policy.min_delta:+.4f} shown; a tie does not pass"
+            return _interval_rule(self.name, comparison, g, note, policy, policy.min_delta, why)
+        return _not_shown_worse(self.name, comparison, g, note, policy)
+
+
+def _not_shown_worse(rule: str, comparison: Comparison, g: GroupComparison, note: str, policy: GateConfig):
+    """``gate.improvement: not_worse``: passes unless the whole interval of the change lies below min_delta.
+
+    A routine batch of known labels (or a corrected batch) cannot show an improvement on its few test rows; the
+    earlier test set's rules carry the evidence that nothing broke, and this rule refuses a candidate that is
+    shown to be worse on the rows the batch brought."""
+    metric, alias = resolve_metric(comparison, policy.metric)
+    d = g.deltas[metric]
+    gain = _signed(metric, d["delta"])
+    head = (
+        f"{metric}{alias} on {describe_group(g.name)} ({g.n} rows){note}: old {d['old']:.4f}, new {d['new']:.4f}, "
+        f"change {gain:+.4f}"
+    )
+    if d["interval"] is None:
+        return RuleResult(
+            rule, False, gain, policy.min_delta,
+            f"{head}; fails: there is no interval to judge it with; set evaluate.bootstrap above 0 (e.g. 1000).",
+            group=g.name,
+        )
+    lo, hi = sorted((_signed(metric, d["interval"][0]), _signed(metric, d["interval"][1])))
+    head += f", interval [{lo:+.4f}, {hi:+.4f}]"
+    if hi >= policy.min_delta - _TOL:
+        return RuleResult(
+            rule, True, hi, policy.min_delta,
+            f"{head}; passes: not shown worse (the upper end {hi:+.4f} reaches {policy.min_delta:+.4f}; "
+            "gate.improvement: shown would require the lower end above it).", group=g.name,
+        )
+    return RuleResult(
+        rule, False, hi, policy.min_delta,
+        f"{head}; fails: shown worse on these rows (even the upper end {hi:+.4f} is below {policy.min_delta:+.4f}).",
+        group=g.name,
+    )
 
 
 @dataclass(frozen=True)
 class MaxNegativeFlipRate:
     name: str = "max_negative_flip_rate"
 
-    def evaluate(self, comparison: Comparison, policy: GateConfig, *, group: str = ALL) -> RuleResult:
-        g = comparison.group(group)
-        flips, n = g.mcnemar["old_right_new_wrong"], g.n
-        rate = g.negative_flip_rate
+    def evaluate(self, comparison: Comparison, policy: GateConfig, *, group: str | None = None) -> RuleResult:
+        g, note = judged_group(comparison, policy, self.name, group)
+        flips, n, right = g.mcnemar["old_right_new_wrong"], g.n, _old_right(g)
         budget = policy.max_negative_flip_rate
         allowed = math.floor(budget * n + _TOL)
         lo, hi = proportion_confint(flips, n, alpha=0.05, method="wilson") if n else (float("nan"),) * 2
         head = (
-            f"negative flip rate on {group}: {flips} of {n} examples the old model got right are now wrong "
-            f"= {rate:.4f} (95% Wilson interval [{lo:.4f}, {hi:.4f}]), budget {budget:.4f}"
+            f"{negative_flip_sentence(flips, n, right, g.name)}{note}; NFR {g.negative_flip_rate:.4f} "
+            f"(95% Wilson interval [{lo:.4f}, {hi:.4f}]), budget {budget:.4f}"
         )
-        passed = rate <= budget + _TOL
+        passed = n == 0 or g.negative_flip_rate <= budget + _TOL
         tail = (
             "passes"
             if passed
-            else f"fails by {rate - budget:.4f}: at most {allowed} negative flips of {n} would pass "
+            else f"fails by {g.negative_flip_rate - budget:.4f}: at most {allowed} negative flips of {n} would pass "
             f"({flips - allowed} too many)"
         )
-        return RuleResult(self.name, passed, rate, budget, f"{head}; {tail}.")
+        return RuleResult(self.name, passed, g.negative_flip_rate, budget, f"{head}; {tail}.", group=g.name)
 
 
-@dataclass(frozen=True)
-class MaxSliceDrop:
-    name: str = "max_slice_drop"
-
-    def evaluate(self, comparison: Comparison, policy: GateConfig, *, group: str = ALL) -> RuleResult:
-        g = comparison.group(group)
-        units = _units(comparison, g)
-        gated = [u for u in units if u["n"] >= policy.min_slice_size and _finite(u["delta"])]
-        small = len(units) - len(gated)
-        failing = [u for u in gated if _drops(u, policy.max_slice_drop)]
-        worst = min((u["delta"] for u in gated), default=None)
-        head = (
-            f"{len(gated)} classes/slices with at least {policy.min_slice_size} examples checked on {group} "
-            f"({small} smaller or empty ones reported, not gated); allowed drop {policy.max_slice_drop:.4f} "
-            "beyond the interval"
-        )
-        if not failing:
-            tail = "passes" + (
-                f"; the largest drop is {-worst:.4f}" if worst is not None and worst < 0 else ""
-            )
-            return RuleResult(self.name, True, worst, -policy.max_slice_drop, f"{head}; {tail}.")
-        listed = "; ".join(_unit_sentence(u, policy.max_slice_drop) for u in failing[:10])
-        more = f"; and {len(failing) - 10} more" if len(failing) > 10 else ""
-        return RuleResult(
-            self.name,
-            False,
-            worst,
-            -policy.max_slice_drop,
-            f"{head}; fails for {len(failing)}: {listed}{more}.",
-        )
-
-
-def _finite(x: Any) -> bool:
-    return x is not None and math.isfinite(x)
+def _old_right(g: GroupComparison) -> int:
+    mc = g.mcnemar
+    return int(mc.get("old_right", mc["both_right"] + mc["old_right_new_wrong"]))
 
 
 def _units(comparison: Comparison, g: GroupComparison) -> list[dict[str, Any]]:
+    """Classes the old model knows and slice values, with rows in ``g``."""
+    known = set(comparison.labels_old)
     metric = comparison.settings.get("class_metric") or "metric"
-    units = [{"kind": "class", "name": name, "metric": metric, **row} for name, row in g.per_class.items()]
+    units = [
+        {"kind": "class", "name": name, "metric": metric, **row}
+        for name, row in g.per_class.items()
+        if name in known and row["n"] > 0
+    ]
     slice_metric = comparison.settings.get("slice_metric", "accuracy")
     for sname, values in g.per_slice.items():
         units += [
             {"kind": "slice", "name": f"{sname}={value}", "metric": slice_metric, **row}
             for value, row in values.items()
+            if row["n"] > 0
         ]
     return units
 
 
-def _broken(u: dict[str, Any], allowed: float) -> bool:
-    return u["new"] <= 0 and u["old"] > allowed + _TOL
+def _flip_budget_fails(flips: int, old_right: int, policy: GateConfig) -> bool:
+    return flips >= policy.class_min_flips and flips > policy.max_class_flip_share * old_right + _TOL
 
 
-def _drops(u: dict[str, Any], allowed: float) -> bool:
-    if _broken(u, allowed):
-        return True
-    interval = u.get("interval")
-    upper = interval[1] if interval else u["delta"]
-    return upper < -allowed - _TOL
+def _detectable_flips(old_right: int, family: int, policy: GateConfig) -> int | None:
+    """The fewest negative flips (and no fixes) of ``old_right`` rows that a per-class check rejects for sure.
+
+    McNemar with k flips and no fixes gives p = 0.5**k; Holm rejects any p <= alpha / family whatever the others.
+    """
+    by_budget = max(policy.class_min_flips, math.floor(policy.max_class_flip_share * old_right + _TOL) + 1)
+    by_test = math.ceil(math.log2(family / policy.alpha) - _TOL)
+    k = min(by_budget, by_test)
+    return k if k <= old_right else None
 
 
-def _unit_sentence(u: dict[str, Any], allowed: float) -> str:
-    interval = u.get("interval")
-    ci = f", interval [{interval[0]:+.4f}, {interval[1]:+.4f}]" if interval else ""
-    why = (
-        "broken completely: the new model gets none of its examples right"
-        if _broken(u, allowed)
-        else f"the interval's upper end is below -{allowed:.4f}; it would pass if the drop stayed within "
-        f"{allowed:.4f} at the interval's upper end"
-    )
+def class_checks(comparison: Comparison, g: GroupComparison, policy: GateConfig) -> list[dict[str, Any]]:
+    """Per class and slice value of ``g``: paired counts, one-sided McNemar p (raw and Holm-adjusted across those
+    with a discordant pair), the power statement and which checks failed; the worst first."""
+    units = _units(comparison, g)
+    for u in units:
+        b, c = u["old_right_new_wrong"], u["old_wrong_new_right"]
+        u["p_value"] = float(binomtest(b, b + c, 0.5, alternative="greater").pvalue) if b + c else 1.0
+    tested = [u for u in units if u["old_right_new_wrong"] + u["old_wrong_new_right"] > 0]
+    if tested:
+        reject, adjusted, _, _ = multipletests([u["p_value"] for u in tested], alpha=policy.alpha, method="holm")
+        for u, r, p in zip(tested, reject, adjusted, strict=True):
+            u["p_holm"], u["mcnemar_rejects"] = float(p), bool(r)
+    for u in units:
+        u.setdefault("p_holm", 1.0)
+        u.setdefault("mcnemar_rejects", False)
+        flips, right = u["old_right_new_wrong"], u["old_right"]
+        family = len(tested) + (0 if flips + u["old_wrong_new_right"] else 1)  # as if this one were tested
+        k = _detectable_flips(right, max(family, 1), policy)
+        u["detectable_flips"] = k
+        u["detectable_drop"] = None if k is None else k / u["n"]
+        u["new_right"] = right - flips + u["old_wrong_new_right"]
+        failed = []
+        if u["mcnemar_rejects"]:
+            failed.append("mcnemar")
+        if _flip_budget_fails(flips, right, policy):
+            failed.append("flip_budget")
+        if failed and u["new_right"] == 0:
+            failed.append("broken")
+        u["failed_by"] = failed
+    return sorted(units, key=lambda u: (not u["failed_by"], u["p_holm"], -u["old_right_new_wrong"]))
+
+
+def _unit_label(u: dict[str, Any]) -> str:
+    return f"{u['kind']} {u['name']!r}"
+
+
+def _unit_sentence(u: dict[str, Any]) -> str:
+    why = []
+    if "broken" in u["failed_by"]:
+        why.append("broken completely: the new model gets none of its rows right")
+    if "flip_budget" in u["failed_by"]:
+        why.append("over the flip budget")
+    if "mcnemar" in u["failed_by"]:
+        why.append(f"significantly worse (Holm-adjusted p = {u['p_holm']:.2g})")
     return (
-        f"{u['kind']} {u['name']!r} (n={u['n']}): {u['metric']} {u['old']:.4f} -> {u['new']:.4f} "
-        f"(delta {u['delta']:+.4f}{ci}), {why}"
+        f"{_unit_label(u)} (n={u['n']}): {u['metric']} {u['old']:.4f} -> {u['new']:.4f}, "
+        f"{u['old_right_new_wrong']} of the {u['old_right']} rows the old model got right are now wrong, "
+        f"{u['old_wrong_new_right']} fixed; {', '.join(why)}"
     )
+
+
+@dataclass(frozen=True)
+class ClassRegression:
+    name: str = "class_regression"
+
+    def evaluate(self, comparison: Comparison, policy: GateConfig, *, group: str | None = None) -> RuleResult:
+        g, note = judged_group(comparison, policy, self.name, group)
+        units = class_checks(comparison, g, policy)
+        failing = [u for u in units if u["failed_by"]]
+        classes = sum(u["kind"] == "class" for u in units)
+        tested = sum(u["old_right_new_wrong"] + u["old_wrong_new_right"] > 0 for u in units)
+        blind = sum(u["detectable_flips"] is None for u in units if u["kind"] == "class")
+        head = (
+            f"{classes} classes and {len(units) - classes} slice values of {describe_group(g.name)}{note} checked: "
+            f"exact McNemar (one-sided, candidate worse) with Holm correction across the {tested} with a "
+            f"discordant pair (family-wise alpha {policy.alpha}), and a flip budget (at least "
+            f"{policy.class_min_flips} negative flips that are more than {policy.max_class_flip_share:.0%} of its "
+            f"previously-right rows)"
+            + (f"; {blind} classes have too few previously-right rows for any drop to be caught" if blind else "")
+        )
+        if not failing:
+            worst = next((u for u in units if u["old_right_new_wrong"]), None)
+            tail = "passes" + (
+                f"; the closest: {_unit_label(worst)} with {worst['old_right_new_wrong']} of "
+                f"{worst['old_right']} flipped, Holm-adjusted p = {worst['p_holm']:.2g}"
+                if worst
+                else ""
+            )
+            return RuleResult(self.name, True, 0.0, 0.0, f"{head}; {tail}.", group=g.name)
+        listed = "; ".join(_unit_sentence(u) for u in failing[:_LISTED])
+        more = f"; and {len(failing) - _LISTED} more" if len(failing) > _LISTED else ""
+        return RuleResult(
+            self.name,
+            False,
+            float(len(failing)),
+            0.0,
+            f"{head}; fails for {len(failing)}: {listed}{more}.",
+            group=g.name,
+            failed=[_unit_label(u) for u in failing],
+        )
+
+
+@dataclass(frozen=True)
+class NewLabelRecall:
+    name: str = "new_label_recall"
+
+    def evaluate(self, comparison: Comparison, policy: GateConfig, *, group: str | None = None) -> RuleResult:
+        g, note = judged_group(comparison, policy, self.name, group)
+        known = set(comparison.labels_old)
+        metric = comparison.settings.get("class_metric") or "recall"
+        floor = policy.new_label_min_recall
+        judged = {
+            name: row
+            for name, row in g.per_class.items()
+            if name in comparison.labels_new and name not in known and row["n"] > 0
+        }
+        where = f"{describe_group(g.name)}{note}"
+        if not judged:
+            return RuleResult(
+                self.name, True, None, floor,
+                f"no new label has rows on {where} (0 judged); nothing to hold to the floor {floor:.2f}.",
+                skipped=True, group=g.name,
+            )
+        low = {name: row for name, row in judged.items() if row["new"] < floor - _TOL}
+        worst = min(row["new"] for row in judged.values())
+        head = f"{len(judged)} new labels judged on {where}, {metric} floor {floor:.2f}"
+        if not low:
+            return RuleResult(
+                self.name, True, worst, floor, f"{head}; passes: the lowest is {worst:.4f}.", group=g.name
+            )
+        listed = "; ".join(f"{name!r} {metric} {row['new']:.4f} on {row['n']} rows" for name, row in low.items())
+        return RuleResult(
+            self.name, False, worst, floor,
+            f"{head}; fails for {len(low)}: {listed} (more training rows of these labels would help).",
+            group=g.name, failed=[f"label {name!r}" for name in low],
+        )
 
 
 @dataclass(frozen=True)
 class Significance:
     name: str = "significance"
 
-    def evaluate(self, comparison: Comparison, policy: GateConfig, *, group: str = ALL) -> RuleResult:
-        g = comparison.group(group)
+    def evaluate(self, comparison: Comparison, policy: GateConfig, *, group: str | None = None) -> RuleResult:
+        g, note = judged_group(comparison, policy, self.name, group)
         mc = g.mcnemar
         b, c, p = mc["old_right_new_wrong"], mc["old_wrong_new_right"], mc["p_value"]
         head = (
-            f"McNemar exact test on {group}: {c} examples fixed vs {b} broken, p = {p:.4g} "
+            f"McNemar exact test on {describe_group(g.name)}{note}: {c} rows fixed vs {b} broken, p = {p:.4g} "
             f"(alpha {policy.alpha})"
         )
         if not policy.require_significance:
             return RuleResult(
-                self.name,
-                True,
-                p,
-                policy.alpha,
-                f"{head}; not required (gate.require_significance is false).",
-                skipped=True,
+                self.name, True, p, policy.alpha,
+                f"{head}; not required (gate.require_significance is false).", skipped=True, group=g.name,
             )
         passed = p < policy.alpha and c > b
         if passed:
             tail = "passes: the new model is significantly better"
         elif c <= b:
-            tail = "fails: the new model does not fix more examples than it breaks"
+            tail = "fails: the new model does not fix more rows than it breaks"
         else:
             tail = f"fails: p must be below {policy.alpha}; more test data or a larger improvement would pass"
-        return RuleResult(self.name, passed, p, policy.alpha, f"{head}; {tail}.")
+        return RuleResult(self.name, passed, p, policy.alpha, f"{head}; {tail}.", group=g.name)
 
 
-DEFAULT_RULES: tuple[GateRule, ...] = (MinDelta(), MaxNegativeFlipRate(), MaxSliceDrop(), Significance())
+DEFAULT_RULES: tuple[GateRule, ...] = (
+    NonInferiority(),
+    MaxNegativeFlipRate(),
+    ClassRegression(),
+    Improvement(),
+    NewLabelRecall(),
+    Significance(),
+)
 
 
 @dataclass
 class GateDecision:
-    """The gate's verdict: passed only if every rule passed; ``reasons`` are the failed rules' sentences."""
+    """The gate's verdict: passed only if every rule passed; ``reasons`` are the failed rules' sentences.
+
+    ``group``: the group the regression rules judged (the earlier test set, or its fallback); ``groups``: the
+    group each rule judged; ``classes``: the per-class/per-slice checks of that group (counts, p-values, the
+    smallest detectable drop); ``warnings``: what the test set cannot see, with the fix.
+    """
 
     passed: bool
     group: str
     rules: list[RuleResult]
     reasons: list[str]
     policy: dict[str, Any] = field(default_factory=dict)
+    groups: dict[str, str] = field(default_factory=dict)
+    classes: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(
             {
                 "passed": self.passed,
                 "group": self.group,
+                "groups": self.groups,
                 "rules": [r.to_dict() for r in self.rules],
                 "reasons": self.reasons,
+                "warnings": self.warnings,
+                "classes": self.classes,
                 "policy": self.policy,
             }
         )
+
+
+def _power_warnings(units: list[dict[str, Any]], group: str, policy: GateConfig) -> list[str]:
+    classes = [u for u in units if u["kind"] == "class"]
+    small = [u for u in classes if u["n"] < policy.warn_class_rows]
+    if not small:
+        return []
+    blind = sum(u["detectable_flips"] is None for u in small)
+    drops = [u["detectable_drop"] for u in small if u["detectable_drop"] is not None]
+    can = (
+        f"on them the gate catches only a drop of at least {min(drops):.0%} of a class's rows"
+        if drops
+        else "on them the gate can catch no drop"
+    )
+    return [
+        f"{len(small)} of {len(classes)} classes of {describe_group(group)} have fewer than "
+        f"{policy.warn_class_rows} rows (the smallest has {min(u['n'] for u in small)}); {can}"
+        + (f", and on {blind} of them no drop at all" if blind and drops else "")
+        + ". Fix: more test rows per class (a per-class minimum in the split, e.g. split.min_test_per_class, "
+        "or a larger split.test)."
+    ]
 
 
 def apply_gate(
     comparison: Comparison,
     policy: GateConfig,
     *,
-    group: str = ALL,
+    group: str | None = None,
     rules: tuple[GateRule, ...] = DEFAULT_RULES,
 ) -> GateDecision:
-    """Judge group ``group`` of ``comparison`` by every rule of ``policy``; a failed rule never raises."""
-    comparison.group(group)
+    """Judge ``comparison`` by every rule, each on the group ``policy.groups`` names for it (with fallback), or
+    every rule on ``group`` when given; a failed rule never raises.
+
+    The pipeline's update passes the groups "earlier test set", "new test set" and "all"
+    (:data:`~keepfit.gate.compare.EARLIER`, :data:`~keepfit.gate.compare.NEW`, ``ALL``).
+    """
+    if group is not None:
+        comparison.group(group)
     results = [rule.evaluate(comparison, policy, group=group) for rule in rules]
     reasons = [f"{r.name}: {r.detail}" for r in results if not r.passed]
+    judged = {r.name: r.group for r in results if r.group is not None}
+    g, _ = judged_group(comparison, policy, ClassRegression.name, group)
+    units = class_checks(comparison, g, policy)
     return GateDecision(
-        passed=not reasons, group=group, rules=results, reasons=reasons, policy=policy.model_dump(mode="json")
+        passed=not reasons,
+        group=g.name,
+        rules=results,
+        reasons=reasons,
+        policy=policy.model_dump(mode="json"),
+        groups=judged,
+        classes=units,
+        warnings=_power_warnings(units, g.name, policy),
     )

@@ -57,11 +57,13 @@ from mlflow.utils.validation import MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH, MAX_TAG
 from keepfit._io import atomic_dir  # noqa: E402
 from keepfit.config import KeepfitConfig  # noqa: E402
 from keepfit.errors import RegistryError  # noqa: E402
+from keepfit.lock import DEFAULT_LOCK_TIMEOUT_S, project_lock  # noqa: E402
 from keepfit.registry.events import events_from_tags, new_event_key, previous_champion  # noqa: E402
 from keepfit.registry.lineage import LABELS_IN_ARTIFACT, LINEAGE_TAG_PREFIX, Lineage, ModelVersionInfo  # noqa: E402
+from keepfit.registry.naming import model_name_from_folder  # noqa: E402
 from keepfit.store import Store  # noqa: E402
 
-__all__ = ["Registry", "CHAMPION", "CHALLENGER", "model_name_for"]
+__all__ = ["Registry", "ChampionMoved", "CHAMPION", "CHALLENGER", "UNSET", "model_name_for"]
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +84,30 @@ OWNER = "keepfit.owner"  # run tag: JSON {host, pid, started} of the registering
 # A RUNNING registration from another host is only presumed dead after this long (seconds).
 STALE_AFTER_S = 24 * 3600
 _MODEL_ARTIFACT = "model"
-_NAME_OK = re.compile(r"[^A-Za-z0-9_.\- ]+")
 _METRIC_OK = re.compile(r"[^\w.\- /]+")
 _CLIENTS: dict[str, MlflowClient] = {}
 _DB_IDENTITY: dict[str, tuple[int, int] | None] = {}  # SQLite file (device, inode) each cached client uses
 _CHECK_URI = "Check registry.uri in keepfit.yaml (and that the tracking server is reachable, if it is one)."
 _T = TypeVar("_T")
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()  # ``expected_champion`` not given: promote whatever the champion is now
+
+
+class ChampionMoved(RegistryError):
+    """A compare-and-swap promotion was refused: the champion is no longer the version the candidate was
+    judged against. ``expected`` and ``actual`` are version numbers (None: no champion)."""
+
+    def __init__(self, message: str, *, candidate: str, expected: str | None, actual: str | None) -> None:
+        self.candidate = candidate
+        self.expected = expected
+        self.actual = actual
+        super().__init__(message)
 
 
 def _quiet_mlflow() -> None:
@@ -167,7 +187,8 @@ def _local_path(uri: str) -> Path | None:
 
 
 def model_name_for(config: KeepfitConfig) -> str:
-    """``registry.model_name``, else the project folder's name (the folder holding the store)."""
+    """``registry.model_name``, else the project folder's name (the folder holding the store), with a warning:
+    a folder's name changes when the project is renamed or copied, and its versions would not be found."""
     if config.registry.model_name:
         name = config.registry.model_name
         if any(c in name for c in "/:'\"") or not name.strip():
@@ -176,8 +197,13 @@ def model_name_for(config: KeepfitConfig) -> str:
                 "'/', ':' or quotes. Change registry.model_name in keepfit.yaml."
             )
         return name
-    folder = Store.at(config.store).root.parent.name
-    return _NAME_OK.sub("-", folder).strip("-. ") or "keepfit-model"
+    name = model_name_from_folder(Store.at(config.store).root.parent.name)
+    log.warning(
+        "registry.model_name is not set; using the project folder's name %r. A renamed or copied project "
+        "would find no versions under another name: add `registry: {model_name: %s}` to keepfit.yaml.",
+        name, name,
+    )
+    return name
 
 
 def _translate_errors(method: Callable[..., _T]) -> Callable[..., _T]:
@@ -197,7 +223,13 @@ def _translate_errors(method: Callable[..., _T]) -> Callable[..., _T]:
 
 
 class Registry:
-    """Model versions of one project in MLflow's model registry (see the module docstring for the layout)."""
+    """Model versions of one project in MLflow's model registry (see the module docstring for the layout).
+
+    Every write (register, promote, set_challenger, rollback, removing half-made versions) holds the project
+    lock (:func:`keepfit.lock.project_lock`), waiting at most ``lock_timeout`` seconds for another process.
+    """
+
+    lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT_S
 
     def __init__(self, client: MlflowClient, uri: str, name: str, experiment_id: str, store: Store) -> None:
         self.client = client
@@ -231,8 +263,27 @@ class Registry:
                 + _CHECK_URI
             ) from err
         registry = cls(client, uri, name, experiment_id, store)
+        if artifacts is not None and db_file is not None and db_file == store.registry_db:
+            registry._follow_moved_store(db_file, artifacts)
         registry.sweep()
         return registry
+
+    def _follow_moved_store(self, db_file: Path, artifacts: str) -> None:
+        """Re-point the registry's file paths when the project folder was renamed or copied.
+
+        MLflow stores absolute artifact paths; after a move they name the old folder, so reading a version
+        would fail and new registrations would write into the old (or the original) project. The database
+        lives in this store, so the files beside it are the ones it means.
+        """
+        old = self.client.get_experiment(self.experiment_id).artifact_location.rstrip("/")
+        if old == artifacts.rstrip("/") or not old.endswith("/registry/artifacts"):
+            return
+        with self._locked("re-pointing a moved registry"):
+            moved = _replace_prefix(db_file, self.name, self.experiment_id, old, artifacts.rstrip("/"))
+        log.warning(
+            "The project store moved (registry files were recorded under %s); re-pointed %d registered "
+            "version(s) of %r at %s.", old, moved, self.name, artifacts,
+        )
 
     # -- registering -----------------------------------------------------------------------------------------
 
@@ -247,13 +298,16 @@ class Registry:
         comparison_dir: Path | None = None,
         alias: str | None = None,
         tags: dict[str, str] | None = None,
+        expected_champion: str | None | Any = UNSET,
     ) -> ModelVersionInfo:
         """Register ``model_dir`` (a Hugging Face model folder) as a new version, all or nothing.
 
         One MLflow run gets params, ``metrics``, the lineage and user ``tags`` as tags, and the folders as
         artifacts (``model/``, ``evaluation/``, ``comparison/``); the version is created from ``model/``.
-        ``alias`` "champion" promotes it (recorded as an event), "challenger" makes it the challenger.
-        If anything fails, the partial run, files and version are removed and the error is re-raised.
+        ``alias`` "champion" promotes it (recorded as an event; ``expected_champion`` as in :meth:`promote`,
+        and when that check fails the version stays registered without an alias and ChampionMoved is
+        raised), "challenger" makes it the challenger. If anything fails before the version is complete, the
+        partial run, files and version are removed and the error is re-raised. Holds the project lock.
         """
         folders = {_MODEL_ARTIFACT: Path(model_dir), "evaluation": evaluation_dir,
                    "comparison": comparison_dir}
@@ -267,26 +321,33 @@ class Registry:
             raise RegistryError(f"Cannot register: the model folder {model_dir} is empty; expected files.")
         if alias not in (None, CHAMPION, CHALLENGER):
             raise RegistryError(f"alias must be {CHAMPION!r}, {CHALLENGER!r} or None, got {alias!r}.")
+        with self._locked("registering a model version"):
+            version = self._register_files(folders, metrics, lineage, tags or {})
+            if alias == CHAMPION:
+                return self.promote(version, reason="registered as champion", expected_champion=expected_champion)
+            if alias == CHALLENGER:
+                return self.set_challenger(version, reasons=[])
+            return self.get(version)
+
+    def _register_files(
+        self, folders: dict[str, Path | None], metrics: dict[str, float], lineage: Lineage, tags: dict[str, str]
+    ) -> str:
         run_id: str | None = None
         version: str | None = None
         try:
-            run_id = self._start_run(lineage, tags or {})
+            run_id = self._start_run(lineage, tags)
             self._log_run_data(run_id, metrics, lineage)
             for artifact_path, folder in folders.items():
                 if folder is not None:
                     self.client.log_artifacts(run_id, str(folder), artifact_path)
             self.client.log_dict(run_id, lineage.to_dict(), "lineage.json")
-            version = self._create_version(run_id, lineage, tags or {})
+            version = self._create_version(run_id, lineage, tags)
             self.client.update_run(run_id, name=f"{self.name}-v{version}")
             self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))  # the commit point
         except BaseException:
             self._discard(run_id, [version] if version else [])
             raise
-        if alias == CHAMPION:
-            return self.promote(version, reason="registered as champion")
-        if alias == CHALLENGER:
-            return self.set_challenger(version, reasons=[])
-        return self.get(version)
+        return version
 
     def _start_run(self, lineage: Lineage, tags: dict[str, str]) -> str:
         owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": psutil.Process().create_time()}
@@ -377,15 +438,16 @@ class Registry:
             return []
         dead_ids = {r.info.run_id for r in dead}
         by_run: dict[str, list[str]] = {}
-        for mv in self._all_versions():
-            if mv.run_id in dead_ids:
-                by_run.setdefault(mv.run_id, []).append(str(mv.version))
-        for run in dead:
-            self._discard(run.info.run_id, by_run.get(run.info.run_id, []))
-            log.warning(
-                "Removed a half-made registration left by a killed process: run %s (version(s) %s).",
-                run.info.run_id, ", ".join(by_run.get(run.info.run_id, [])) or "none",
-            )
+        with self._locked("removing half-made registrations"):
+            for mv in self._all_versions():
+                if mv.run_id in dead_ids:
+                    by_run.setdefault(mv.run_id, []).append(str(mv.version))
+            for run in dead:
+                self._discard(run.info.run_id, by_run.get(run.info.run_id, []))
+                log.warning(
+                    "Removed a half-made registration left by a killed process: run %s (version(s) %s).",
+                    run.info.run_id, ", ".join(by_run.get(run.info.run_id, [])) or "none",
+                )
         return sorted(dead_ids)
 
     # -- reading ---------------------------------------------------------------------------------------------
@@ -471,58 +533,69 @@ class Registry:
     # -- aliases ---------------------------------------------------------------------------------------------
 
     @_translate_errors
-    def promote(self, ref: str, *, reason: str, forced: bool = False) -> ModelVersionInfo:
+    def promote(
+        self, ref: str, *, reason: str, forced: bool = False, expected_champion: str | None | Any = UNSET
+    ) -> ModelVersionInfo:
         """Make ``ref`` the champion. Records who, why and when on the version and in the event log;
-        the previous champion keeps its files and becomes ``archived``. ``forced``: promoted past the gate."""
+        the previous champion keeps its files and becomes ``archived``. ``forced``: promoted past the gate.
+
+        Compare-and-swap: with ``expected_champion`` (a version such as "4" or "v4", or None for "no champion
+        yet"), the champion is switched only if it is still that version, checked and switched under the
+        project lock; otherwise :class:`ChampionMoved` is raised and nothing in the registry changes.
+        """
         if not reason or not reason.strip():
             raise RegistryError("promote needs a reason (e.g. --reason 'gate passed'); the history keeps it.")
-        info = self.get(ref)
-        old = self.champion()
-        if old is not None and old.version == info.version:
-            raise RegistryError(f"Version {info.version} is already the champion; nothing to promote.")
-        now = _now_iso()
-        self._set_version_tags(info.version, {
-            PROMOTED_AT: now, PROMOTE_REASON: reason, PROMOTED_BY: _user(), FORCED: str(bool(forced)).lower(),
-            STATUS: CHAMPION,
-        })
-        if forced:
-            earlier = (info.gate or {}).get("reasons", [])
-            self._set_gate(info.version, {"decision": "forced", "reasons": list(earlier), "note": reason})
-        self.client.set_registered_model_alias(self.name, CHAMPION, info.version)  # the switch itself
-        if CHALLENGER in info.aliases:
-            self.client.delete_registered_model_alias(self.name, CHALLENGER)
-        self._append_event({
-            "action": "promote", "version": info.version, "previous": old.version if old else None,
-            "reason": reason, "forced": bool(forced), "by": _user(), "at": now,
-        })
-        if old is not None:
-            self._set_version_tags(old.version, {STATUS: "archived", "keepfit.archived_at": now})
-        return self.get(info.version)
+        with self._locked(f"promoting version {ref}"):
+            info = self.get(ref)
+            old = self.champion()
+            if expected_champion is not UNSET:
+                _check_champion(info, old, expected_champion)
+            if old is not None and old.version == info.version:
+                raise RegistryError(f"Version {info.version} is already the champion; nothing to promote.")
+            now = _now_iso()
+            self._set_version_tags(info.version, {
+                PROMOTED_AT: now, PROMOTE_REASON: reason, PROMOTED_BY: _user(),
+                FORCED: str(bool(forced)).lower(), STATUS: CHAMPION,
+            })
+            if forced:
+                earlier = (info.gate or {}).get("reasons", [])
+                self._set_gate(info.version, {"decision": "forced", "reasons": list(earlier), "note": reason})
+            self.client.set_registered_model_alias(self.name, CHAMPION, info.version)  # the switch itself
+            if CHALLENGER in info.aliases:
+                self.client.delete_registered_model_alias(self.name, CHALLENGER)
+            self._append_event({
+                "action": "promote", "version": info.version, "previous": old.version if old else None,
+                "reason": reason, "forced": bool(forced), "by": _user(), "at": now,
+            })
+            if old is not None:
+                self._set_version_tags(old.version, {STATUS: "archived", "keepfit.archived_at": now})
+            return self.get(info.version)
 
     @_translate_errors
     def set_challenger(self, ref: str, *, reasons: list[str]) -> ModelVersionInfo:
         """Point ``challenger`` at ``ref`` and store the gate's reasons (decision "rejected" when there are
         reasons, "pending" when none). The former challenger becomes ``rejected``/``candidate``."""
-        info = self.get(ref)
-        if CHAMPION in info.aliases:
-            raise RegistryError(
-                f"Version {info.version} is the champion and cannot also be the challenger. "
-                "Roll back or promote another version first."
-            )
-        old = self.challenger()
-        now = _now_iso()
-        decision = "rejected" if reasons else "pending"
-        self._set_gate(info.version, {"decision": decision, "reasons": [str(r) for r in reasons], "at": now})
-        self._set_version_tags(info.version, {STATUS: CHALLENGER})
-        self.client.set_registered_model_alias(self.name, CHALLENGER, info.version)
-        self._append_event({
-            "action": "challenger", "version": info.version, "previous": old.version if old else None,
-            "reasons": [str(r) for r in reasons], "by": _user(), "at": now,
-        })
-        if old is not None and old.version != info.version:
-            was_rejected = (old.gate or {}).get("decision") == "rejected"
-            self._set_version_tags(old.version, {STATUS: "rejected" if was_rejected else "candidate"})
-        return self.get(info.version)
+        with self._locked(f"setting the challenger to version {ref}"):
+            info = self.get(ref)
+            if CHAMPION in info.aliases:
+                raise RegistryError(
+                    f"Version {info.version} is the champion and cannot also be the challenger. "
+                    "Roll back or promote another version first."
+                )
+            old = self.challenger()
+            now = _now_iso()
+            decision = "rejected" if reasons else "pending"
+            self._set_gate(info.version, {"decision": decision, "reasons": [str(r) for r in reasons], "at": now})
+            self._set_version_tags(info.version, {STATUS: CHALLENGER})
+            self.client.set_registered_model_alias(self.name, CHALLENGER, info.version)
+            self._append_event({
+                "action": "challenger", "version": info.version, "previous": old.version if old else None,
+                "reasons": [str(r) for r in reasons], "by": _user(), "at": now,
+            })
+            if old is not None and old.version != info.version:
+                was_rejected = (old.gate or {}).get("decision") == "rejected"
+                self._set_version_tags(old.version, {STATUS: "rejected" if was_rejected else "candidate"})
+            return self.get(info.version)
 
     @_translate_errors
     def rollback(self, *, reason: str, to: str | None = None) -> ModelVersionInfo:
@@ -532,44 +605,48 @@ class Registry:
         """
         if not reason or not reason.strip():
             raise RegistryError("rollback needs a reason (e.g. --reason 'accuracy dropped in production').")
-        current = self.champion()
-        if current is None:
-            raise RegistryError("Cannot roll back: no version is champion yet. Run `keepfit fit` first.")
-        if to is not None:
-            target = self.get(to)
-        else:
-            previous = previous_champion(self._events(), current.version)
-            if previous is None:
-                raise RegistryError(
-                    f"Cannot roll back: version {current.version} is the champion and there is no previous "
-                    "champion to go back to. Promote a version instead: "
-                    "`keepfit models promote REF --reason ...`."
-                )
-            try:
-                target = self.get(previous)
-            except RegistryError:
-                raise RegistryError(
-                    f"Cannot roll back: the previous champion, version {previous}, no longer exists in the "
-                    f"registry. Name a version: `keepfit models rollback --to REF --reason ...` "
-                    f"(versions: {', '.join(i.version for i in self.list())})."
-                ) from None
-        if target.version == current.version:
-            raise RegistryError(f"Cannot roll back to version {target.version}: it is already the champion.")
-        now = _now_iso()
-        self._set_version_tags(target.version, {STATUS: CHAMPION})
-        self.client.set_registered_model_alias(self.name, CHAMPION, target.version)
-        if CHALLENGER in target.aliases:
-            self.client.delete_registered_model_alias(self.name, CHALLENGER)
-        self._append_event({
-            "action": "rollback", "version": target.version, "previous": current.version,
-            "reason": reason, "by": _user(), "at": now,
-        })
-        self._set_version_tags(
-            current.version, {STATUS: "rolled-back", ROLLED_BACK_AT: now, ROLLBACK_REASON: reason}
-        )
-        return self.get(target.version)
+        with self._locked("rolling back the champion"):
+            current = self.champion()
+            if current is None:
+                raise RegistryError("Cannot roll back: no version is champion yet. Run `keepfit fit` first.")
+            if to is not None:
+                target = self.get(to)
+            else:
+                previous = previous_champion(self._events(), current.version)
+                if previous is None:
+                    raise RegistryError(
+                        f"Cannot roll back: version {current.version} is the champion and there is no previous "
+                        "champion to go back to. Promote a version instead: "
+                        "`keepfit models promote REF --reason ...`."
+                    )
+                try:
+                    target = self.get(previous)
+                except RegistryError:
+                    raise RegistryError(
+                        f"Cannot roll back: the previous champion, version {previous}, no longer exists in the "
+                        f"registry. Name a version: `keepfit models rollback --to REF --reason ...` "
+                        f"(versions: {', '.join(i.version for i in self.list())})."
+                    ) from None
+            if target.version == current.version:
+                raise RegistryError(f"Cannot roll back to version {target.version}: it is already the champion.")
+            now = _now_iso()
+            self._set_version_tags(target.version, {STATUS: CHAMPION})
+            self.client.set_registered_model_alias(self.name, CHAMPION, target.version)
+            if CHALLENGER in target.aliases:
+                self.client.delete_registered_model_alias(self.name, CHALLENGER)
+            self._append_event({
+                "action": "rollback", "version": target.version, "previous": current.version,
+                "reason": reason, "by": _user(), "at": now,
+            })
+            self._set_version_tags(
+                current.version, {STATUS: "rolled-back", ROLLED_BACK_AT: now, ROLLBACK_REASON: reason}
+            )
+            return self.get(target.version)
 
     # -- helpers ---------------------------------------------------------------------------------------------
+
+    def _locked(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return project_lock(self.store, what, self.lock_timeout)
 
     def _aliases(self) -> dict[str, str]:
         return {k: str(v) for k, v in self.client.get_registered_model(self.name).aliases.items()}
@@ -660,6 +737,29 @@ class Registry:
         )
 
 
+def _replace_prefix(db_file: Path, name: str, experiment_id: str, old: str, new: str) -> int:
+    """Rewrite ``old`` to ``new`` at the start of this model's stored paths in MLflow's SQLite tables, in one
+    transaction (MLflow has no API to move an experiment's artifact location). Returns the versions moved."""
+    import sqlite3
+
+    n = len(old)
+
+    def swap(column: str) -> str:
+        return (f"{column} = CASE WHEN substr({column}, 1, {n + 1}) = :old || '/' "
+                f"THEN :new || substr({column}, {n + 1}) ELSE {column} END")
+
+    values = {"old": old, "new": new, "experiment": experiment_id, "name": name}
+    with contextlib.closing(sqlite3.connect(db_file, timeout=30)) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = :new WHERE experiment_id = :experiment "
+                   "AND artifact_location = :old", values)
+        db.execute(f"UPDATE runs SET {swap('artifact_uri')} WHERE experiment_id = :experiment", values)
+        cursor = db.execute(
+            f"UPDATE model_versions SET {swap('source')}, {swap('storage_location')} WHERE name = :name "
+            f"AND substr(source, 1, {n + 1}) = :old || '/'", values,
+        )
+        return cursor.rowcount
+
+
 def _ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
@@ -747,3 +847,26 @@ def _json_or_none(text: str | None) -> dict[str, Any] | None:
         return {"decision": "unknown", "reasons": [text]}
     return value if isinstance(value, dict) else None
 
+
+def _check_champion(candidate: ModelVersionInfo, current: ModelVersionInfo | None, expected: str | None) -> None:
+    """The compare of compare-and-swap: ChampionMoved unless the champion is still ``expected``."""
+    want = None if expected is None else (_version_number(str(expected)) or str(expected))
+    have = current.version if current is not None else None
+    if want == have:
+        return
+    c = candidate.version
+    stays = f"version {c} was not promoted"
+    if want is None:
+        message = (
+            f"Version {have} became champion while version {c} was waiting to become the first champion; "
+            f"{stays}. Compare them with `keepfit compare {have} {c}`, then promote with "
+            f"`keepfit models promote {c} --reason ...` if it is better."
+        )
+    else:
+        moved = f"to {have}" if have is not None else "away (no version is champion now)"
+        then = f"`keepfit compare {have} {c}`" if have is not None else f"`keepfit models promote {c} --reason ...`"
+        message = (
+            f"Champion moved from {want} {moved} while version {c} was being judged against {want}; {stays} "
+            f"and the registry is unchanged. Run `keepfit update` again, or {then}."
+        )
+    raise ChampionMoved(message, candidate=c, expected=want, actual=have)

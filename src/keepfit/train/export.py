@@ -1,5 +1,6 @@
 """The model folder: Hugging Face compatible (safetensors, config with the label map, tokenizer), plus
-``keepfit.json`` (task, labels, target scaling, token cap, lineage) and a model card."""
+``keepfit.json`` (task, labels, target scaling, token cap, lineage), ``keepfit_postprocess.json`` (what the
+predictor applies to the outputs, :mod:`keepfit.train.postprocess`) and a model card."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from torch import nn
 
 from keepfit._io import atomic_dir
+from keepfit.train.postprocess import POSTPROCESS_FILE, Postprocessing
 
 __all__ = ["export_model", "model_card"]
 
@@ -59,7 +61,14 @@ or `keepfit predict PATH in.csv out.csv`.
 """
 
 
-def export_model(model: nn.Module, tokenizer, out: Path, meta: dict[str, Any], card: str) -> Path:
+def export_model(
+    model: nn.Module,
+    tokenizer,
+    out: Path,
+    meta: dict[str, Any],
+    card: str,
+    postprocessing: Postprocessing | None = None,
+) -> Path:
     """Write the model folder atomically (an existing one is replaced only once the new one is complete)."""
     from keepfit.train.model import quiet_transformers
 
@@ -68,4 +77,6 @@ def export_model(model: nn.Module, tokenizer, out: Path, meta: dict[str, Any], c
         tokenizer.save_pretrained(str(tmp))
         (tmp / "keepfit.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         (tmp / "README.md").write_text(card, encoding="utf-8")
+        if postprocessing is not None:
+            (tmp / POSTPROCESS_FILE).write_text(postprocessing.to_json(), encoding="utf-8")
     return Path(out)

@@ -42,6 +42,7 @@ from keepfit.train.losses import focal_distillation_loss, task_loss
 from keepfit.train.metrics import LOWER_IS_BETTER, best_metric_name, eval_metrics
 from keepfit.train.model import head_linear, load_model, load_tokenizer, read_meta, resolve_model_path
 from keepfit.train.optim import build_optimizer, build_scheduler
+from keepfit.train.postprocess import Postprocessing, fit_postprocessing
 from keepfit.types import Snapshot
 
 __all__ = ["TrainResult", "train_model", "seed_everything"]
@@ -518,10 +519,29 @@ def _record_eval(
 # ------------------------------------------------------------------------------------------------- finish
 
 
+def _postprocessing(job: Job) -> Postprocessing:
+    """Temperature and thresholds of the best weights, fitted on the validation split, to serve with them."""
+    job.model.eval()
+    needed = len(job.val.ids) and job.task != "regression"  # regression serves its target scaling only
+    logits = job.val_logits(job.model) if needed else torch.zeros((0, len(job.labels)))
+    post = fit_postprocessing(
+        job.task, job.labels, logits, job.val.targets, target_mean=job.mean, target_std=job.std
+    )
+    log.info(
+        "post-processing to serve: temperature %s, thresholds %s (%s)",
+        post.temperature,
+        post.thresholds,
+        post.fitted_on or "no validation rows: nothing fitted",
+    )
+    return post
+
+
 def _export(job: Job, snapshot: Snapshot, state: TrainState, metric: str) -> Path:
-    """Best weights into the full model, adapters merged, written as a Hugging Face folder."""
+    """Best weights into the full model, adapters merged, written as a Hugging Face folder with the
+    post-processing fitted on validation."""
     tc = job.config.train
     load_best(job.run_dir / "checkpoints", job.model)
+    postprocessing = _postprocessing(job)
     model = job.full_model
     if tc.strategy == "head":
         with torch.no_grad():
@@ -551,7 +571,7 @@ def _export(job: Job, snapshot: Snapshot, state: TrainState, metric: str) -> Pat
     from keepfit.config import config_to_yaml
 
     card = model_card(meta, state.history, config_to_yaml(job.config))
-    return export_model(model, job.tokenizer, job.run_dir / "model", meta, card)
+    return export_model(model, job.tokenizer, job.run_dir / "model", meta, card, postprocessing)
 
 
 def train_model(

@@ -24,6 +24,7 @@ __all__ = [
     "load_tokenizer",
     "load_model",
     "problem_type_for",
+    "task_from_config",
     "head_linear",
     "grow_head",
     "read_meta",
@@ -132,6 +133,13 @@ def problem_type_for(task: str) -> str:
         "multi-label": "multi_label_classification",
         "regression": "regression",
     }[task]
+
+
+def task_from_config(config: Any) -> str:
+    """The keepfit task of a transformers config (a plain Hugging Face folder has no keepfit.json)."""
+    if config.problem_type == "regression" or config.num_labels == 1:
+        return "regression"
+    return "multi-label" if config.problem_type == "multi_label_classification" else "single-label"
 
 
 def _apply_dropout(config: Any, dropout: float | None) -> None:

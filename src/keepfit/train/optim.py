@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from keepfit.config import TrainConfig
+from keepfit.train.head import HeadModel
 
 __all__ = ["param_groups", "build_optimizer", "build_scheduler", "layer_depth"]
 
@@ -43,13 +44,18 @@ def _is_head(model: nn.Module, name: str) -> bool:
 
 
 def param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
-    """Optimiser groups keyed by (learning rate, weight decay); frozen parameters are left out."""
+    """Optimiser groups keyed by (learning rate, weight decay); frozen parameters are left out.
+
+    The output layer (and the pooler/classifier around it) learns at ``head_lr`` (``lr`` when unset); with
+    the head-only strategy the trained module is the output layer alone, so all of it learns at ``head_lr``.
+    """
     n_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0) if hasattr(model, "config") else 0
+    head_only = isinstance(model, HeadModel)
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if hasattr(model, "config") and _is_head(model, name):
+        if head_only or (hasattr(model, "config") and _is_head(model, name)):
             lr = config.head_lr or config.lr
         else:
             lr = config.lr

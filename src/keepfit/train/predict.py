@@ -1,4 +1,9 @@
-"""Batch prediction from a model folder: length-sorted batches, inference mode, outputs in input order."""
+"""Batch prediction from a model folder: length-sorted batches, inference mode, outputs in input order.
+
+Texts are cleaned as the data check cleaned the training texts (:func:`keepfit.data.normalize.normalize_text`)
+and outputs go through the folder's saved post-processing (:mod:`keepfit.train.postprocess`): the temperature,
+the multi-label thresholds and the regression target scaling that evaluation and the gate judged.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 
 from keepfit._io import atomic_write_bytes
+from keepfit.data.normalize import normalize_text
 from keepfit.errors import DataError, ModelError
 from keepfit.train.batching import tokenize
 from keepfit.train.inference import choose_precision, sorted_forward
-from keepfit.train.model import load_tokenizer, quiet_transformers, read_meta, resolve_model_path
+from keepfit.train.model import (
+    load_tokenizer,
+    quiet_transformers,
+    read_meta,
+    resolve_model_path,
+    task_from_config,
+)
+from keepfit.train.postprocess import load_postprocessing
 
 __all__ = [
     "Predictions",
@@ -24,6 +38,7 @@ __all__ = [
     "load_predictor",
     "predict_file",
     "outputs_from_logits",
+    "clean_texts",
 ]
 
 
@@ -31,8 +46,10 @@ __all__ = [
 class Predictions:
     """Model outputs for n texts.
 
-    ``outputs``: single-label [n, C] softmax probabilities, multi-label [n, C] sigmoid probabilities,
-    regression [n] predicted targets (in the original units); columns follow ``labels``.
+    ``outputs``: single-label [n, C] softmax probabilities, multi-label [n, C] sigmoid probabilities (both
+    after the saved temperature), regression [n] predicted targets (in the original units); columns follow
+    ``labels``. ``thresholds`` [C] (multi-label): a label is predicted when its probability is >= its
+    threshold. ``temperature``: what the logits were divided by (None: not scaled).
     """
 
     task: str
@@ -41,6 +58,18 @@ class Predictions:
     texts_per_second: float
     top_k_labels: list[list[str]] = field(default_factory=list)
     top_k_scores: list[list[float]] = field(default_factory=list)
+    thresholds: np.ndarray | None = None
+    temperature: float | None = None
+
+    def decisions(self) -> np.ndarray:
+        """What the model predicts: label index [n] (single-label), 0/1 [n, C] with ``thresholds``
+        (multi-label), or the predicted target [n] (regression)."""
+        if self.task == "single-label":
+            return self.outputs.argmax(axis=1) if len(self.outputs) else np.zeros(0, dtype=int)
+        if self.task == "multi-label":
+            limits = self.thresholds if self.thresholds is not None else 0.5
+            return (self.outputs >= limits).astype(int)
+        return self.outputs
 
 
 @dataclass(frozen=True)
@@ -52,20 +81,31 @@ class PredictReport:
     task: str
 
 
-def outputs_from_logits(logits: torch.Tensor, task: str, mean: float = 0.0, std: float = 1.0) -> np.ndarray:
-    """Probabilities (classification) or targets in original units (regression) from raw logits."""
+def outputs_from_logits(
+    logits: torch.Tensor,
+    task: str,
+    mean: float = 0.0,
+    std: float = 1.0,
+    temperature: float | None = None,
+) -> np.ndarray:
+    """Probabilities (classification; logits divided by ``temperature`` first) or targets in original units
+    (regression) from raw logits."""
     logits = logits.float()
+    if task == "regression":
+        return (logits.reshape(-1) * std + mean).numpy()
+    if temperature is not None:
+        logits = logits / temperature
     if task == "single-label":
         return torch.softmax(logits, dim=-1).numpy()
-    if task == "multi-label":
-        return torch.sigmoid(logits).numpy()
-    return (logits.reshape(-1) * std + mean).numpy()
+    return torch.sigmoid(logits).numpy()
 
 
-def _task_from_config(config) -> str:
-    if config.problem_type == "regression" or config.num_labels == 1:
-        return "regression"
-    return "multi-label" if config.problem_type == "multi_label_classification" else "single-label"
+def clean_texts(texts: list[str]) -> list[str]:
+    """``texts`` cleaned exactly as the data check cleans training texts (NFC, controls removed, whitespace
+    collapsed and trimmed), so a served text is the text the model was trained and judged on."""
+    if not texts:
+        return []
+    return normalize_text(pa.array(texts, pa.string())).values.to_pylist()
 
 
 class Predictor:
@@ -83,18 +123,21 @@ class Predictor:
             raise ModelError(f"Could not load the model in {self.model_dir}: {err}") from None
         self.tokenizer = load_tokenizer(self.model_dir)
         config = self.model.config
-        self.task = self.meta.get("task") or _task_from_config(config)
+        self.task = self.meta.get("task") or task_from_config(config)
         self.labels = list(self.meta.get("labels") or [config.id2label[i] for i in range(config.num_labels)])
         self.max_length = self.meta.get("max_length") or min(self.tokenizer.model_max_length, 512)
-        self.mean = float(self.meta.get("target_mean", 0.0))
-        self.std = float(self.meta.get("target_std", 1.0))
+        self.postprocessing = load_postprocessing(self.model_dir)
+        self.mean = self.postprocessing.target_mean
+        self.std = self.postprocessing.target_std
+        self.temperature = self.postprocessing.temperature
+        self.thresholds = self.postprocessing.decision_thresholds()
         self.precision = choose_precision(precision)
         if threads:
             torch.set_num_threads(threads)
 
     def logits(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-        """Raw outputs [n, C] (regression [n, 1]) in input order."""
-        ids = tokenize(self.tokenizer, texts, self.max_length)
+        """Raw outputs [n, C] (regression [n, 1]) of the cleaned ``texts``, in input order; no post-processing."""
+        ids = tokenize(self.tokenizer, clean_texts([str(t) for t in texts]), self.max_length)
         pad = self.tokenizer.pad_token_id or 0
         return sorted_forward(
             ids, pad, batch_size, lambda b: self.model(**b).logits, precision=self.precision
@@ -108,7 +151,7 @@ class Predictor:
             logits = torch.zeros((0, 1 if self.task == "regression" else len(self.labels)))
         else:
             logits = self.logits(texts, batch_size)
-        outputs = outputs_from_logits(logits, self.task, self.mean, self.std)
+        outputs = outputs_from_logits(logits, self.task, self.mean, self.std, self.temperature)
         seconds = max(time.perf_counter() - start, 1e-9)
         top_labels: list[list[str]] = []
         top_scores: list[list[float]] = []
@@ -117,7 +160,16 @@ class Predictor:
             order = np.argsort(-outputs, axis=1, kind="stable")[:, :k]
             top_labels = [[self.labels[j] for j in row] for row in order]
             top_scores = [[float(outputs[i, j]) for j in row] for i, row in enumerate(order)]
-        return Predictions(self.task, self.labels, outputs, len(texts) / seconds, top_labels, top_scores)
+        return Predictions(
+            self.task,
+            self.labels,
+            outputs,
+            len(texts) / seconds,
+            top_labels,
+            top_scores,
+            thresholds=self.thresholds,
+            temperature=None if self.task == "regression" else self.temperature,
+        )
 
 
 def load_predictor(model_dir: Path, *, precision: str = "auto") -> Predictor:
@@ -174,9 +226,9 @@ def prediction_columns(preds: Predictions) -> dict[str, list]:
         for ls, ps in zip(preds.top_k_labels, preds.top_k_scores, strict=False)
     ]
     if preds.task == "multi-label":
-        chosen = ["|".join(preds.labels[j] for j in np.flatnonzero(row >= 0.5)) for row in preds.outputs]
+        chosen = ["|".join(preds.labels[j] for j in np.flatnonzero(row)) for row in preds.decisions()]
         return {"label": chosen, "score": [float(row.max()) for row in preds.outputs], "top_k": top}
-    best = preds.outputs.argmax(axis=1) if len(preds.outputs) else np.zeros(0, dtype=int)
+    best = preds.decisions()
     return {
         "label": [preds.labels[j] for j in best],
         "score": [float(preds.outputs[i, j]) for i, j in enumerate(best)],
@@ -195,7 +247,8 @@ def predict_file(
 ) -> PredictReport:
     """Predict every row of ``in_path`` (CSV/TSV/JSONL/Parquet); write it with predictions to ``out_path``.
 
-    Rows keep their input order. The output format follows ``out_path``'s suffix.
+    Rows keep their input order; texts are cleaned as the data check cleans them (:func:`clean_texts`), and
+    the input columns are written back unchanged. The output format follows ``out_path``'s suffix.
     """
     frame = _read_table(Path(in_path))
     if text_column not in frame.columns:

@@ -84,11 +84,19 @@ def config_for(model: Path, task: str = "single-label", **train) -> KeepfitConfi
 
 
 def make_tiny_model(
-    folder: Path, texts: list[str], *, hidden: int = 32, layers: int = 2, seed: int = 0
+    folder: Path,
+    texts: list[str],
+    *,
+    hidden: int = 32,
+    layers: int = 2,
+    seed: int = 0,
+    bert_normalizer: bool = True,
 ) -> Path:
     """Save a random tiny BERT (hidden ``hidden``, ``layers`` layers) and a WordPiece tokenizer to ``folder``.
 
-    The folder loads like any Hugging Face model, so tests name it as users name a model. Returns ``folder``.
+    The folder loads like any Hugging Face model, so tests name it as users name a model. Without
+    ``bert_normalizer`` the tokenizer only lowercases: accents, control characters and Unicode forms then
+    reach the vocabulary as they are (as with many non-BERT tokenizers). Returns ``folder``.
     """
     import torch
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -98,7 +106,7 @@ def make_tiny_model(
     folder.mkdir(parents=True, exist_ok=True)
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True) if bert_normalizer else normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.train_from_iterator(list(texts), trainers.WordPieceTrainer(vocab_size=500, special_tokens=special))
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")

@@ -187,3 +187,66 @@ def test_comparison_to_dict_is_strict_json(kit):
     )
     data = json.loads(json.dumps(comp.to_dict(), allow_nan=False))
     assert data["groups"]["all"]["per_class"]["unused"]["delta"] is None  # no examples: NaN -> null
+
+
+def test_the_negative_flip_wording_is_one_sentence_for_every_group():
+    from keepfit.gate import ALL, EARLIER, negative_flip_sentence
+
+    assert negative_flip_sentence(18, 293, 257, EARLIER) == (
+        "18 negative flips on the earlier test set: 6.1% of its 293 rows, 7.0% of the 257 rows the old model got "
+        "right"
+    )
+    assert negative_flip_sentence(1, 50, 0, ALL) == (
+        "1 negative flip on all rows: 2.0% of the 50 rows, the old model got none of them right"
+    )
+    assert negative_flip_sentence(0, 0, 0, "holdout") == "no negative flips on group 'holdout': it has no rows"
+
+
+def test_groups_carry_paired_counts_per_class_and_slice(kit):
+    y, old, frame, _ = kit.paired(n=300, seed=6)
+    new = old.copy()
+    right_b = np.flatnonzero((y == 1) & (old == y))
+    wrong_c = np.flatnonzero((y == 2) & (old != y))
+    new[right_b[:7]] = 0  # 7 of class b broken
+    new[wrong_c[:3]] = 2  # 3 of class c fixed
+    comp = compare_outputs(
+        "single-label", LABELS, LABELS, y, kit.probs_for(old, 5), kit.probs_for(new, 5), frame=frame, config=CFG
+    )
+    g = comp.group()
+    assert g.per_class["b"]["old_right"] == len(right_b)
+    assert (g.per_class["b"]["old_right_new_wrong"], g.per_class["b"]["old_wrong_new_right"]) == (7, 0)
+    assert (g.per_class["c"]["old_right_new_wrong"], g.per_class["c"]["old_wrong_new_right"]) == (0, 3)
+    web = frame["slice:source"].eq("web").to_numpy()
+    assert g.per_slice["source"]["web"]["old_right_new_wrong"] == int(web[right_b[:7]].sum())
+    assert g.negative_flip_rate == pytest.approx(7 / 300)
+    assert g.negative_flip_rate_of_right == pytest.approx(7 / int((old == y).sum()))
+    assert g.mcnemar["old_right"] == int((old == y).sum())
+
+
+def test_multi_label_right_uses_each_models_thresholds():
+    y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    probs = np.array([[0.4, 0.1], [0.2, 0.35], [0.6, 0.3], [0.1, 0.1]])
+    plain = compare_outputs("multi-label", ["x", "y"], ["x", "y"], y, probs, probs, config=CFG)
+    assert plain.group().mcnemar["old_right"] == 1  # only row 3 at 0.5
+    # the new model knows its labels in another order (the union, which y_true indexes, is then y, x):
+    # thresholds follow each model's own labels
+    tuned = compare_outputs(
+        "multi-label",
+        ["x", "y"],
+        ["y", "x"],
+        y[:, ::-1],
+        probs,
+        probs[:, ::-1],
+        config=CFG,
+        thresholds_new=np.array([0.25, 0.3]),  # y, x
+    )
+    g = tuned.group()
+    assert g.mcnemar["old_right"] == 1 and g.mcnemar["old_wrong_new_right"] == 3  # every row right at 0.3/0.25
+    assert tuned.settings["thresholds"] == {"old": "0.5", "new": "given"}
+    with pytest.raises(DataError, match="one finite threshold per label"):
+        compare_outputs("multi-label", ["x", "y"], ["x", "y"], y, probs, probs, config=CFG, thresholds_old=[0.5])
+    with pytest.raises(DataError, match="multi-label comparisons only"):
+        compare_outputs(
+            "single-label", ["x", "y"], ["x", "y"], np.array([0, 1]), np.eye(2), np.eye(2), config=CFG,
+            thresholds_new=[0.5, 0.5],
+        )

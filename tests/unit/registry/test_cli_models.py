@@ -116,7 +116,7 @@ def test_unknown_version_lists_the_versions(project):
 def test_real_entry_point_is_quiet_and_exits_with_the_registry_code(tmp_path):
     """A fresh store through the installed `keepfit` command: no MLflow/alembic log lines, one clear error."""
     path = tmp_path / "keepfit.yaml"
-    path.write_text(yaml.safe_dump({"store": str(tmp_path / ".keepfit")}))
+    path.write_text(yaml.safe_dump({"store": str(tmp_path / ".keepfit"), "registry": {"model_name": "fresh"}}))
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "COLUMNS": "200"}
     code = "from keepfit.cli import main; main()"
     done = subprocess.run([sys.executable, "-c", code, "models", "show", "champion", "--config", str(path)],
@@ -126,3 +126,37 @@ def test_real_entry_point_is_quiet_and_exits_with_the_registry_code(tmp_path):
     assert "keepfit fit" in done.stderr
     assert "INFO" not in done.stderr and "alembic" not in done.stderr.lower()
     assert "Traceback" not in done.stderr
+
+
+def test_init_names_the_model_so_a_renamed_project_keeps_its_versions(tmp_path, make_model, make_lineage):
+    project = tmp_path / "Support Bot!"
+    project.mkdir()
+    rows = [f"please refund order {i},refund" if i % 2 else f"where is parcel {i},shipping" for i in range(40)]
+    (project / "train.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    made = _invoke("init", str(project / "train.csv"), "--out", str(project / "keepfit.yaml"))
+    assert made.exit_code == 0, made.output
+    assert "registered as Support Bot (registry.model_name)" in made.output
+    config = load_config(project / "keepfit.yaml")
+    assert config.registry.model_name == "Support Bot"
+    Registry.open(config).register(make_model("a"), metrics={"accuracy": 0.9}, lineage=make_lineage(),
+                                   alias="champion")
+
+    renamed = project.rename(tmp_path / "bot-v2")
+    listed = _invoke("models", "list", "--config", str(renamed / "keepfit.yaml"))
+    assert listed.exit_code == 0, listed.output
+    (line,) = [line for line in listed.output.splitlines() if "snap-aaaa" in line]
+    assert "champion" in line
+    registry = Registry.open(load_config(renamed / "keepfit.yaml"))
+    assert registry.name == "Support Bot"
+    assert registry.model_path("champion").is_relative_to(renamed)
+
+
+def test_a_config_without_a_model_name_falls_back_to_the_folder_with_a_warning(tmp_path, caplog):
+    from keepfit.config import KeepfitConfig
+    from keepfit.registry.mlflow_registry import model_name_for
+
+    with caplog.at_level("WARNING", logger="keepfit.registry.mlflow_registry"):
+        assert model_name_for(KeepfitConfig(store=str(tmp_path / "shop" / ".keepfit"))) == "shop"
+    (record,) = caplog.records
+    assert "registry.model_name is not set" in record.getMessage()
+    assert "model_name: shop" in record.getMessage()

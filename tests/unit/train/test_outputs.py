@@ -14,7 +14,10 @@ from keepfit.train import load_predictor, predict_file
 
 
 def test_plain_transformers_loads_the_folder_and_agrees(trained, easy_snapshot):
+    """Plain transformers gives the same logits; keepfit serves them through the saved temperature."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from keepfit.train.postprocess import load_postprocessing
 
     folder = trained.model_dir
     model = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
@@ -27,7 +30,8 @@ def test_plain_transformers_loads_the_folder_and_agrees(trained, easy_snapshot):
         batch = tokenizer(
             texts, padding=True, truncation=True, max_length=meta["max_length"], return_tensors="pt"
         )
-        hf = torch.softmax(model(**batch).logits, -1).numpy()
+        temperature = load_postprocessing(folder).temperature or 1.0
+        hf = torch.softmax(model(**batch).logits / temperature, -1).numpy()
     ours = load_predictor(folder, precision="fp32").predict(texts).outputs
     np.testing.assert_allclose(ours, hf, atol=1e-5)
     assert meta["data_snapshot"] == easy_snapshot.id and meta["labels"] == ["neg", "pos"]
