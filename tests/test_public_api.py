@@ -11,6 +11,8 @@ EXPECTED = {
     "generate_next_week", "fit", "FitResult", "evaluate", "EvaluateResult", "predict", "update", "UpdateResult",
     "compare", "CompareResult", "Registry", "Lineage", "ModelVersionInfo", "KeepfitError", "ConfigError",
     "DataError", "ModelError", "TrainingError", "GateRejected", "RegistryError", "MissingExtraError",
+    "LockBusy", "ChampionMoved", "screen_batch", "ScreenResult", "find_training_label_issues",
+    "collect_label_issues", "accept_reviewed",
 }
 
 
@@ -23,7 +25,7 @@ def test_all_is_pinned():
 
 def test_errors_form_one_hierarchy():
     for name in ["ConfigError", "DataError", "ModelError", "TrainingError", "GateRejected", "RegistryError",
-                 "MissingExtraError"]:
+                 "MissingExtraError", "LockBusy", "ChampionMoved"]:
         assert issubclass(getattr(keepfit, name), keepfit.KeepfitError)
 
 

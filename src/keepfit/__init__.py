@@ -22,6 +22,8 @@ from keepfit.data import (
     split_rows,
 )
 from keepfit.data.demo_data import generate_demo_data, generate_next_week
+from keepfit.data.review import accept_reviewed, collect_label_issues, find_training_label_issues
+from keepfit.data.screen import ScreenResult, screen_batch
 from keepfit.data.infer import infer_config, write_config_file
 from keepfit.data.validate import CheckedRows, load_and_validate
 from keepfit.errors import (
@@ -29,6 +31,7 @@ from keepfit.errors import (
     DataError,
     GateRejected,
     KeepfitError,
+    LockBusy,
     MissingExtraError,
     ModelError,
     RegistryError,
@@ -53,10 +56,10 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     # Registry pulls in MLflow (about a second to import): load it on first use only.
-    if name == "Registry":
-        from keepfit.registry import Registry
+    if name in ("Registry", "ChampionMoved"):
+        import keepfit.registry
 
-        return Registry
+        return getattr(keepfit.registry, name)
     raise AttributeError(f"module 'keepfit' has no attribute {name!r}")
 
 __all__ = [
@@ -81,6 +84,11 @@ __all__ = [
     "Snapshot",
     "generate_demo_data",
     "generate_next_week",
+    "screen_batch",
+    "ScreenResult",
+    "find_training_label_issues",
+    "collect_label_issues",
+    "accept_reviewed",
     # lifecycle
     "fit",
     "FitResult",
@@ -104,4 +112,6 @@ __all__ = [
     "GateRejected",
     "RegistryError",
     "MissingExtraError",
+    "LockBusy",
+    "ChampionMoved",
 ]

@@ -187,7 +187,7 @@ class GateConfig(_Section):
 
     metric: str = "accuracy"
     margin: float = Field(
-        0.01, ge=0, description="Non-inferiority on the earlier test set: the lower end of the paired interval of "
+        0.02, ge=0, description="Non-inferiority on the earlier test set: the lower end of the paired interval of "
         "the metric's change must lie above -margin."
     )
     improvement: Literal["not_worse", "shown"] = Field(

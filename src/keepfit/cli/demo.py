@@ -37,6 +37,21 @@ def _found_vs_planted(report: dict, planted: dict) -> None:
     )
 
 
+def _label_issues_vs_planted(found, noisy_rows: tuple[int, ...]) -> None:
+    """The label issues `fit` found in the training data, against the noisy labels the generator planted."""
+    if found is None or not len(found.issues):
+        console.print("label issues: none found")
+        return
+    rows = set(found.issues["row"].astype(int))
+    planted = set(noisy_rows)
+    hit = len(rows & planted)
+    console.print(
+        f"label issues found at fit time (out-of-fold predictions + confident learning): {len(rows)} rows, "
+        f"{hit} of the {len(planted)} planted noisy labels among them (a few planted rows were quarantined "
+        "earlier as duplicates); `keepfit data review` lists them"
+    )
+
+
 def _corrupted_batch(week1: Path, dst: Path, n_rows: int, seed: int) -> tuple[str, str, int]:
     """Write a fresh batch like week 2 in which an annotator swapped the two most frequent intents.
 
@@ -103,6 +118,7 @@ def demo_command(
         if name in fitted.metrics:
             console.print(f"  {name}: {fitted.metrics[name]:.4f}")
     console.print(f"  report: {fitted.report}")
+    _label_issues_vs_planted(fitted.label_issues, files.noisy_rows_week1)
 
     _step("6. keepfit update --data week2 (new intent, shifted data)")
     from keepfit.cli.update import print_decision
@@ -118,9 +134,10 @@ def demo_command(
     a, b, wrong = _corrupted_batch(files.week1, bad, files.week2_rows, seed=11)
     console.print(f"{wrong} of the rows in {bad.name} carry the wrong label ({a} <-> {b})")
     careless = config.model_copy(
-        update={"update": config.update.model_copy(update={"distill": False, "replay_ratio": 0.0})}
+        update={"update": config.update.model_copy(update={"distill": False, "replay_ratio": 0.0, "screen": "keep"})}
     )
-    console.print("trained as plain continued fine-tuning (no replay of earlier data, no distillation)")
+    console.print("trained as plain continued fine-tuning (no replay, no distillation) with the batch screen off "
+                  "(update.screen: keep), so only the gate stands between the batch and the champion")
     bad_upd = pipeline.update(careless, bad)
     print_decision(bad_upd.decision)
     if bad_upd.promoted:
@@ -129,6 +146,19 @@ def demo_command(
         console.print(f"[green]Rejected[/]: version {bad_upd.candidate_version} stays challenger because:")
         for reason in bad_upd.reasons:
             console.print(f"  - {reason}")
+        caught = {r.name: r.failed for r in bad_upd.decision.rules if not r.passed}
+        console.print(f"  which rule caught what: {caught}")
+        console.print(f"  the batch stays pending in the data history (snapshot {bad_upd.snapshot_id[:12]})")
+
+    _step("7b. The same batch with the default screen (and the pending batch dropped)")
+    screened = pipeline.update(config, bad, drop_pending=True)
+    if screened.screen is not None:
+        console.print(f"screen: {screened.screen.summary}")
+    console.print(f"{screened.batch.get('screened_out', 0)} rows set aside for review before training "
+                  f"({wrong} were swapped); `keepfit data review` lists them")
+    print_decision(screened.decision)
+    verdict = "promoted to champion" if screened.promoted else "not promoted: " + "; ".join(screened.reasons)
+    console.print(f"candidate version {screened.candidate_version} {verdict}")
 
     _step("8. keepfit models rollback")
     registry = Registry.open(config)

@@ -34,13 +34,16 @@ def print_decision(decision) -> None:
     table.add_column("rule")
     table.add_column("group")
     table.add_column("result")
+    table.add_column("failed for")
     table.add_column("detail")
     for rule in decision.rules:
         if getattr(rule, "skipped", False):
             mark = "[dim]skipped[/]"
         else:
             mark = "[green]pass[/]" if rule.passed else "[red]FAIL[/]"
-        table.add_row(rule.name, _rule_group(rule, decision), mark, rule.detail)
+        failed = getattr(rule, "failed", None) or []
+        shown = ", ".join(failed[:5]) + (f" (+{len(failed) - 5})" if len(failed) > 5 else "")
+        table.add_row(rule.name, _rule_group(rule, decision), mark, shown, rule.detail)
     console.print(table)
 
 
@@ -135,6 +138,10 @@ def update_command(
     strategy: str = typer.Option(None, "--strategy", help="warm (default: warm start + replay + distillation) "
                                  "or retrain (from scratch on all data)."),
     force: bool = typer.Option(False, "--force", help="Promote even if the gate rejects (recorded)."),
+    drop_pending: bool = typer.Option(
+        False, "--drop-pending", help="Start from the champion's data, leaving out batches whose candidates were "
+        "rejected (by default they stay in the history and this update trains on them too)."
+    ),
     as_json: bool = JsonOption,
     config: Path = ConfigOption,
     overrides: list[str] = SetOption,
@@ -152,7 +159,8 @@ def update_command(
         cfg.update.strategy = strategy  # type: ignore[assignment]
     with _json_output("update", as_json) as document:
         # Under --json the console writes to stderr here, so progress shows only when stderr is a terminal.
-        result = update(cfg, data, force=force, progress=not (quiet or quiet_default()), on_diff=_print_diff)
+        result = update(cfg, data, force=force, drop_pending=drop_pending,
+                        progress=not (quiet or quiet_default()), on_diff=_print_diff)
         _print_update(result)
         document.append(update_document(result))
     code = update_exit_code(result)
@@ -160,7 +168,36 @@ def update_command(
         raise typer.Exit(code)
 
 
+def print_batch(result: Any) -> None:
+    """What happened to the batch's rows: new, repeated, quarantined, screened out, leaked, relabelled."""
+    batch = getattr(result, "batch", None) or {}
+    if not batch:
+        return
+    by_split = batch.get("new_by_split", {})
+    console.print(
+        f"Batch: {batch.get('rows_in', 0)} rows in; {batch.get('new_rows', 0)} new (train "
+        f"{by_split.get('train', 0)}, validation {by_split.get('validation', 0)}, test {by_split.get('test', 0)}), "
+        f"{batch.get('duplicates_of_earlier', 0)} repeat earlier rows, {batch.get('quarantined_by_check', 0)} "
+        f"quarantined by the data check, {batch.get('screened_out', 0)} set aside by the champion's screen, "
+        f"{batch.get('leaked_into_earlier_splits', 0)} would leak into earlier splits."
+    )
+    relabels = batch.get("relabels") or {}
+    if relabels.get("count"):
+        console.print(f"Relabels: {relabels['summary']}.")
+        for ex in relabels.get("examples", [])[:3]:
+            console.print(f"  - {ex['text']!r} ({ex['split']}): {ex['old']} -> {ex['new']}")
+    screen = getattr(result, "screen", None)
+    if screen is not None and (screen.blocks or len(screen.flagged)):
+        console.print(f"Screen: {screen.summary}")
+        console.print("  Review the flagged rows with `keepfit data review`; accept corrections with "
+                      "`keepfit data accept FILE`.")
+    if batch.get("pending_rows"):
+        console.print(f"Pending: this update also trained on {batch['pending_rows']} rows of earlier batches "
+                      "whose candidates were rejected (--drop-pending leaves them out).")
+
+
 def _print_update(result: Any) -> None:
+    print_batch(result)
     print_decision(result.decision)
     if result.promoted:
         how = " (forced past the gate)" if result.forced else ""
@@ -172,6 +209,11 @@ def _print_update(result: Any) -> None:
         )
         for reason in result.reasons:
             console.print(f"  - {reason}")
+        if getattr(result, "pending", False):
+            console.print(
+                f"The batch stays in the data history (snapshot {str(result.snapshot_id)[:12]}, now HEAD): the next "
+                "`keepfit update` trains on it too; `keepfit update --drop-pending` leaves it out."
+            )
     for warning in getattr(result, "warnings", None) or []:
         console.print(f"[yellow]warning[/]: {warning}")
     console.print(f"Comparison report: {result.report}")

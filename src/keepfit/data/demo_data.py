@@ -235,6 +235,7 @@ class DemoFiles:
     week2_rows: int
     planted_week1: dict[str, Any]
     planted_week2: dict[str, Any]
+    noisy_rows_week1: tuple[int, ...] = ()  # CSV line numbers of week 1's flipped labels
 
 
 def _typo(text: str, rng: np.random.Generator) -> str:
@@ -424,4 +425,6 @@ def write_demo_files(folder: str | Path, *, small: bool = False, seed: int = 0) 
     week2 = generate_next_week(week1.frame, n2, seed + 1)
     p1 = atomic_write_text(folder / "week1.csv", week1.frame.to_csv(index=False))
     p2 = atomic_write_text(folder / "week2.csv", week2.frame.to_csv(index=False))
-    return DemoFiles(p1, p2, len(week1.frame), len(week2.frame), week1.planted, week2.planted)
+    return DemoFiles(
+        p1, p2, len(week1.frame), len(week2.frame), week1.planted, week2.planted, tuple(week1.noisy_rows)
+    )

@@ -17,7 +17,7 @@ __all__ = ["Normalized", "normalize_text", "MISSING_TOKENS", "NORMALIZATION_VERS
 
 # Saved with every model (keepfit_postprocess.json) so serving can tell it cleans texts as training did.
 # Bump it whenever normalize_text changes what it returns for some input.
-NORMALIZATION_VERSION = 1
+NORMALIZATION_VERSION = 2
 
 # Removed outright: C0/C1 control characters that are not whitespace, zero-width space, byte-order mark.
 _CONTROL = r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\x{200B}\x{FEFF}]"
@@ -73,9 +73,6 @@ def normalize_text(arr: pa.Array | pa.ChunkedArray) -> Normalized:
     n_nul = 0
     if len(arr) == 0:
         return Normalized(arr, 0)
-    not_ascii = pc.invert(pc.fill_null(pc.string_is_ascii(arr), True))
-    if pc.any(not_ascii).as_py():
-        arr = pc.replace_with_mask(arr, not_ascii, _nfc(arr.filter(not_ascii)))
     needs = pc.fill_null(pc.match_substring_regex(arr, _NEEDS_WORK), False)
     if pc.any(needs).as_py():
         subset = arr.filter(needs)
@@ -83,4 +80,9 @@ def normalize_text(arr: pa.Array | pa.ChunkedArray) -> Normalized:
         subset = pc.replace_substring_regex(subset, _CONTROL, "")
         subset = pc.replace_substring_regex(subset, _SPACE, " ")
         arr = pc.replace_with_mask(arr, needs, subset)
+    # NFC last: a control character removed between a letter and its combining accent must not leave the pair
+    # decomposed (cleaning a cleaned text again must change nothing)
+    not_ascii = pc.invert(pc.fill_null(pc.string_is_ascii(arr), True))
+    if pc.any(not_ascii).as_py():
+        arr = pc.replace_with_mask(arr, not_ascii, _nfc(arr.filter(not_ascii)))
     return Normalized(pc.utf8_trim_whitespace(arr), n_nul)

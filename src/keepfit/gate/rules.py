@@ -14,11 +14,13 @@ bootstrap intervals at ``EvaluateConfig.confidence``):
   (one-sided: the candidate is worse) on its discordant pairs, Holm-corrected across every class and slice value
   with at least one discordant pair (family-wise level ``alpha``); and a flip budget that catches small classes,
   where a test has no power: a class fails with at least ``class_min_flips`` negative flips that are also more
-  than ``max_class_flip_share`` of its previously-right rows ("broken completely" when it keeps none). Classes
+  than ``max_class_flip_share`` of its previously-right rows, or that loses every one (at least two) of its
+  previously-right rows ("broken completely" when it keeps none). Classes
   with fewer previously-right rows than that cannot be protected: the power statement (``detectable_flips``, the
   smallest number of flips either check rejects for sure) says so per class, and the decision warns.
-- **improvement** on the new test set: the lower end of the interval of the change must lie above
-  ``min_delta``; a tie does not pass.
+- **improvement** on the new test set: with ``improvement: not_worse`` (default) the candidate fails when the
+  whole interval of the change lies below ``min_delta`` (shown worse); with ``shown`` the lower end must lie
+  above ``min_delta`` (a tie does not pass).
 - **new_label_recall** on the new test set: each label the old model does not know, where it has rows, needs
   recall (F1 for multi-label) of at least ``new_label_min_recall``.
 - **significance** (only with ``require_significance``): McNemar's exact test on the improvement's group must
@@ -291,14 +293,24 @@ def _flip_budget_fails(flips: int, old_right: int, policy: GateConfig) -> bool:
     return flips >= policy.class_min_flips and flips > policy.max_class_flip_share * old_right + _TOL
 
 
-def _detectable_flips(old_right: int, family: int, policy: GateConfig) -> int | None:
+def _all_lost(flips: int, old_right: int, n: int) -> bool:
+    """Every row (at least two) of a class the old model mostly got right is now wrong: a systematic break, not
+    seed noise (two given rows both flip at a 2% flip rate with probability 0.0004)."""
+    return old_right >= _MIN_ALL_LOST and flips == old_right and old_right >= 0.5 * n
+
+
+_MIN_ALL_LOST = 2
+
+
+def _detectable_flips(old_right: int, n: int, family: int, policy: GateConfig) -> int | None:
     """The fewest negative flips (and no fixes) of ``old_right`` rows that a per-class check rejects for sure.
 
     McNemar with k flips and no fixes gives p = 0.5**k; Holm rejects any p <= alpha / family whatever the others.
     """
     by_budget = max(policy.class_min_flips, math.floor(policy.max_class_flip_share * old_right + _TOL) + 1)
     by_test = math.ceil(math.log2(family / policy.alpha) - _TOL)
-    k = min(by_budget, by_test)
+    by_loss = old_right if old_right >= _MIN_ALL_LOST and old_right >= 0.5 * n else by_budget
+    k = min(by_budget, by_test, by_loss)
     return k if k <= old_right else None
 
 
@@ -319,7 +331,7 @@ def class_checks(comparison: Comparison, g: GroupComparison, policy: GateConfig)
         u.setdefault("mcnemar_rejects", False)
         flips, right = u["old_right_new_wrong"], u["old_right"]
         family = len(tested) + (0 if flips + u["old_wrong_new_right"] else 1)  # as if this one were tested
-        k = _detectable_flips(right, max(family, 1), policy)
+        k = _detectable_flips(right, u["n"], max(family, 1), policy)
         u["detectable_flips"] = k
         u["detectable_drop"] = None if k is None else k / u["n"]
         u["new_right"] = right - flips + u["old_wrong_new_right"]
@@ -328,6 +340,8 @@ def class_checks(comparison: Comparison, g: GroupComparison, policy: GateConfig)
             failed.append("mcnemar")
         if _flip_budget_fails(flips, right, policy):
             failed.append("flip_budget")
+        if _all_lost(flips, right, u["n"]):
+            failed.append("all_lost")
         if failed and u["new_right"] == 0:
             failed.append("broken")
         u["failed_by"] = failed
@@ -344,6 +358,8 @@ def _unit_sentence(u: dict[str, Any]) -> str:
         why.append("broken completely: the new model gets none of its rows right")
     if "flip_budget" in u["failed_by"]:
         why.append("over the flip budget")
+    if "all_lost" in u["failed_by"]:
+        why.append("every row the old model got right is lost")
     if "mcnemar" in u["failed_by"]:
         why.append(f"significantly worse (Holm-adjusted p = {u['p_holm']:.2g})")
     return (

@@ -185,3 +185,12 @@ def test_compressed_files(tmp_path: Path, name: str):
     assert checked.kept[["row", "text", "label"]].values.tolist() == [
         [2 if name.endswith(".gz") else 1, "hello, world", "x"]
     ]
+
+
+def test_normalize_text_is_idempotent_when_a_control_splits_a_letter_from_its_accent():
+    import unicodedata
+
+    once = normalize_text(pa.array(["cafe\x07\u0301 ok", "plain"])).values.to_pylist()
+    twice = normalize_text(pa.array(once)).values.to_pylist()
+    assert once == twice
+    assert unicodedata.is_normalized("NFC", once[0]) and once[0] == "caf\u00e9 ok"

@@ -253,7 +253,7 @@ def test_a_small_class_moved_to_another_class_is_rejected(kit):
         rule = ClassRegression().evaluate(comp, ONLY_CLASSES)
         assert not rule.passed and rule.failed == [f"class 'c{victim}'"], rule.detail
         unit = next(u for u in apply_gate(comp, ONLY_CLASSES).classes if u["name"] == f"c{victim}")
-        assert unit["failed_by"] == ["flip_budget", "broken"]  # McNemar alone has no power on 5 rows
+        assert unit["failed_by"] == ["flip_budget", "all_lost", "broken"]  # McNemar has no power on 5 rows
 
 
 def test_a_large_class_moved_is_caught_by_mcnemar(kit):
@@ -301,7 +301,7 @@ def test_a_broken_slice_is_always_rejected(kit):
 
 def test_the_power_statement_is_what_the_checks_reject(kit):
     """A class's detectable flips are rejected, one fewer is not (the class alone changes)."""
-    for size in (4, 12, 30):
+    for size in (2, 4, 12, 30):
         y = np.repeat(np.arange(5), [size, 40, 40, 40, 40])
         old = y.copy()
         comp = _compare(kit, y, old, old.copy())
@@ -315,7 +315,10 @@ def test_the_power_statement_is_what_the_checks_reject(kit):
             assert (not rule.passed) is caught, (size, flips, rule.detail)
     y = np.repeat(np.arange(5), [2, 40, 40, 40, 40])
     unit = next(u for u in apply_gate(_compare(kit, y, y, y.copy()), GateConfig()).classes if u["name"] == "a")
-    assert unit["detectable_flips"] is None  # 2 rows: no drop can be caught
+    assert unit["detectable_flips"] == 2  # 2 rows: only losing both is caught
+    y = np.repeat(np.arange(5), [1, 40, 40, 40, 40])
+    unit = next(u for u in apply_gate(_compare(kit, y, y, y.copy()), GateConfig()).classes if u["name"] == "a")
+    assert unit["detectable_flips"] is None  # 1 row: no drop can be caught
 
 
 def test_a_test_split_too_small_for_its_classes_is_warned_about(kit):
@@ -506,3 +509,22 @@ def test_a_class_the_old_model_barely_got_is_not_newly_broken(kit):
     assert r.passed, r.detail
     r = ClassRegression().evaluate(_compare(kit, y, old, new), GateConfig(class_min_flips=2))
     assert not r.passed and "broken completely" in r.detail
+
+
+def test_a_class_that_loses_both_of_its_right_rows_is_rejected_but_one_flip_is_noise(kit):
+    """Below class_min_flips the flip budget cannot speak; losing every previously-right row (two or more) still
+    fails, while one lost row of two passes."""
+    y, old, rng, labels = _many_classes(kit, 3)
+    counts = np.bincount(y, minlength=len(labels))
+    right_counts = np.bincount(y[old == y], minlength=len(labels))
+    victim = int(np.flatnonzero((right_counts == 2) | ((right_counts >= 2) & (counts <= 6)))[0])
+    rows = np.flatnonzero((y == victim) & (old == y))
+    both = old.copy()
+    both[y == victim] = (victim + 1) % len(labels)
+    one = old.copy()
+    one[rows[0]] = (victim + 1) % len(labels)
+    groups = {EARLIER: np.ones(len(y), bool)}
+    lost = _rule(apply_gate(_compare_many(kit, y, old, both, labels, groups=groups), ONLY_CLASSES), "class_regression")
+    assert not lost.passed and f"class 'c{victim}'" in lost.failed
+    noise = _rule(apply_gate(_compare_many(kit, y, old, one, labels, groups=groups), ONLY_CLASSES), "class_regression")
+    assert noise.passed, noise.detail
