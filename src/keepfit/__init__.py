@@ -22,9 +22,9 @@ from keepfit.data import (
     split_rows,
 )
 from keepfit.data.demo_data import generate_demo_data, generate_next_week
+from keepfit.data.infer import infer_config, write_config_file
 from keepfit.data.review import accept_reviewed, collect_label_issues, find_training_label_issues
 from keepfit.data.screen import ScreenResult, screen_batch
-from keepfit.data.infer import infer_config, write_config_file
 from keepfit.data.validate import CheckedRows, load_and_validate
 from keepfit.errors import (
     ConfigError,
