@@ -251,7 +251,8 @@ class UpdateConfig(_Section):
 
     strategy: Literal["warm", "retrain"] = "warm"
     replay_ratio: float = Field(
-        1.0, ge=0, description="Earlier training rows replayed per new training row (stratified sample)."
+        3.0, ge=0, description="Earlier training rows replayed per new training row (stratified sample); on "
+        "banking77 3 halved the flips of 1 at 1.8x the training time (BENCHMARKS.md)."
     )
     distill: bool = Field(True, description="Focal distillation from the champion on what it got right.")
     epochs: float | None = Field(
@@ -271,11 +272,25 @@ class UpdateConfig(_Section):
     lock_timeout: float | None = Field(
         None, ge=0, description="Seconds to wait for another update holding the project lock; forever when empty."
     )
+    interpolate: Literal["auto", "off"] | float = Field(
+        "auto", description="After a warm start, interpolate the weights towards the champion (BCWI): 'auto' "
+        "chooses the champion's weight a on validation (fewest flips of what the champion got right, accuracy "
+        "within interpolate_margin of the plain candidate), a number in [0, 1] fixes it, 'off' keeps the candidate."
+    )
+    interpolate_margin: float = Field(
+        0.005, ge=0, lt=1, description="Validation accuracy the interpolation may give up for fewer flips."
+    )
     relabels: Literal["quarantine", "apply"] = Field(
         "quarantine",
         description="A new row whose text is already known with another label: quarantine it for review, or apply "
         "the new label to the earlier row (which changes the earlier test set the gate compares on).",
     )
+
+    @model_validator(mode="after")
+    def _interpolation_weight(self) -> UpdateConfig:
+        if isinstance(self.interpolate, float) and not 0 <= self.interpolate <= 1:
+            raise ValueError(f"update.interpolate must be auto, off or a weight in [0, 1], got {self.interpolate}")
+        return self
 
 
 class RegistryConfig(_Section):

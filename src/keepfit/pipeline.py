@@ -89,6 +89,7 @@ class UpdateResult:
     batch: dict[str, Any] = field(default_factory=dict)  # rows in, new, duplicates, screened, leaked, relabels
     warnings: list[str] = field(default_factory=list)
     judged_against: str | None = None  # the champion version the candidate was compared with
+    interpolation: Any = None  # keepfit.train.interpolate.Interpolation: the champion's weight and its curve
     screen: Any = None  # keepfit.data.ScreenResult: rows of the batch the champion disputed, and the blocks
 
 
@@ -510,6 +511,29 @@ def _screen(config: KeepfitConfig, champion_dir: Path, judged: Snapshot, batch) 
     return quarantine, result
 
 
+def _interpolate(config: KeepfitConfig, champion_dir: Path, candidate_dir: Path, snapshot: Snapshot, run_dir: Path):
+    """BCWI after a warm start (``update.interpolate``), chosen on the validation rows; None when not done."""
+    setting = config.update.interpolate
+    if setting == "off" or config.update.strategy != "warm" or snapshot.task != "single-label":
+        return None
+    if len(snapshot.validation) == 0:
+        return None
+    from keepfit.train.interpolate import interpolate_candidate, write_curve
+
+    result = interpolate_candidate(
+        champion_dir,
+        candidate_dir,
+        snapshot.validation["text"].tolist(),
+        snapshot.validation["label"].tolist(),
+        run_dir / "interpolated" / "model",
+        setting=setting,
+        margin=config.update.interpolate_margin,
+        batch_size=config.evaluate.batch_size,
+    )
+    write_curve(result, run_dir / "interpolated")
+    return result
+
+
 def _train_candidate(config, snapshot: Snapshot, judged: Snapshot, new_train, champion_dir, run_dir, progress):
     from keepfit.train import train_model
 
@@ -601,13 +625,17 @@ def _update_locked(config, data: Path, store: Store, force, drop_pending, progre
     t0 = time.perf_counter()
     trained = _train_candidate(config, snapshot, judged, new_train, champion_dir, run_dir, progress)
     timings["train_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    interpolation = _interpolate(config, champion_dir, trained.model_dir, snapshot, run_dir)
+    model_dir = interpolation.model_dir if interpolation and interpolation.model_dir else trained.model_dir
+    timings["interpolate_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    evaluation = _evaluate_model(config, trained.model_dir, snapshot, run_dir / "evaluation", history=trained.history)
+    evaluation = _evaluate_model(config, model_dir, snapshot, run_dir / "evaluation", history=trained.history)
     timings["evaluate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     compared = _compare_on(
-        config, champion_dir, trained.model_dir, snapshot, run_dir / "comparison",
+        config, champion_dir, model_dir, snapshot, run_dir / "comparison",
         groups=_test_groups(judged, snapshot), new_outputs=(*evaluation.outputs, evaluation.thresholds),
     )
     timings["compare_s"] = time.perf_counter() - t0
@@ -615,7 +643,7 @@ def _update_locked(config, data: Path, store: Store, force, drop_pending, progre
 
     t0 = time.perf_counter()
     info = registry.register(
-        trained.model_dir,
+        model_dir,
         metrics=_numeric(evaluation.metrics),
         lineage=_lineage(config, snapshot, trained.labels, parent=champion.version),
         evaluation_dir=run_dir / "evaluation",
@@ -648,6 +676,7 @@ def _update_locked(config, data: Path, store: Store, force, drop_pending, progre
         warnings=list(getattr(decision, "warnings", []) or []),
         screen=screen,
         judged_against=champion.version,
+        interpolation=interpolation,
     )
 
 

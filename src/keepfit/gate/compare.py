@@ -416,7 +416,10 @@ def _delta(old: Any, new: Any, diffs: np.ndarray | None, confidence: float) -> d
     """Point values, their delta (new - old) and the percentile interval of the resampled deltas ``diffs``."""
     old_v, new_v = float(old), float(new)
     interval = percentile_interval(diffs, confidence) if diffs is not None else None
-    return {"old": old_v, "new": new_v, "delta": new_v - old_v, "interval": interval}
+    # each bound of the central interval at 2c - 1 is a one-sided bound at c: what a one-sided test (is the
+    # candidate worse? better?) at level 1 - c compares with its margin
+    one_sided = percentile_interval(diffs, 2 * confidence - 1) if diffs is not None else None
+    return {"old": old_v, "new": new_v, "delta": new_v - old_v, "interval": interval, "one_sided": one_sided}
 
 
 def _per_class(

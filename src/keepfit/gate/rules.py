@@ -152,6 +152,14 @@ def _signed(metric: str, value: float) -> float:
     return value if HIGHER_IS_BETTER[metric] else -value
 
 
+def _bounds_phrase(comparison: Comparison, d: dict[str, Any]) -> str:
+    """How the bounds a rule tests were made: one-sided bounds at the comparison's confidence when there are."""
+    confidence = float(comparison.settings.get("confidence", 0.95))
+    if d.get("one_sided"):
+        return f"one-sided {confidence:.0%} bounds (paired bootstrap)"
+    return f"{confidence:.0%} interval"
+
+
 def _interval_rule(
     rule: str, comparison: Comparison, g: GroupComparison, note: str, policy: GateConfig, bound: float, why: str
 ) -> RuleResult:
@@ -160,7 +168,7 @@ def _interval_rule(
     d = g.deltas[metric]
     gain = _signed(metric, d["delta"])
     word = "improvement" if HIGHER_IS_BETTER[metric] else "reduction"
-    interval = d["interval"]
+    interval = d.get("one_sided") or d["interval"]
     head = (
         f"{metric}{alias} on {describe_group(g.name)} ({g.n} rows){note}: old {d['old']:.4f}, new {d['new']:.4f}, "
         f"{word} {gain:+.4f}"
@@ -172,7 +180,7 @@ def _interval_rule(
             group=g.name,
         )
     lo, hi = sorted((_signed(metric, interval[0]), _signed(metric, interval[1])))
-    head += f", interval [{lo:+.4f}, {hi:+.4f}]"
+    head += f", {_bounds_phrase(comparison, d)} [{lo:+.4f}, {hi:+.4f}]"
     if lo > bound + _TOL:
         return RuleResult(
             rule, True, lo, bound, f"{head}; passes: its lower end {lo:+.4f} is above {bound:+.4f}.", group=g.name
@@ -226,8 +234,9 @@ def _not_shown_worse(rule: str, comparison: Comparison, g: GroupComparison, note
             f"{head}; fails: there is no interval to judge it with; set evaluate.bootstrap above 0 (e.g. 1000).",
             group=g.name,
         )
-    lo, hi = sorted((_signed(metric, d["interval"][0]), _signed(metric, d["interval"][1])))
-    head += f", interval [{lo:+.4f}, {hi:+.4f}]"
+    interval = d.get("one_sided") or d["interval"]
+    lo, hi = sorted((_signed(metric, interval[0]), _signed(metric, interval[1])))
+    head += f", {_bounds_phrase(comparison, d)} [{lo:+.4f}, {hi:+.4f}]"
     if hi >= policy.min_delta - _TOL:
         return RuleResult(
             rule, True, hi, policy.min_delta,
@@ -431,19 +440,33 @@ class NewLabelRecall:
                 f"no new label has rows on {where} (0 judged); nothing to hold to the floor {floor:.2f}.",
                 skipped=True, group=g.name,
             )
-        low = {name: row for name, row in judged.items() if row["new"] < floor - _TOL}
+        # single-label recall is a share of the label's rows: a label fails when even the upper one-sided bound
+        # (Wilson, level alpha) lies below the floor, so 5 unlucky rows of a learnt label do not refuse an update
+        binomial = comparison.task == "single-label"
+        upper = {name: _recall_upper(row, policy.alpha) if binomial else row["new"] for name, row in judged.items()}
+        low = {name: row for name, row in judged.items() if upper[name] < floor - _TOL}
         worst = min(row["new"] for row in judged.values())
-        head = f"{len(judged)} new labels judged on {where}, {metric} floor {floor:.2f}"
+        shown = "the upper one-sided bound of each label's recall" if binomial else f"each label's {metric}"
+        head = f"{len(judged)} new labels judged on {where}, {metric} floor {floor:.2f} ({shown} must reach it)"
         if not low:
             return RuleResult(
                 self.name, True, worst, floor, f"{head}; passes: the lowest is {worst:.4f}.", group=g.name
             )
-        listed = "; ".join(f"{name!r} {metric} {row['new']:.4f} on {row['n']} rows" for name, row in low.items())
+        listed = "; ".join(
+            f"{name!r} {metric} {row['new']:.4f} on {row['n']} rows (upper bound {upper[name]:.4f})"
+            for name, row in low.items()
+        )
         return RuleResult(
             self.name, False, worst, floor,
             f"{head}; fails for {len(low)}: {listed} (more training rows of these labels would help).",
             group=g.name, failed=[f"label {name!r}" for name in low],
         )
+
+
+def _recall_upper(row: dict[str, Any], alpha: float) -> float:
+    n = int(row["n"])
+    right = int(round(row["new"] * n))
+    return float(proportion_confint(right, n, alpha=2 * alpha, method="wilson")[1]) if n else 1.0
 
 
 @dataclass(frozen=True)

@@ -261,6 +261,8 @@ def build_job(
     train, val = encoded(frame), encoded(val_frame)
     pad = tokenizer.pad_token_id or 0
     model.to(device)
+    if old_labels and task == "single-label" and len(labels) > len(old_labels):
+        _imprint_new_labels(model, train, len(old_labels), pad, precision, device, tc.seed)
     trainable: nn.Module = model
     if tc.strategy == "head":
         cache, started = run_dir / "cache", time.perf_counter()
@@ -321,6 +323,41 @@ def build_job(
         "replay_rows": 0 if replay is None else len(replay),
     }
     return job
+
+
+IMPRINT_ROWS = 256  # examples per new label (and of the whole training set, for the centre) to imprint from
+
+
+def _imprint_new_labels(model, train, n_old: int, pad: int, precision: str, device, seed: int) -> None:
+    """Head inputs of the new labels' training rows -> their grown rows start at the labels' prototypes."""
+    from keepfit.train.model import imprint_rows
+
+    rng = np.random.default_rng(seed)
+    targets = np.asarray(train.targets)
+    picks = {
+        int(c): rng.permutation(np.flatnonzero(targets == c))[:IMPRINT_ROWS]
+        for c in np.unique(targets[targets >= n_old])
+    }
+    sample = rng.permutation(len(targets))[:IMPRINT_ROWS]
+    wanted = np.unique(np.concatenate([sample, *picks.values()]))
+    captured: list[torch.Tensor] = []
+    hook = head_linear(model).register_forward_hook(lambda _m, args, _out: captured.append(args[0].detach()))
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(wanted), 64):
+            rows = wanted[start : start + 64]
+            batch = {k: v.to(device) for k, v in collate(train.ids, rows, pad).items()}
+            with torch.inference_mode(), autocast(precision, device.type):
+                model(**batch)
+    finally:
+        hook.remove()
+        model.train(was_training)
+    features = torch.cat(captured).float()
+    where = {int(r): i for i, r in enumerate(wanted)}
+    rows = {c: features[[where[int(r)] for r in idx]] for c, idx in picks.items()}
+    imprint_rows(model, rows, features[[where[int(r)] for r in sample]].mean(dim=0))
+    log.info("new label rows imprinted from %d examples: %s", sum(len(v) for v in picks.values()), sorted(picks))
 
 
 # ------------------------------------------------------------------------------------------------ the loop

@@ -27,6 +27,7 @@ __all__ = [
     "task_from_config",
     "head_linear",
     "grow_head",
+    "imprint_rows",
     "read_meta",
     "quiet_transformers",
 ]
@@ -240,3 +241,26 @@ def grow_head(model: nn.Module, labels: list[str]) -> None:
     model.config.label2id = {x: i for i, x in enumerate(labels)}
     if hasattr(model, "num_labels"):
         model.num_labels = n_new
+
+
+def imprint_rows(model: nn.Module, rows: dict[int, torch.Tensor], centre: torch.Tensor) -> None:
+    """Start grown head rows at their labels' prototypes ("imprinting", Qi et al., CVPR 2018).
+
+    ``rows`` maps a new label's row index to the head's inputs [k, hidden] for that label's training examples;
+    ``centre`` [hidden] is the mean head input over the training rows. The row becomes the direction from the
+    centre to the label's mean input, scaled to the mean norm of the old rows (so no label is favoured by size);
+    the bias stays at the old rows' mean. A row that starts where its examples are needs far fewer steps than
+    one that starts at the average class, which leaves the rows of the labels already known alone.
+    """
+    head = head_linear(model)
+    if not rows:
+        return
+    n_old = min(rows)
+    with torch.no_grad():
+        old_norm = head.weight[:n_old].float().norm(dim=1).mean()
+        for i, h in rows.items():
+            if len(h) == 0:
+                continue
+            direction = h.float().mean(dim=0) - centre.float()
+            if direction.norm() > 0:
+                head.weight[i] = (direction / direction.norm() * old_norm).to(head.weight.dtype)
