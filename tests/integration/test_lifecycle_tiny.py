@@ -45,7 +45,7 @@ def _cfg(project: Path) -> list[str]:
     return [
         "--config", str(project / "keepfit.yaml"),
         "--set", "train.lr=1e-2", "--set", "train.head_lr=null", "--set", "train.epochs=4",
-        "--set", "train.precision=fp32", "--set", "update.epochs=8",
+        "--set", "train.precision=fp32", "--set", "update.epochs=8", "--set", "update.lr=3e-3",
         "--set", "evaluate.bootstrap=200", "--set", "gate.max_negative_flip_rate=0.05",
     ]
 
@@ -68,10 +68,14 @@ def test_lifecycle(project: Path):
 
     out = _invoke("update", "--data", str(project / "week2.csv"), *_cfg(project), "--quiet")
     assert "Promoted" in out, out
+    curves = list((project / ".keepfit" / "runs").glob("*-update-*/interpolated/interpolation.json"))
+    assert len(curves) == 1 and json.loads(curves[0].read_text())["curve"][0]["alpha"] == 0.0
+    assert "Interpolation (BCWI)" in out
 
     # plain continued fine-tuning (no replay, no distillation) on the swapped batch: a candidate that really is worse
     result = runner.invoke(app, ["update", "--data", str(project / "week2_bad.csv"), *_cfg(project), "--quiet",
-                                 "--set", "update.distill=false", "--set", "update.replay_ratio=0"])
+                                 "--set", "update.distill=false", "--set", "update.replay_ratio=0",
+                                 "--set", "update.screen=keep", "--set", "update.interpolate=off"])
     assert "Rejected" in result.output, result.output
 
     _invoke("compare", "1", "2", *_cfg(project), "--out", str(project / "cmp"))
@@ -98,3 +102,12 @@ def test_lifecycle(project: Path):
     assert str(champion.version) == "1", "rollback moves champion back to version 1"
     assert str(challenger.version) == "3", "the corrupted candidate stays challenger"
     assert len(client.search_model_versions(f"name='{model.name}'")) == 3, "nothing is deleted"
+
+    # the same swapped batch through the default screen: the champion disputes the swapped rows before training
+    result = runner.invoke(app, ["update", "--data", str(project / "week2_bad.csv"), *_cfg(project), "--quiet",
+                                 "--drop-pending", "--json"])
+    summary = json.loads(result.stdout)
+    assert summary["batch"]["screened_out"] >= 180, summary["batch"]
+    assert "look swapped" in summary["batch"]["screen"]["summary"]
+    assert result.exit_code in (0, 6)
+

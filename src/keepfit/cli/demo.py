@@ -134,10 +134,12 @@ def demo_command(
     a, b, wrong = _corrupted_batch(files.week1, bad, files.week2_rows, seed=11)
     console.print(f"{wrong} of the rows in {bad.name} carry the wrong label ({a} <-> {b})")
     careless = config.model_copy(
-        update={"update": config.update.model_copy(update={"distill": False, "replay_ratio": 0.0, "screen": "keep"})}
+        update={"update": config.update.model_copy(
+            update={"distill": False, "replay_ratio": 0.0, "interpolate": "off", "screen": "keep"}
+        )}
     )
-    console.print("trained as plain continued fine-tuning (no replay, no distillation) with the batch screen off "
-                  "(update.screen: keep), so only the gate stands between the batch and the champion")
+    console.print("trained as plain continued fine-tuning (no replay, no distillation, no interpolation) with the "
+                  "batch screen off (update.screen: keep), so only the gate stands between the batch and the champion")
     bad_upd = pipeline.update(careless, bad)
     print_decision(bad_upd.decision)
     if bad_upd.promoted:

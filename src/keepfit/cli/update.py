@@ -95,6 +95,8 @@ def update_document(result: Any) -> dict[str, Any]:
         "snapshot_id": result.snapshot_id,
         "pending": bool(getattr(result, "pending", False)),
         "batch": dict(getattr(result, "batch", None) or {}),
+        "interpolation": getattr(result, "interpolation", None).to_dict()
+        if getattr(result, "interpolation", None) is not None else None,
         "report": str(result.report),
         "run_dir": str(result.run_dir),
         "timings": dict(result.timings or {}),
@@ -191,6 +193,15 @@ def print_batch(result: Any) -> None:
         console.print(f"Screen: {screen.summary}")
         console.print("  Review the flagged rows with `keepfit data review`; accept corrections with "
                       "`keepfit data accept FILE`.")
+    interpolation = getattr(result, "interpolation", None)
+    if interpolation is not None and interpolation.curve:
+        point = next(p for p in interpolation.curve if p["alpha"] == interpolation.alpha)
+        console.print(
+            f"Interpolation (BCWI): champion weight {interpolation.alpha:.1f} chosen on {interpolation.n_validation} "
+            f"validation rows (flips of champion-right rows {point['negative_flip_rate']:.1%}, accuracy "
+            f"{point['accuracy']:.1%}; at 0: {interpolation.curve[0]['negative_flip_rate']:.1%}, "
+            f"{interpolation.curve[0]['accuracy']:.1%})."
+        )
     if batch.get("pending_rows"):
         console.print(f"Pending: this update also trained on {batch['pending_rows']} rows of earlier batches "
                       "whose candidates were rejected (--drop-pending leaves them out).")
