@@ -98,7 +98,8 @@ def demo_command(
         console.print(f"  - {note}")
     overrides = [f"train.epochs={2 if small else 3}", "train.lr=1e-4"]
     if small:
-        overrides += ["train.strategy=head", "evaluate.bootstrap=200"]
+        # head-only on cached frozen features: cheap epochs, so many of them at a head learning rate
+        overrides += ["train.strategy=head", "train.epochs=30", "train.head_lr=1e-2", "evaluate.bootstrap=200"]
     config = load_config(config_path, overrides)
 
     _step("3. keepfit data check week1 (every row kept or quarantined)")
