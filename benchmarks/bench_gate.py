@@ -96,7 +96,8 @@ TITLES = {
     "slice_broken": "b. one slice broken",
     "looks_better": "c. better only thanks to new labels",
     "genuine": "genuine: clean batch, new intents",
-    "swapped_screen_keep": "d. two intents swapped, update.screen=keep",
+    "swapped_careless": "d. two intents swapped, careless update (no screen/replay/distill/BCWI)",
+    "swapped_screen_keep": "d. two intents swapped, default update with update.screen=keep",
     "swapped_screen_default": "d. two intents swapped, default screen",
 }
 EXPECTED = {
@@ -105,9 +106,13 @@ EXPECTED = {
     "slice_broken": "rejected",
     "looks_better": "rejected",
     "genuine": "promoted",
-    "swapped_screen_keep": "rejected",
+    "swapped_careless": "rejected",
+    "swapped_screen_keep": "safe",
     "swapped_screen_default": "safe",
 }
+# plain continued fine-tuning on the swapped batch with every protection off: the candidate that really learns
+# the swap, for the gate alone to refuse
+CARELESS = ["update.screen=keep", "update.distill=false", "update.replay_ratio=0", "update.interpolate=off"]
 TARGETS = {"promoted": "accepted in >= 95%", "rejected": "rejected in 100%", "safe": "safe in 100%"}
 SETS = {
     "snapshot": "champion's snapshot test split (what an update judges) + held-out intents' rows",
@@ -153,6 +158,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rows-per-new-intent", type=int, help="rows of each new intent per batch (50; --quick 30)")
     parser.add_argument("--fresh-rows", type=int, help="rows of known intents per batch (300; --quick 100)")
     parser.add_argument("--swap-rows", type=int, help="rows of each swapped intent (50; --quick 30)")
+    parser.add_argument("--swap-seeds", type=int, help="seeds of the swapped batch through the default update, "
+                        "screen on and off (all seeds when empty); the careless run uses every seed")
     parser.add_argument("--new-test-per-intent", type=int, help="new test rows per held-out intent (snapshot set)")
     parser.add_argument("--threads", type=int, help="train.threads and torch threads (all cores; --quick 1)")
     parser.add_argument("--recall-tolerance", type=float, default=0.1,
@@ -629,10 +636,11 @@ def update_records(args: argparse.Namespace, champion: Champion, pools: sc.Pools
             rng = np.random.default_rng([seed, 7])
             clean = sc.clean_batch(pools, rng, **sizes)
             swapped = sc.swapped_batch(pools, rng, swap_rows=args.swap_rows, **sizes)
-            runs = [("genuine", clean, [], None)]
-            if screen:
-                runs.append(("swapped_screen_keep", swapped.rows, ["update.screen=keep"], swapped))
-            runs.append(("swapped_screen_default", swapped.rows, [], swapped))
+            runs = [("genuine", clean, [], None), ("swapped_careless", swapped.rows, CARELESS, swapped)]
+            if args.swap_seeds is None or seed < args.first_seed + args.swap_seeds:
+                if screen:
+                    runs.append(("swapped_screen_keep", swapped.rows, ["update.screen=keep"], swapped))
+                runs.append(("swapped_screen_default", swapped.rows, [], swapped))
             for scenario, batch, extra, swap in runs:
                 record = run_update(args, champion, scenario, seed, batch, extra, swap, Path(tmp))
                 records.append(record)

@@ -106,3 +106,20 @@ def test_new_row_copying_an_earlier_row_of_another_split_is_kept_out(project):
     assert "copies an earlier train row" in quarantine["detail"].iat[1]
     assert kept["row"].tolist() == [4, 5], "a test row near an earlier test row is no leak; a fresh row stays"
     assert len(kept) + len(quarantine) == len(new)
+
+
+def test_a_resumed_fit_trains_on_the_snapshot_it_started_with(project):
+    """HEAD moved on (an update, another snapshot) while a fit was killed: --resume keeps the run's data."""
+    import json
+
+    from keepfit.pipeline import RUN_SNAPSHOT_FILE, _run_snapshot
+
+    tmp_path, config, store, judged = project
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / RUN_SNAPSHOT_FILE).write_text(json.dumps({"snapshot": judged.id}))
+    later = create_snapshot(_frames(500, 40), quarantine=None, config=config, store=store)
+    assert load_snapshot(store, "HEAD").id == later.id != judged.id
+    assert _run_snapshot(config, store, None, run).id == judged.id
+    with pytest.raises(DataError, match="a resumed run must continue on the same data"):
+        _run_snapshot(config, store, later.id[:12], run)
