@@ -161,8 +161,10 @@ def snapshot_batch(
     if len(screened):
         out = set(zip(screened["source"], screened["row"].astype(int), strict=True))
         rows = rows[[(s, int(r)) not in out for s, r in zip(rows["source"], rows["row"], strict=True)]]
-    new_split = _split_new_rows(rows.reset_index(drop=True), batch.earlier, config) if len(rows) else rows
-    new_split, leaked = leakage_against_earlier(batch.earlier, new_split, config) if len(rows) else (rows, screened)
+    new_split, leaked = rows, screened.iloc[0:0]  # nothing left to split when the screen took every new row
+    if len(rows):
+        new_split = _split_new_rows(rows.reset_index(drop=True), batch.earlier, config)
+        new_split, leaked = leakage_against_earlier(batch.earlier, new_split, config)
     frames = {
         name: pd.concat([batch.earlier[name], new_split[new_split[SPLIT] == name]], ignore_index=True)
         if len(new_split)

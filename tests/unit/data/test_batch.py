@@ -123,3 +123,19 @@ def test_a_resumed_fit_trains_on_the_snapshot_it_started_with(project):
     assert _run_snapshot(config, store, None, run).id == judged.id
     with pytest.raises(DataError, match="a resumed run must continue on the same data"):
         _run_snapshot(config, store, later.id[:12], run)
+
+
+def test_a_batch_the_screen_took_whole_is_quarantined_once(project):
+    """Every new row set aside by the screen, a pending relabel left to train on: each row counted once."""
+    tmp_path, config, store, judged = project
+    first = [(_text(i), "a") for i in range(600, 620)]
+    pending, _, _ = snapshot_batch(config, merge_batch(config, judged, judged, _batch(tmp_path, first, "p.csv")),
+                                   base=judged, judged=judged)
+    rows = [(_text(i), "b") for i in range(600, 602)] + [(_text(i), "a") for i in range(700, 705)]
+    batch = merge_batch(config, pending, judged, _batch(tmp_path, rows, "b.csv"))
+    screened = batch.new_rows.assign(reason="label_issue", detail="", raw_text=batch.new_rows["text"],
+                                     raw_label=batch.new_rows["label"])[["row", "source", "reason", "detail",
+                                                                         "raw_text", "raw_label"]]
+    snap, _, section = snapshot_batch(config, batch, base=pending, judged=judged, screened=screened)
+    assert section["screened_out"] == 5 and section["leaked_into_earlier_splits"] == 0
+    assert len(snap.quarantine) == 5 and section["relabels"]["applied"] == 2
