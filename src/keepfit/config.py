@@ -109,6 +109,12 @@ class ModelConfig(_Section):
     name: str = Field(DEFAULT_MODEL, description="Local folder, or a name in the local Hugging Face cache.")
     max_length: int | None = Field(None, gt=0, description="Token cap; from the data (99th pct) when empty.")
     revision: str | None = None
+    pooling: Literal["auto", "cls", "mean"] = Field(
+        "auto", description="What the classification head reads: 'mean' of the token states (what sentence "
+        "encoders such as all-MiniLM-L6-v2 were trained for), or the architecture's own head ('cls': BERT's "
+        "pooled [CLS]); 'auto' takes 'mean' when the model folder declares mean pooling (sentence-transformers' "
+        "1_Pooling/config.json), else 'cls'. A warm start keeps the pooling of the model it starts from."
+    )
 
 
 class TrainConfig(_Section):
@@ -123,6 +129,14 @@ class TrainConfig(_Section):
         "labels, start from scratch and need more than the encoder); train.lr when empty."
     )
     layerwise_lr_decay: float | None = Field(None, gt=0, le=1)
+    freeze_embeddings: bool = Field(
+        False, description="Keep the word-embedding matrix fixed (full and LoRA strategies): no dense gradient "
+        "and no optimiser state for the largest tensor of a small encoder."
+    )
+    compile: bool = Field(False, description="torch.compile the model for training (the first steps compile).")
+    average_checkpoints: int = Field(
+        1, ge=1, description="Export the average of the best N evaluated checkpoints' weights (1 = the best one)."
+    )
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
@@ -279,6 +293,19 @@ class UpdateConfig(_Section):
     )
     interpolate_margin: float = Field(
         0.005, ge=0, lt=1, description="Validation accuracy the interpolation may give up for fewer flips."
+    )
+    interpolate_method: Literal["uniform", "fisher"] = Field(
+        "uniform", description="How the interpolation mixes each weight: 'uniform' (a x champion + (1 - a) x "
+        "candidate), or 'fisher', each weight leaning towards the model whose predictions depend on it more "
+        "(diagonal Fisher information of both models on fisher_rows validation rows; Matena & Raffel 2022)."
+    )
+    fisher_rows: int = Field(
+        256, ge=1, description="Validation rows the Fisher estimates use (interpolate_method 'fisher'); one "
+        "forward and backward pass per row and model."
+    )
+    soup: int = Field(
+        1, ge=1, le=16, description="Candidates trained with different seeds and averaged before interpolation "
+        "(a model soup); 1 = one candidate. Each costs one more training run."
     )
     relabels: Literal["quarantine", "apply"] = Field(
         "quarantine",

@@ -397,6 +397,8 @@ def _compare_on(
     groups: dict[str, np.ndarray] | None = None,
     frame: pd.DataFrame | None = None,
     new_outputs: tuple[list[str], np.ndarray, np.ndarray | None] | None = None,
+    interpolation: Any = None,
+    timings: dict[str, float] | None = None,
 ) -> CompareResult:
     from keepfit.gate import apply_gate, compare_outputs, write_comparison_report
 
@@ -420,7 +422,7 @@ def _compare_on(
         thresholds_new=thresholds_new,
     )
     decision = apply_gate(comparison, config.gate)
-    report = write_comparison_report(comparison, decision, out_dir)
+    report = write_comparison_report(comparison, decision, out_dir, interpolation=interpolation, timings=timings)
     return CompareResult(comparison=comparison, decision=decision, report=report)
 
 
@@ -511,24 +513,37 @@ def _screen(config: KeepfitConfig, champion_dir: Path, judged: Snapshot, batch) 
     return quarantine, result
 
 
-def _interpolate(config: KeepfitConfig, champion_dir: Path, candidate_dir: Path, snapshot: Snapshot, run_dir: Path):
-    """BCWI after a warm start (``update.interpolate``), chosen on the validation rows; None when not done."""
+def _interpolate(
+    config: KeepfitConfig, champion_dir: Path, candidate_dirs: Path | list[Path], snapshot: Snapshot, run_dir: Path
+):
+    """BCWI after a warm start (``update.interpolate``, ``update.interpolate_method``), chosen on the
+    validation rows, of the candidate or of the soup of several (``update.soup``: ``candidate_dirs`` holds
+    them all). None when not done: the (first) candidate is then used as it is."""
+    dirs = [Path(candidate_dirs)] if isinstance(candidate_dirs, (str, Path)) else [Path(d) for d in candidate_dirs]
     setting = config.update.interpolate
-    if setting == "off" or config.update.strategy != "warm" or snapshot.task != "single-label":
+    if snapshot.task != "single-label" or len(snapshot.validation) == 0:
+        if len(dirs) > 1:
+            log.warning("update.soup: %d candidates trained, but averaging needs single-label validation rows; "
+                        "the first candidate is used alone", len(dirs))
         return None
-    if len(snapshot.validation) == 0:
-        return None
+    if setting == "off" or config.update.strategy != "warm":
+        if len(dirs) == 1:
+            return None
+        setting = 0.0  # the soup alone: no weight on the champion
     from keepfit.train.interpolate import interpolate_candidate, write_curve
 
     result = interpolate_candidate(
         champion_dir,
-        candidate_dir,
+        dirs,
         snapshot.validation["text"].tolist(),
         snapshot.validation["label"].tolist(),
         run_dir / "interpolated" / "model",
         setting=setting,
         margin=config.update.interpolate_margin,
         batch_size=config.evaluate.batch_size,
+        method=config.update.interpolate_method,
+        fisher_rows=config.update.fisher_rows,
+        seed=config.train.seed,
     )
     write_curve(result, run_dir / "interpolated")
     return result
@@ -558,6 +573,18 @@ def _train_candidate(config, snapshot: Snapshot, judged: Snapshot, new_train, ch
         replay=replay,
         progress=progress,
     )
+
+
+def _train_soup(config, snapshot: Snapshot, judged: Snapshot, new_train, champion_dir, run_dir, progress):
+    """The candidate, or ``update.soup`` warm-started candidates with seeds train.seed + i (averaged before the
+    interpolation); the first trains in ``run_dir``, the others in ``run_dir/soup-i``."""
+    first = _train_candidate(config, snapshot, judged, new_train, champion_dir, run_dir, progress)
+    n = config.update.soup if config.update.strategy == "warm" and snapshot.task == "single-label" else 1
+    out = [first]
+    for i in range(1, n):
+        seeded = config.model_copy(update={"train": config.train.model_copy(update={"seed": config.train.seed + i})})
+        out.append(_train_candidate(seeded, snapshot, judged, new_train, champion_dir, run_dir / f"soup-{i}", progress))
+    return out
 
 
 def update(
@@ -623,10 +650,12 @@ def _update_locked(config, data: Path, store: Store, force, drop_pending, progre
 
         write_label_issues(screen.flagged, run_dir, origin="screen", snapshot_id=snapshot.id)
     t0 = time.perf_counter()
-    trained = _train_candidate(config, snapshot, judged, new_train, champion_dir, run_dir, progress)
-    timings["train_s"] = time.perf_counter() - t0
+    soup = _train_soup(config, snapshot, judged, new_train, champion_dir, run_dir, progress)
+    trained = soup[0]
+    timings["teacher_s"] = sum(t.phases.get("teacher_s", 0.0) for t in soup)
+    timings["train_s"] = time.perf_counter() - t0 - timings["teacher_s"]
     t0 = time.perf_counter()
-    interpolation = _interpolate(config, champion_dir, trained.model_dir, snapshot, run_dir)
+    interpolation = _interpolate(config, champion_dir, [t.model_dir for t in soup], snapshot, run_dir)
     model_dir = interpolation.model_dir if interpolation and interpolation.model_dir else trained.model_dir
     timings["interpolate_s"] = time.perf_counter() - t0
 
@@ -637,6 +666,7 @@ def _update_locked(config, data: Path, store: Store, force, drop_pending, progre
     compared = _compare_on(
         config, champion_dir, model_dir, snapshot, run_dir / "comparison",
         groups=_test_groups(judged, snapshot), new_outputs=(*evaluation.outputs, evaluation.thresholds),
+        interpolation=interpolation, timings=dict(timings),
     )
     timings["compare_s"] = time.perf_counter() - t0
     decision = compared.decision
@@ -658,6 +688,9 @@ def _update_locked(config, data: Path, store: Store, force, drop_pending, progre
         registry.set_challenger(info.version, reasons=reasons)
     timings["register_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
+    from keepfit.gate.report import rewrite_timings
+
+    rewrite_timings(run_dir / "comparison", timings)  # registration's time too (the registry's copy lacks it)
     return UpdateResult(
         snapshot_id=snapshot.id,
         diff=diff,

@@ -196,8 +196,12 @@ def print_batch(result: Any) -> None:
     interpolation = getattr(result, "interpolation", None)
     if interpolation is not None and interpolation.curve:
         point = next(p for p in interpolation.curve if p["alpha"] == interpolation.alpha)
+        how = getattr(interpolation, "method", "uniform")
+        candidates = getattr(interpolation, "candidates", 1)
+        how += f", soup of {candidates} candidates" if candidates > 1 else ""
         console.print(
-            f"Interpolation (BCWI): champion weight {interpolation.alpha:.1f} chosen on {interpolation.n_validation} "
+            f"Interpolation (BCWI, {how}): champion weight {interpolation.alpha:.1f} chosen on "
+            f"{interpolation.n_validation} "
             f"validation rows (flips of champion-right rows {point['negative_flip_rate']:.1%}, accuracy "
             f"{point['accuracy']:.1%}; at 0: {interpolation.curve[0]['negative_flip_rate']:.1%}, "
             f"{interpolation.curve[0]['accuracy']:.1%})."
@@ -207,8 +211,27 @@ def print_batch(result: Any) -> None:
                       "whose candidates were rejected (--drop-pending leaves them out).")
 
 
+TIMING_NAMES = {
+    "data_s": "data", "screen_s": "screen", "teacher_s": "teacher pass", "train_s": "training",
+    "interpolate_s": "interpolation", "evaluate_s": "evaluation", "compare_s": "comparison",
+    "register_s": "registration",
+}
+
+
+def timing_line(timings: dict[str, float]) -> str:
+    """Where an update's time went, in one line: each step's seconds and share of the total."""
+    total = float(timings.get("total_s") or sum(v for k, v in timings.items() if k in TIMING_NAMES))
+    parts = [
+        f"{TIMING_NAMES[k]} {v:.1f} s ({v / total:.0%})" for k, v in timings.items() if k in TIMING_NAMES and total
+    ]
+    return f"Time: {total:.1f} s in all: " + ", ".join(parts) + "." if parts else ""
+
+
 def _print_update(result: Any) -> None:
     print_batch(result)
+    line = timing_line(dict(result.timings or {}))
+    if line:
+        console.print(line)
     print_decision(result.decision)
     if result.promoted:
         how = " (forced past the gate)" if result.forced else ""

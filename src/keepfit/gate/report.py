@@ -1,9 +1,17 @@
-"""`write_comparison_report`: compare.json and a self-contained compare.html with plots."""
+"""`write_comparison_report`: compare.json and a self-contained compare.html with plots.
+
+An update's report also shows its interpolation with the champion (BCWI: the curve and the chosen weight) and
+where the time went; `rewrite_timings` refreshes the latter once later steps (registration) have run.
+"""
 
 from __future__ import annotations
 
+import base64
 import json
+import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 
@@ -13,22 +21,152 @@ from keepfit.evaluation._html import esc, figure, fmt_interval, page, table
 from keepfit.gate.compare import Comparison, GroupComparison, describe_group, negative_flip_sentence
 from keepfit.gate.rules import GateDecision
 
-__all__ = ["write_comparison_report", "COMPARE_JSON", "COMPARE_HTML"]
+__all__ = ["write_comparison_report", "rewrite_timings", "COMPARE_JSON", "COMPARE_HTML"]
 
 COMPARE_JSON = "compare.json"
 COMPARE_HTML = "compare.html"
 _LISTED_IN_HTML = 50
+_TIMINGS_START, _TIMINGS_END = "<!-- keepfit:timings -->", "<!-- /keepfit:timings -->"
+_STEPS = {
+    "data_s": "data (merge, snapshot, diff)",
+    "screen_s": "screen (the champion scores the batch)",
+    "teacher_s": "teacher outputs (distillation)",
+    "train_s": "training",
+    "interpolate_s": "interpolation with the champion",
+    "evaluate_s": "evaluation",
+    "compare_s": "comparison with the champion",
+    "register_s": "registration",
+}
 
 
 def write_comparison_report(
-    comparison: Comparison, decision: GateDecision, out_dir: Path, *, title: str = "keepfit comparison"
+    comparison: Comparison,
+    decision: GateDecision,
+    out_dir: Path,
+    *,
+    title: str = "keepfit comparison",
+    interpolation: Mapping[str, Any] | Any | None = None,
+    timings: Mapping[str, float] | None = None,
 ) -> Path:
-    """Write ``compare.json`` (comparison + decision) and ``compare.html`` in ``out_dir``; return the HTML."""
+    """Write ``compare.json`` (comparison + decision) and ``compare.html`` in ``out_dir``; return the HTML.
+
+    ``interpolation``: an update's BCWI result (``keepfit.train.interpolate.Interpolation`` or its
+    ``to_dict()``): its curve, chosen weight and plot are shown. ``timings``: seconds per step (``data_s``,
+    ``train_s``, ..., ``total_s``), shown with each step's share of the total. Both are optional, and both
+    are also written to compare.json.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = {"decision": decision.to_dict(), "comparison": comparison.to_dict()}
+    interp = _as_dict(interpolation)
+    data: dict[str, Any] = {"decision": decision.to_dict(), "comparison": comparison.to_dict()}
+    if interp is not None:
+        data["interpolation"] = interp
+    if timings:
+        data["timings"] = {k: float(v) for k, v in timings.items()}
     atomic_write_text(out_dir / COMPARE_JSON, json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False))
-    return atomic_write_text(out_dir / COMPARE_HTML, page(title, _sections(comparison, decision)))
+    sections = _sections(comparison, decision, _interpolation_section(interp))
+    sections.append(_timings_section(timings))
+    return atomic_write_text(out_dir / COMPARE_HTML, page(title, sections))
+
+
+def rewrite_timings(out_dir: Path, timings: Mapping[str, float]) -> Path:
+    """Replace the timings of the report in ``out_dir`` (compare.html and compare.json) with ``timings``,
+    e.g. once registration, which comes after the report, has been timed. Returns the HTML."""
+    out_dir = Path(out_dir)
+    html_path, json_path = out_dir / COMPARE_HTML, out_dir / COMPARE_JSON
+    text = html_path.read_text(encoding="utf-8")
+    block = re.compile(re.escape(_TIMINGS_START) + ".*?" + re.escape(_TIMINGS_END), re.DOTALL)
+    if not block.search(text):
+        raise ValueError(f"{html_path} has no timings section to rewrite; write it with write_comparison_report.")
+    data = json.loads(json_path.read_text(encoding="utf-8"))
+    data["timings"] = {k: float(v) for k, v in timings.items()}
+    atomic_write_text(json_path, json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False))
+    return atomic_write_text(html_path, block.sub(lambda _: _timings_section(timings), text, count=1))
+
+
+def _as_dict(interpolation: Any) -> dict[str, Any] | None:
+    if interpolation is None:
+        return None
+    if hasattr(interpolation, "to_dict"):
+        return interpolation.to_dict()
+    return dict(interpolation)
+
+
+def _interpolation_section(interp: dict[str, Any] | None) -> str:
+    if interp is None:
+        return ""
+    head = "<h2>Interpolation with the champion (BCWI)</h2>"
+    curve = interp.get("curve") or []
+    if not curve:
+        return head + f'<p class="note">Not done: {esc(interp.get("note") or "no validation curve")}.</p>'
+    alpha, method = float(interp["alpha"]), interp.get("method", "uniform")
+    n_candidates = int(interp.get("candidates") or 1)
+    weighting = ("each weight leaning towards the model whose predictions depend on it more (diagonal Fisher "
+                 "information of both models)" if method == "fisher" else "every weight mixed alike")
+    soup = f" The candidate is the average of {n_candidates} candidates trained with different seeds." \
+        if n_candidates > 1 else ""
+    chosen = next((p for p in curve if p["alpha"] == alpha), None)
+    outcome = (
+        f" At the chosen weight the champion-right rows flip {chosen['negative_flip_rate']:.1%} of the time "
+        f"(at 0: {curve[0]['negative_flip_rate']:.1%}), validation accuracy {chosen['accuracy']:.1%} "
+        f"(at 0: {curve[0]['accuracy']:.1%})." if chosen else ""
+    )
+    note = (
+        f'<p class="note">Weights = a x champion + (1 - a) x candidate, {esc(method)}: {weighting}. '
+        f"Chosen a = <b>{alpha:.2f}</b> on {interp.get('n_validation')} validation rows: the fewest negative "
+        f"flips among the values whose accuracy is within {float(interp.get('margin', 0)):.1%} of the plain "
+        f"candidate's (a = 0).{soup}{outcome}</p>"
+    )
+    rows = [
+        [
+            f"{p['alpha']:.2f}",
+            p["accuracy"],
+            p["negative_flip_rate"],
+            p.get("negative_flips", ""),
+            p.get("positive_flip_rate", ""),
+            p.get("positive_flips", ""),
+            "chosen" if p["alpha"] == alpha else "",
+        ]
+        for p in curve
+    ]
+    header = ["a (champion weight)", "validation accuracy", "negative flip rate (of champion-right rows)",
+              "negative flips", "positive flip rate (of champion-wrong rows)", "positive flips", ""]
+    plot = _png_data_uri(interp.get("plot"))
+    img = figure(plot, "Validation flips of champion-right rows and accuracy against a.") if plot else ""
+    return head + note + img + table(header, rows)
+
+
+def _png_data_uri(path: Any) -> str | None:
+    if not path or not Path(path).is_file():
+        return None
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _timings_section(timings: Mapping[str, float] | None) -> str:
+    """Seconds per step and their share of the total, between markers so `rewrite_timings` can replace it."""
+    if not timings:
+        return ""
+    parts = {k: float(v) for k, v in timings.items() if k != "total_s"}
+    total = float(timings["total_s"]) if "total_s" in timings else sum(parts.values())
+    rows = [[_STEPS.get(k, k), f"{v:.2f}", _share(v, total)] for k, v in parts.items()]
+    untimed = total - sum(parts.values())
+    if untimed > 0.01 * total and untimed > 0.05:
+        rows.append(["other (not timed)", f"{untimed:.2f}", _share(untimed, total)])
+    rows.append([("html", "<b>total</b>"), f"{total:.2f}", _share(total, total)])
+    later = "" if "register_s" in timings else (
+        '<p class="note">Registration comes after this report is written; <code>keepfit update</code> prints its '
+        "time.</p>"
+    )
+    return (
+        f"{_TIMINGS_START}<h2>Where the time went</h2>"
+        + table(["step", "seconds", "share of total"], rows)
+        + later
+        + _TIMINGS_END
+    )
+
+
+def _share(seconds: float, total: float) -> str:
+    return f"{seconds / total:.1%}" if total > 0 else ""
 
 
 def _verdict(decision: GateDecision) -> str:
@@ -88,7 +226,7 @@ def _class_checks(decision: GateDecision) -> str:
     )
 
 
-def _sections(c: Comparison, decision: GateDecision) -> list[str]:
+def _sections(c: Comparison, decision: GateDecision, interpolation: str = "") -> list[str]:
     s = c.settings
     out = [
         f'<p class="note">{esc(c.task)}, {c.n} paired examples. Deltas are new - old; intervals are '
@@ -97,6 +235,7 @@ def _sections(c: Comparison, decision: GateDecision) -> list[str]:
         f"seed {s.get('seed')}, the same resamples for both models).</p>",
         _verdict(decision),
         _class_checks(decision),
+        interpolation,
     ]
     figs = [
         (fg.to_data_uri(_metric_forest(c)), "Metric deltas per group with paired intervals."),

@@ -30,6 +30,8 @@ __all__ = [
     "latest_checkpoint",
     "save_best",
     "load_best",
+    "save_ranked",
+    "average_ranked",
     "rng_state",
     "set_rng_state",
     "trainable_state",
@@ -140,3 +142,41 @@ def load_best(root: Path, model: nn.Module) -> bool:
         return False
     model.load_state_dict(load_file(str(path)), strict=False)
     return True
+
+
+def save_ranked(
+    root: Path, model: nn.Module, metric: float, epoch: float, *, keep: int, lower_is_better: bool, everything: bool
+) -> None:
+    """Keep the weights of the ``keep`` best evaluations in ``root/top`` (for checkpoint averaging)."""
+    top = root / "top"
+    top.mkdir(parents=True, exist_ok=True)
+    index_path = top / "index.json"
+    index = json.loads(index_path.read_text(encoding="utf-8")) if index_path.exists() else []
+    name = f"e{epoch:.4f}.safetensors"
+    index = [e for e in index if e["file"] != name] + [{"file": name, "metric": metric, "epoch": epoch}]
+    index.sort(key=lambda e: (e["metric"] if lower_is_better else -e["metric"], -e["epoch"]))
+    kept, dropped = index[:keep], index[keep:]
+    if any(e["file"] == name for e in kept):
+        save_file(trainable_state(model, everything), str(top / name))
+    atomic_write_text(index_path, json.dumps(kept))
+    for entry in dropped:
+        (top / entry["file"]).unlink(missing_ok=True)
+
+
+def average_ranked(root: Path) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]] | None:
+    """The uniform average of the weights kept by :func:`save_ranked` and their entries; None for fewer than 2."""
+    top = root / "top"
+    index_path = top / "index.json"
+    if not index_path.exists():
+        return None
+    entries = [e for e in json.loads(index_path.read_text(encoding="utf-8")) if (top / e["file"]).exists()]
+    if len(entries) < 2:
+        return None
+    total: dict[str, torch.Tensor] = {}
+    for entry in entries:
+        for name, value in load_file(str(top / entry["file"])).items():
+            if torch.is_floating_point(value):
+                total[name] = total.get(name, 0) + value.double() / len(entries)
+            else:
+                total.setdefault(name, value)
+    return {k: v.float() if torch.is_floating_point(v) else v for k, v in total.items()}, entries

@@ -16,6 +16,30 @@ from keepfit.train.postprocess import POSTPROCESS_FILE, Postprocessing
 __all__ = ["export_model", "model_card"]
 
 
+def _usage(pooling: str) -> str:
+    if pooling == "mean":
+        return """The head reads the mean of the token states (keepfit's mean pooling): `keepfit predict PATH in.csv
+out.csv`, or in Python `keepfit.train.load_predictor("PATH").predict(texts)`. With plain transformers:
+
+```python
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoTokenizer
+encoder, tokenizer = AutoModel.from_pretrained("PATH"), AutoTokenizer.from_pretrained("PATH")
+head = load_file("PATH/keepfit_head.safetensors")  # weight [labels, hidden], bias [labels]
+batch = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+mask = batch["attention_mask"].unsqueeze(-1).float()
+pooled = (encoder(**batch).last_hidden_state * mask).sum(1) / mask.sum(1)
+logits = pooled @ head["weight"].T + head["bias"]  # then keepfit_postprocess.json's temperature
+```"""
+    return """```python
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+model = AutoModelForSequenceClassification.from_pretrained("PATH")
+tokenizer = AutoTokenizer.from_pretrained("PATH")
+```
+or `keepfit predict PATH in.csv out.csv`."""
+
+
 def model_card(meta: dict[str, Any], history: list[dict[str, Any]], config_yaml: str) -> str:
     """README.md naming the data snapshot, the config and the validation metrics."""
     last = history[-1] if history else {}
@@ -47,12 +71,7 @@ tags: [keepfit]
 
 ## Use
 
-```python
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-model = AutoModelForSequenceClassification.from_pretrained("PATH")
-tokenizer = AutoTokenizer.from_pretrained("PATH")
-```
-or `keepfit predict PATH in.csv out.csv`.
+{_usage(meta.get("pooling", "cls"))}
 
 ## Config
 

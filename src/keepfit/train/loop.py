@@ -29,18 +29,28 @@ from keepfit.train import prepare
 from keepfit.train.batching import collate, epoch_batches, padding_overhead, sample_indices
 from keepfit.train.checkpoint import (
     TrainState,
+    average_ranked,
     latest_checkpoint,
     load_best,
     load_checkpoint,
     save_best,
     save_checkpoint,
+    save_ranked,
 )
 from keepfit.train.export import export_model, model_card
 from keepfit.train.head import HeadModel, cached_features
 from keepfit.train.inference import autocast, choose_precision, sorted_forward
 from keepfit.train.losses import focal_distillation_loss, task_loss
 from keepfit.train.metrics import LOWER_IS_BETTER, best_metric_name, eval_metrics
-from keepfit.train.model import head_linear, load_model, load_tokenizer, read_meta, resolve_model_path
+from keepfit.train.model import (
+    head_linear,
+    input_embeddings,
+    load_model,
+    load_tokenizer,
+    pooling_of,
+    read_meta,
+    resolve_model_path,
+)
 from keepfit.train.optim import build_optimizer, build_scheduler
 from keepfit.train.postprocess import Postprocessing, fit_postprocessing
 from keepfit.types import Snapshot
@@ -68,6 +78,7 @@ class TrainResult:
     metric_name: str = "accuracy"
     precision: str = "fp32"
     max_length: int = 0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: setup, teacher, loop, export
 
 
 @dataclass
@@ -239,7 +250,7 @@ def build_job(
     mean, std = prepare.target_scaling(frame) if task == "regression" else (0.0, 1.0)
 
     tokenizer = load_tokenizer(model_path)
-    model = load_model(model_path, task, labels, dropout=tc.dropout)
+    model = load_model(model_path, task, labels, dropout=tc.dropout, pooling=config.model.pooling)
     limit = prepare.model_max_length(model, tokenizer)
     max_length = prepare.choose_max_length(tokenizer, frame["text"].tolist(), config.model.max_length, limit)
     precision = choose_precision(tc.precision, device.type)
@@ -263,6 +274,8 @@ def build_job(
     model.to(device)
     if old_labels and task == "single-label" and len(labels) > len(old_labels):
         _imprint_new_labels(model, train, len(old_labels), pad, precision, device, tc.seed)
+    if tc.freeze_embeddings and tc.strategy != "head":
+        input_embeddings(model).weight.requires_grad_(False)
     trainable: nn.Module = model
     if tc.strategy == "head":
         cache, started = run_dir / "cache", time.perf_counter()
@@ -314,13 +327,16 @@ def build_job(
     if tc.imbalance == "class_weights" and task != "regression":
         job.weights = prepare.class_weights(task, train.targets, len(labels)).to(device)
     if teacher is not None and tc.distill_weight > 0:
+        started = time.perf_counter()
         _teacher_outputs(job, Path(teacher), frame["text"].tolist())
+        job.meta["teacher_seconds"] = time.perf_counter() - started
     job.meta |= {
         "base_model": str(config.model.name),
         "model_path": str(model_path),
         "init_from": str(init_from) if init_from else None,
         "teacher": str(teacher) if teacher else None,
         "replay_rows": 0 if replay is None else len(replay),
+        "pooling": pooling_of(model),
     }
     return job
 
@@ -416,6 +432,8 @@ def fit_loop(job: Job, accelerator, *, resume: bool, progress: bool) -> TrainSta
     )
     base = job.model
     model = accelerator.prepare(base)
+    if tc.compile:
+        model = _compiled(model)
     optimizer = build_optimizer(base, tc)
     scheduler = build_scheduler(optimizer, tc, total_steps)
     state = TrainState(precision=job.precision)
@@ -502,6 +520,15 @@ def fit_loop(job: Job, accelerator, *, resume: bool, progress: bool) -> TrainSta
     return state
 
 
+def _compiled(model: nn.Module) -> nn.Module:
+    """torch.compile with dynamic shapes (batches differ in length); the model as is where compiling fails."""
+    try:
+        return torch.compile(model, dynamic=True)
+    except Exception as err:  # noqa: BLE001 - a missing compiler must not stop training
+        log.warning("train.compile: torch.compile failed (%s); training without it", err)
+        return model
+
+
 def _stopped(state: TrainState, tc) -> bool:
     return tc.early_stopping_patience is not None and state.stale_evals >= tc.early_stopping_patience
 
@@ -547,6 +574,11 @@ def _record_eval(
             save_best(job.run_dir / "checkpoints", base, value, epoch, everything=everything)
     else:
         state.stale_evals += 1
+    if value is not None and job.config.train.average_checkpoints > 1 and accelerator.is_main_process:
+        save_ranked(
+            job.run_dir / "checkpoints", base, value, epoch, keep=job.config.train.average_checkpoints,
+            lower_is_better=metric in LOWER_IS_BETTER, everything=everything,
+        )
     log.info("eval %s", json.dumps(row))
     if accelerator.is_main_process:
         atomic_write_text(job.run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in state.history))
@@ -573,11 +605,36 @@ def _postprocessing(job: Job) -> Postprocessing:
     return post
 
 
+def _average_checkpoints(job: Job, state: TrainState, metric: str) -> None:
+    """Replace the best weights by the average of the best ``train.average_checkpoints`` evaluations' weights
+    when that average scores at least as well on validation (it is chosen on validation, like the best one)."""
+    averaged = average_ranked(job.run_dir / "checkpoints")
+    if averaged is None or state.best_metric is None:
+        return
+    weights, entries = averaged
+    best = {k: v.clone() for k, v in job.model.state_dict().items()}
+    job.model.load_state_dict(weights, strict=False)
+    value = _evaluate(job, job.model).get(metric)
+    kept = value is not None and not _is_better(state.best_metric, value, metric)
+    if not kept:
+        job.model.load_state_dict(best)
+    job.meta["checkpoint_average"] = {
+        "epochs": [e["epoch"] for e in entries],
+        "validation": {"average": value, "best single": state.best_metric},
+        "metric": metric,
+        "used": kept,
+    }
+    log.info("checkpoint average of epochs %s: validation %s %s vs best %s: %s", [e["epoch"] for e in entries],
+             metric, value, state.best_metric, "used" if kept else "not used")
+
+
 def _export(job: Job, snapshot: Snapshot, state: TrainState, metric: str) -> Path:
     """Best weights into the full model, adapters merged, written as a Hugging Face folder with the
     post-processing fitted on validation."""
     tc = job.config.train
     load_best(job.run_dir / "checkpoints", job.model)
+    if tc.average_checkpoints > 1:
+        _average_checkpoints(job, state, metric)
     postprocessing = _postprocessing(job)
     model = job.full_model
     if tc.strategy == "head":
@@ -655,10 +712,16 @@ def train_model(
             device=accelerator.device,
         )
         metric = best_metric_name(job.task, tc.metric_for_best)
+        teacher_s = job.meta.get("teacher_seconds", 0.0)
+        phases = {"setup_s": time.perf_counter() - start - teacher_s, "teacher_s": teacher_s}
+        t0 = time.perf_counter()
         state = fit_loop(job, accelerator, resume=resume, progress=progress)
+        phases["loop_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         model_dir = run_dir / "model"
         if accelerator.is_main_process:
             model_dir = _export(job, snapshot, state, metric)
+        phases["export_s"] = time.perf_counter() - t0
         accelerator.wait_for_everyone()
         accelerator.end_training()
         return TrainResult(
@@ -676,6 +739,7 @@ def train_model(
             metric_name=metric,
             precision=job.precision,
             max_length=job.max_length,
+            phases=phases,
         )
     finally:
         log.removeHandler(handler)

@@ -23,9 +23,13 @@ __all__ = [
     "resolve_model_path",
     "load_tokenizer",
     "load_model",
+    "load_classifier",
+    "resolve_pooling",
+    "pooling_of",
     "problem_type_for",
     "task_from_config",
     "head_linear",
+    "input_embeddings",
     "grow_head",
     "imprint_rows",
     "read_meta",
@@ -158,17 +162,58 @@ def _apply_dropout(config: Any, dropout: float | None) -> None:
             setattr(config, key, dropout)
 
 
-def load_model(path: Path, task: str, labels: list[str], *, dropout: float | None = None) -> nn.Module:
-    """AutoModelForSequenceClassification from ``path`` with a head for ``task`` over ``labels``.
+def resolve_pooling(path: Path, configured: str = "auto") -> str:
+    """The head's pooling for a model started from ``path``: a keepfit model keeps its own; otherwise
+    ``configured``, where ``auto`` means ``mean`` for folders that declare mean pooling and ``cls`` else."""
+    from keepfit.train.pooling import declares_mean_pooling
+
+    meta = read_meta(path)
+    if meta:
+        kept = meta.get("pooling", "cls")
+        if configured not in ("auto", kept):
+            log.warning("model.pooling %s ignored: %s was trained with %s pooling and keeps it", configured, path, kept)
+        return kept
+    if configured != "auto":
+        return configured
+    return "mean" if declares_mean_pooling(path) else "cls"
+
+
+def _head_config_dropout(config: Any, dropout: float | None) -> float:
+    if dropout is not None:
+        return dropout
+    value = getattr(config, "classifier_dropout", None)
+    return float(value if value is not None else getattr(config, "hidden_dropout_prob", 0.1) or 0.0)
+
+
+def load_classifier(path: Path, config: Any = None, *, pooling: str = "cls", head: bool = True,
+                    dropout: float | None = None) -> nn.Module:
+    """The classifier in ``path``: transformers' own sequence-classification model (``cls``) or keepfit's
+    :class:`~keepfit.train.pooling.MeanPooledClassifier` (``mean``, its head read from the folder when ``head``)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from keepfit.train.pooling import MeanPooledClassifier
+
+    config = config if config is not None else AutoConfig.from_pretrained(str(path))
+    if pooling == "mean":
+        return MeanPooledClassifier.from_folder(path, config, _head_config_dropout(config, dropout), head=head)
+    with quiet_transformers():
+        return AutoModelForSequenceClassification.from_pretrained(str(path), config=config)
+
+
+def load_model(
+    path: Path, task: str, labels: list[str], *, dropout: float | None = None, pooling: str = "auto"
+) -> nn.Module:
+    """The classifier to train from ``path`` with a head for ``task`` over ``labels``.
 
     A keepfit model whose labels differ from ``labels`` (a prefix of them) gets its head grown: old label rows
-    keep their weights. Regression has one output.
+    keep their weights. Regression has one output. ``pooling`` (see :func:`resolve_pooling`) picks the head.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     meta = read_meta(path)
     old_labels = meta.get("labels") if meta else None
     n_out = 1 if task == "regression" else len(labels)
+    pooling = resolve_pooling(path, pooling)
     try:
         config = AutoConfig.from_pretrained(str(path))
         _apply_dropout(config, dropout)
@@ -188,8 +233,7 @@ def load_model(path: Path, task: str, labels: list[str], *, dropout: float | Non
             names = ["target"] if task == "regression" else labels
             config.id2label = dict(enumerate(names))
             config.label2id = {x: i for i, x in enumerate(names)}
-        with quiet_transformers():
-            model = AutoModelForSequenceClassification.from_pretrained(str(path), config=config)
+        model = load_classifier(path, config, pooling=pooling, head=bool(meta), dropout=dropout)
     except ModelError:
         raise
     except (OSError, ValueError, RuntimeError) as err:
@@ -200,6 +244,22 @@ def load_model(path: Path, task: str, labels: list[str], *, dropout: float | Non
     if grow:
         grow_head(model, labels)
     return model
+
+
+def pooling_of(model: nn.Module) -> str:
+    """``mean`` for keepfit's mean-pooled classifier, ``cls`` for transformers' own heads."""
+    from keepfit.train.pooling import MeanPooledClassifier
+
+    inner = model
+    for attr in ("base_model", "model"):  # a peft wrapper holds the classifier inside
+        if not isinstance(inner, MeanPooledClassifier) and hasattr(inner, attr):
+            inner = getattr(inner, attr)
+    return "mean" if isinstance(inner, MeanPooledClassifier) else "cls"
+
+
+def input_embeddings(model: nn.Module) -> nn.Module:
+    """The word-embedding layer of a transformers classifier or of keepfit's mean-pooled one."""
+    return model.get_input_embeddings()
 
 
 def head_linear(model: nn.Module) -> nn.Linear:

@@ -23,8 +23,8 @@ from keepfit.errors import DataError, ModelError
 from keepfit.train.batching import tokenize
 from keepfit.train.inference import choose_precision, sorted_forward
 from keepfit.train.model import (
+    load_classifier,
     load_tokenizer,
-    quiet_transformers,
     read_meta,
     resolve_model_path,
     task_from_config,
@@ -112,14 +112,11 @@ class Predictor:
     """A loaded model folder. ``predict(texts)`` gives :class:`Predictions`."""
 
     def __init__(self, model_dir: Path, *, precision: str = "auto", threads: int | None = None) -> None:
-        from transformers import AutoModelForSequenceClassification
-
         self.model_dir = Path(model_dir)
         self.meta = read_meta(self.model_dir)
         try:
-            with quiet_transformers():
-                self.model = AutoModelForSequenceClassification.from_pretrained(str(self.model_dir)).eval()
-        except (OSError, ValueError) as err:
+            self.model = load_classifier(self.model_dir, pooling=self.meta.get("pooling", "cls")).eval()
+        except (OSError, ValueError, RuntimeError) as err:
             raise ModelError(f"Could not load the model in {self.model_dir}: {err}") from None
         self.tokenizer = load_tokenizer(self.model_dir)
         config = self.model.config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -91,12 +92,14 @@ def make_tiny_model(
     layers: int = 2,
     seed: int = 0,
     bert_normalizer: bool = True,
+    mean_pooling: bool = False,
 ) -> Path:
     """Save a random tiny BERT (hidden ``hidden``, ``layers`` layers) and a WordPiece tokenizer to ``folder``.
 
     The folder loads like any Hugging Face model, so tests name it as users name a model. Without
     ``bert_normalizer`` the tokenizer only lowercases: accents, control characters and Unicode forms then
-    reach the vocabulary as they are (as with many non-BERT tokenizers). Returns ``folder``.
+    reach the vocabulary as they are (as with many non-BERT tokenizers). ``mean_pooling`` adds the
+    sentence-transformers pooling file declaring mean pooling (as all-MiniLM-L6-v2 has). Returns ``folder``.
     """
     import torch
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -140,4 +143,9 @@ def make_tiny_model(
 
     with quiet_transformers():
         BertModel(config).save_pretrained(str(folder))
+    if mean_pooling:
+        (folder / "1_Pooling").mkdir(exist_ok=True)
+        pooling = {"word_embedding_dimension": hidden, "pooling_mode_cls_token": False,
+                   "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False}
+        (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
     return folder
