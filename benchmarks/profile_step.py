@@ -77,6 +77,8 @@ def peak_rss_mb() -> float:
 
 
 MEMORY: dict[str, float] = {"python start": rss_mb()}
+TRIM_EVERY = 0  # --malloc-trim N: give freed heap memory back to the OS every N steps
+_LIBC = None
 
 
 # ------------------------------------------------------------------------------------------------- the job
@@ -344,6 +346,8 @@ class Runner:
         first = not self.records
         compiling = compile_seconds() if self.compile else 0.0
         times = self._guarded(rows, measure_grads=first)
+        if TRIM_EVERY and (len(self.records) + 1) % TRIM_EVERY == 0:
+            _LIBC.malloc_trim(0)
         times |= {
             "rows": len(rows),
             "width": int(self.job.train.lengths[rows].max()),
@@ -561,10 +565,16 @@ def main() -> None:
     parser.add_argument("--freeze-embeddings", action="store_true", help="No gradient for the word embeddings.")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (dynamic shapes).")
     parser.add_argument("--no-profiler", action="store_true", help="Time the steps without torch.profiler.")
+    parser.add_argument("--malloc-trim", type=int, default=0, help="glibc malloc_trim(0) every N steps.")
     parser.add_argument("--subset", type=int, default=None, help="Build the job from N random training rows.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="keepfit config override.")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "profile_step.json"))
     args = parser.parse_args()
+    global TRIM_EVERY, _LIBC
+    if args.malloc_trim:
+        import ctypes
+
+        TRIM_EVERY, _LIBC = args.malloc_trim, ctypes.CDLL("libc.so.6")
     if args.steps < 1 or args.warmup < 0:
         parser.error(f"--steps must be >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}")
     sys.path.insert(0, str(Path(__file__).parent))

@@ -129,6 +129,12 @@ class TrainConfig(_Section):
         "labels, start from scratch and need more than the encoder); train.lr when empty."
     )
     layerwise_lr_decay: float | None = Field(None, gt=0, le=1)
+    head_init: Literal["random", "probe"] = Field(
+        "random", description="How a new classification head starts (full and LoRA strategies): 'random', or "
+        "'probe': first fitted on the frozen encoder's features (a linear probe, seconds), then fine-tuned with "
+        "the encoder (LP-FT, Kumar et al. 2022: the encoder's features are distorted less)."
+    )
+    probe_steps: int = Field(300, ge=1, description="Full-batch optimiser steps of the linear probe (head_init probe).")
     freeze_embeddings: bool = Field(
         False, description="Keep the word-embedding matrix fixed (full and LoRA strategies): no dense gradient "
         "and no optimiser state for the largest tensor of a small encoder."
@@ -265,12 +271,23 @@ class UpdateConfig(_Section):
 
     strategy: Literal["warm", "retrain"] = "warm"
     replay_ratio: float = Field(
-        3.0, ge=0, description="Earlier training rows replayed per new training row (stratified sample); on "
-        "banking77 3 halved the flips of 1 at 1.8x the training time (BENCHMARKS.md)."
+        1.0, ge=0, description="Earlier training rows replayed per new training row (stratified by label, chosen "
+        "as update.replay says); more replay flips less and trains longer (BENCHMARKS.md)."
+    )
+    replay: Literal["boundary", "random"] = Field(
+        "boundary", description="Which earlier rows are replayed, per label in proportion to its rows: 'boundary' "
+        "fills half of each label's quota with the rows the champion is least sure of (smallest margin between "
+        "its label and the best other; where an update most easily flips a right answer) and half at random; "
+        "'random' samples them all at random."
     )
     distill: bool = Field(True, description="Focal distillation from the champion on what it got right.")
     epochs: float | None = Field(
-        None, gt=0, description="Epochs of the warm-started candidate; train.epochs when empty."
+        1.0, gt=0, description="Epochs of the warm-started candidate over its new and replayed rows (it starts "
+        "from a trained champion: one pass measured as good as three, BENCHMARKS.md); train.epochs when empty."
+    )
+    min_steps: int = Field(
+        60, ge=0, description="At least this many optimiser steps for a warm-started candidate: a small batch gets "
+        "more epochs (0: none added)."
     )
     lr: float | None = Field(None, gt=0, description="Learning rate of the warm start; train.lr when empty.")
     screen: Literal["quarantine", "keep", "fail"] = Field(

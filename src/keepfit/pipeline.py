@@ -444,9 +444,16 @@ def compare(
     return _compare_on(config, old_dir, new_dir, snap, Path(out))
 
 
-def _candidate_config(config: KeepfitConfig) -> KeepfitConfig:
+def _candidate_config(config: KeepfitConfig, rows: int | None = None) -> KeepfitConfig:
+    """The training config of a warm-started candidate: update.epochs and update.lr where set; with ``rows``
+    (new + replayed), epochs raised so the candidate takes at least update.min_steps optimiser steps (a small
+    batch still gets enough steps to learn a new label)."""
+    epochs = config.update.epochs
+    if rows and config.update.min_steps:
+        steps_per_epoch = max(rows / (config.train.batch_size * config.train.grad_accum), 1e-9)
+        epochs = max(epochs or config.train.epochs, config.update.min_steps / steps_per_epoch)
     train = config.train.model_copy(
-        update={k: v for k, v in {"epochs": config.update.epochs, "lr": config.update.lr}.items() if v is not None}
+        update={k: v for k, v in {"epochs": epochs, "lr": config.update.lr}.items() if v is not None}
     )
     return config.model_copy(update={"train": train})
 
@@ -549,6 +556,24 @@ def _interpolate(
     return result
 
 
+def _champion_margins(config: KeepfitConfig, champion_dir: Path, rows: pd.DataFrame) -> np.ndarray:
+    """Per row: the champion's probability of the row's label minus that of its best other label (-1 for a
+    label it does not know), the distance from its decision boundary."""
+    from keepfit.train import load_predictor
+
+    predictor = load_predictor(champion_dir)
+    probs = predictor.predict(rows["text"].tolist(), batch_size=config.evaluate.batch_size).outputs
+    index = {name: i for i, name in enumerate(predictor.labels)}
+    target = np.array([index.get(v, -1) for v in rows["label"]])
+    known = target >= 0
+    margins = np.full(len(rows), -1.0)
+    own = probs[np.flatnonzero(known), target[known]]
+    others = probs[known].copy()
+    others[np.arange(len(own)), target[known]] = -np.inf
+    margins[known] = own - others.max(axis=1)
+    return margins
+
+
 def _train_candidate(config, snapshot: Snapshot, judged: Snapshot, new_train, champion_dir, run_dir, progress):
     from keepfit.train import train_model
 
@@ -556,9 +581,11 @@ def _train_candidate(config, snapshot: Snapshot, judged: Snapshot, new_train, ch
         return train_model(snapshot, config, run_dir, progress=progress)
     from keepfit.data.merge import replay_sample
 
-    replay = replay_sample(
-        judged.train, int(round(config.update.replay_ratio * len(new_train))), judged.task, config.train.seed
-    )
+    n_replay = int(round(config.update.replay_ratio * len(new_train)))
+    margins = None
+    if config.update.replay == "boundary" and judged.task == "single-label" and 0 < n_replay < len(judged.train):
+        margins = _champion_margins(config, champion_dir, judged.train)
+    replay = replay_sample(judged.train, n_replay, judged.task, config.train.seed, margins=margins)
     warm = Snapshot(
         id=snapshot.id, path=snapshot.path, task=snapshot.task, labels=snapshot.labels,
         train=new_train, validation=snapshot.validation, test=snapshot.test,
@@ -566,7 +593,7 @@ def _train_candidate(config, snapshot: Snapshot, judged: Snapshot, new_train, ch
     )
     return train_model(
         warm,
-        _candidate_config(config),
+        _candidate_config(config, len(new_train) + len(replay)),
         run_dir,
         init_from=champion_dir,
         teacher=champion_dir if config.update.distill else None,
@@ -625,92 +652,95 @@ def _update_locked(config, data: Path, store: Store, force, drop_pending, progre
     judged = load_snapshot(store, champion.lineage.data_snapshot)
     base = _update_base(store, judged, drop_pending)
     champion_dir = registry.model_path(champion.version)
-    batch = merge_batch(config, base, judged, data)
-    timings["data_s"] = time.perf_counter() - started
+    from keepfit.train.predict import logits_cache
 
-    t0 = time.perf_counter()
-    screened, screen = _screen(config, champion_dir, judged, batch)
-    timings["screen_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    snapshot, new_train, section = snapshot_batch(
-        config, batch, base=base, judged=judged, screened=screened,
-        screen_report=screen.to_dict() if screen is not None else {"skipped": "single-label rows of known labels "
-                                                                    "and the champion's validation rows needed"},
-    )
-    _require_trainable(snapshot)
-    set_head(store, snapshot.id)  # only now: the batch is in the history, trainable, and judged next
-    diff = diff_snapshots(judged, snapshot)
-    if on_diff is not None:
-        on_diff(diff)
-    timings["data_s"] += time.perf_counter() - t0
+    with logits_cache(champion_dir):  # the champion scores each row once
+        batch = merge_batch(config, base, judged, data)
+        timings["data_s"] = time.perf_counter() - started
 
-    run_dir = _new_run_dir(store, "update")
-    if screen is not None:
-        from keepfit.data.review import write_label_issues
+        t0 = time.perf_counter()
+        screened, screen = _screen(config, champion_dir, judged, batch)
+        timings["screen_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        snapshot, new_train, section = snapshot_batch(
+            config, batch, base=base, judged=judged, screened=screened,
+            screen_report=screen.to_dict() if screen is not None else {"skipped": "single-label rows of known labels "
+                                                                        "and the champion's validation rows needed"},
+        )
+        _require_trainable(snapshot)
+        set_head(store, snapshot.id)  # only now: the batch is in the history, trainable, and judged next
+        diff = diff_snapshots(judged, snapshot)
+        if on_diff is not None:
+            on_diff(diff)
+        timings["data_s"] += time.perf_counter() - t0
 
-        write_label_issues(screen.flagged, run_dir, origin="screen", snapshot_id=snapshot.id)
-    t0 = time.perf_counter()
-    soup = _train_soup(config, snapshot, judged, new_train, champion_dir, run_dir, progress)
-    trained = soup[0]
-    timings["teacher_s"] = sum(t.phases.get("teacher_s", 0.0) for t in soup)
-    timings["train_s"] = time.perf_counter() - t0 - timings["teacher_s"]
-    t0 = time.perf_counter()
-    interpolation = _interpolate(config, champion_dir, [t.model_dir for t in soup], snapshot, run_dir)
-    model_dir = interpolation.model_dir if interpolation and interpolation.model_dir else trained.model_dir
-    timings["interpolate_s"] = time.perf_counter() - t0
+        run_dir = _new_run_dir(store, "update")
+        if screen is not None:
+            from keepfit.data.review import write_label_issues
 
-    t0 = time.perf_counter()
-    evaluation = _evaluate_model(config, model_dir, snapshot, run_dir / "evaluation", history=trained.history)
-    timings["evaluate_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    compared = _compare_on(
-        config, champion_dir, model_dir, snapshot, run_dir / "comparison",
-        groups=_test_groups(judged, snapshot), new_outputs=(*evaluation.outputs, evaluation.thresholds),
-        interpolation=interpolation, timings=dict(timings),
-    )
-    timings["compare_s"] = time.perf_counter() - t0
-    decision = compared.decision
+            write_label_issues(screen.flagged, run_dir, origin="screen", snapshot_id=snapshot.id)
+        t0 = time.perf_counter()
+        soup = _train_soup(config, snapshot, judged, new_train, champion_dir, run_dir, progress)
+        trained = soup[0]
+        timings["teacher_s"] = sum(t.phases.get("teacher_s", 0.0) for t in soup)
+        timings["train_s"] = time.perf_counter() - t0 - timings["teacher_s"]
+        t0 = time.perf_counter()
+        interpolation = _interpolate(config, champion_dir, [t.model_dir for t in soup], snapshot, run_dir)
+        model_dir = interpolation.model_dir if interpolation and interpolation.model_dir else trained.model_dir
+        timings["interpolate_s"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    info = registry.register(
-        model_dir,
-        metrics=_numeric(evaluation.metrics),
-        lineage=_lineage(config, snapshot, trained.labels, parent=champion.version),
-        evaluation_dir=run_dir / "evaluation",
-        comparison_dir=run_dir / "comparison",
-        tags={"keepfit.kind": f"update-{config.update.strategy}", "keepfit.run_dir": str(run_dir)},
-    )
-    reasons = list(decision.reasons)
-    promoted = bool(decision.passed or force)
-    if promoted:
-        promoted, reasons = _promote(registry, info.version, champion.version, decision, reasons)
-    if not promoted:
-        registry.set_challenger(info.version, reasons=reasons)
-    timings["register_s"] = time.perf_counter() - t0
-    timings["total_s"] = time.perf_counter() - started
-    from keepfit.gate.report import rewrite_timings
+        t0 = time.perf_counter()
+        evaluation = _evaluate_model(config, model_dir, snapshot, run_dir / "evaluation", history=trained.history)
+        timings["evaluate_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        compared = _compare_on(
+            config, champion_dir, model_dir, snapshot, run_dir / "comparison",
+            groups=_test_groups(judged, snapshot), new_outputs=(*evaluation.outputs, evaluation.thresholds),
+            interpolation=interpolation, timings=dict(timings),
+        )
+        timings["compare_s"] = time.perf_counter() - t0
+        decision = compared.decision
 
-    rewrite_timings(run_dir / "comparison", timings)  # registration's time too (the registry's copy lacks it)
-    return UpdateResult(
-        snapshot_id=snapshot.id,
-        diff=diff,
-        candidate_version=info.version,
-        champion_version=info.version if promoted else champion.version,
-        promoted=promoted,
-        forced=promoted and not decision.passed,
-        reasons=reasons,
-        report=compared.report,
-        run_dir=run_dir,
-        decision=decision,
-        comparison=compared.comparison,
-        timings=timings,
-        pending=not promoted,
-        batch=section,
-        warnings=list(getattr(decision, "warnings", []) or []),
-        screen=screen,
-        judged_against=champion.version,
-        interpolation=interpolation,
-    )
+        t0 = time.perf_counter()
+        info = registry.register(
+            model_dir,
+            metrics=_numeric(evaluation.metrics),
+            lineage=_lineage(config, snapshot, trained.labels, parent=champion.version),
+            evaluation_dir=run_dir / "evaluation",
+            comparison_dir=run_dir / "comparison",
+            tags={"keepfit.kind": f"update-{config.update.strategy}", "keepfit.run_dir": str(run_dir)},
+        )
+        reasons = list(decision.reasons)
+        promoted = bool(decision.passed or force)
+        if promoted:
+            promoted, reasons = _promote(registry, info.version, champion.version, decision, reasons)
+        if not promoted:
+            registry.set_challenger(info.version, reasons=reasons)
+        timings["register_s"] = time.perf_counter() - t0
+        timings["total_s"] = time.perf_counter() - started
+        from keepfit.gate.report import rewrite_timings
+
+        rewrite_timings(run_dir / "comparison", timings)  # registration's time too (the registry's copy lacks it)
+        return UpdateResult(
+            snapshot_id=snapshot.id,
+            diff=diff,
+            candidate_version=info.version,
+            champion_version=info.version if promoted else champion.version,
+            promoted=promoted,
+            forced=promoted and not decision.passed,
+            reasons=reasons,
+            report=compared.report,
+            run_dir=run_dir,
+            decision=decision,
+            comparison=compared.comparison,
+            timings=timings,
+            pending=not promoted,
+            batch=section,
+            warnings=list(getattr(decision, "warnings", []) or []),
+            screen=screen,
+            judged_against=champion.version,
+            interpolation=interpolation,
+        )
 
 
 def _promote(registry, version: str, judged_against: str, decision, reasons: list[str]) -> tuple[bool, list[str]]:

@@ -105,10 +105,21 @@ def merge_new_rows(
     )
 
 
-def replay_sample(train: pd.DataFrame, n: int, task: Task, seed: int) -> pd.DataFrame:
+def replay_sample(
+    train: pd.DataFrame,
+    n: int,
+    task: Task,
+    seed: int,
+    *,
+    margins: np.ndarray | None = None,
+    boundary_share: float = 0.5,
+) -> pd.DataFrame:
     """A sample of ``n`` earlier training rows, stratified by label for single-label tasks.
 
     Every label keeps at least one row (when it has one), so no old class is forgotten for lack of examples.
+    With ``margins`` (one per row: the champion's probability of the row's label minus its best other label's;
+    low = near its decision boundary), ``boundary_share`` of each label's quota is its lowest-margin rows, where
+    an update most easily flips a right answer, and the rest a random sample of its other rows.
     """
     if n <= 0 or len(train) == 0:
         return train.iloc[0:0].copy()
@@ -120,8 +131,12 @@ def replay_sample(train: pd.DataFrame, n: int, task: Task, seed: int) -> pd.Data
     fraction = n / len(train)
     picks = []
     for _, index in train.groupby(LABEL, sort=True).indices.items():
-        take = max(1, int(round(len(index) * fraction)))
-        picks.append(rng.choice(index, size=min(take, len(index)), replace=False))
+        take = min(max(1, int(round(len(index) * fraction))), len(index))
+        near = np.zeros(0, dtype=np.int64)
+        if margins is not None:
+            near = index[np.argsort(margins[index], kind="stable")[: int(round(take * boundary_share))]]
+        rest = np.setdiff1d(index, near)
+        picks.append(np.concatenate([near, rng.choice(rest, size=take - len(near), replace=False)]))
     chosen = np.sort(np.concatenate(picks))
     return train.iloc[chosen].reset_index(drop=True)
 

@@ -274,6 +274,8 @@ def build_job(
     model.to(device)
     if old_labels and task == "single-label" and len(labels) > len(old_labels):
         _imprint_new_labels(model, train, len(old_labels), pad, precision, device, tc.seed)
+    if tc.head_init == "probe" and not old_labels and task != "regression" and tc.strategy != "head":
+        _probe_head(model, train, pad, precision, device, tc, task)
     if tc.freeze_embeddings and tc.strategy != "head":
         input_embeddings(model).weight.requires_grad_(False)
     trainable: nn.Module = model
@@ -339,6 +341,32 @@ def build_job(
         "pooling": pooling_of(model),
     }
     return job
+
+
+def _probe_head(model, train, pad: int, precision: str, device, tc, task: str) -> None:
+    """Fit the new head on the frozen encoder's features first (full-batch AdamW, tc.probe_steps steps)."""
+    from keepfit.train.head import encode_features
+
+    started = time.perf_counter()
+    features = encode_features(model, train.ids, pad, 64, precision).to(device)
+    head = head_linear(model)
+    weight = torch.zeros_like(head.weight, dtype=torch.float32, requires_grad=True)
+    bias = torch.zeros(head.out_features, dtype=torch.float32, device=device, requires_grad=True)
+    optimizer = torch.optim.AdamW([weight, bias], lr=1e-2, weight_decay=tc.weight_decay)
+    target = train.targets.to(device)
+    for _ in range(tc.probe_steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = task_loss(features @ weight.T + bias, target, task, label_smoothing=tc.label_smoothing)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        head.weight.copy_(weight.to(head.weight.dtype))
+        if head.bias is not None:
+            head.bias.copy_(bias.to(head.bias.dtype))
+        logits = features @ weight.T + bias
+        fit = (logits.argmax(-1) == target).float().mean() if task == "single-label" else float("nan")
+    log.info("linear probe: head fitted on frozen features of %d rows in %.1f s (loss %.4f, training accuracy %.3f)",
+             len(features), time.perf_counter() - started, float(loss), float(fit))
 
 
 IMPRINT_ROWS = 256  # examples per new label (and of the whole training set, for the centre) to imprint from

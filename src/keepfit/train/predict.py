@@ -7,8 +7,10 @@ the multi-label thresholds and the regression target scaling that evaluation and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +41,7 @@ __all__ = [
     "predict_file",
     "outputs_from_logits",
     "clean_texts",
+    "logits_cache",
 ]
 
 
@@ -108,6 +111,30 @@ def clean_texts(texts: list[str]) -> list[str]:
     return normalize_text(pa.array(texts, pa.string())).values.to_pylist()
 
 
+_CACHES: list[tuple[Path, dict[tuple[str, str], dict[str, torch.Tensor]]]] = []
+
+
+@contextlib.contextmanager
+def logits_cache(model_dir: Path) -> Iterator[None]:
+    """While open, the raw outputs of the model in ``model_dir`` are computed once per distinct text, by any
+    Predictor of that folder: an update asks the champion about the same rows for its screen, the replay
+    margins, the teacher pass and the interpolation. Only for a folder whose weights do not change meanwhile."""
+    entry = (Path(model_dir).resolve(), {})
+    _CACHES.append(entry)
+    try:
+        yield
+    finally:
+        _CACHES.remove(entry)
+
+
+def _cache_for(model_dir: Path, precision: str) -> dict[str, torch.Tensor] | None:
+    folder = Path(model_dir).resolve()
+    for cached, store in reversed(_CACHES):
+        if cached == folder:
+            return store.setdefault((str(folder), precision), {})
+    return None
+
+
 class Predictor:
     """A loaded model folder. ``predict(texts)`` gives :class:`Predictions`."""
 
@@ -133,8 +160,22 @@ class Predictor:
             torch.set_num_threads(threads)
 
     def logits(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-        """Raw outputs [n, C] (regression [n, 1]) of the cleaned ``texts``, in input order; no post-processing."""
-        ids = tokenize(self.tokenizer, clean_texts([str(t) for t in texts]), self.max_length)
+        """Raw outputs [n, C] (regression [n, 1]) of the cleaned ``texts``, in input order; no post-processing.
+
+        Inside :func:`logits_cache` for this model folder, each distinct text is computed once."""
+        cleaned = clean_texts([str(t) for t in texts])
+        memo = _cache_for(self.model_dir, self.precision)
+        if memo is None:
+            return self._forward(cleaned, batch_size)
+        missing = [t for t in dict.fromkeys(cleaned) if t not in memo]
+        if missing:
+            memo.update(zip(missing, self._forward(missing, batch_size), strict=True))
+        if not cleaned:
+            return self._forward([], batch_size)
+        return torch.stack([memo[t] for t in cleaned])
+
+    def _forward(self, cleaned: list[str], batch_size: int) -> torch.Tensor:
+        ids = tokenize(self.tokenizer, cleaned, self.max_length)
         pad = self.tokenizer.pad_token_id or 0
         return sorted_forward(
             ids, pad, batch_size, lambda b: self.model(**b).logits, precision=self.precision

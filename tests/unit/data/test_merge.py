@@ -64,3 +64,20 @@ def test_replay_sample_is_stratified_seeded_and_keeps_every_label():
     assert sample.equals(replay_sample(train, 20, "single-label", seed=1))
     assert len(replay_sample(train, 500, "single-label", seed=1)) == 100
     assert len(replay_sample(train, 0, "single-label", seed=1)) == 0
+
+
+def test_boundary_replay_takes_half_of_each_quota_from_the_least_sure_rows():
+    import numpy as np
+
+    train = _frame([f"t{i}" for i in range(100)], ["a"] * 60 + ["b"] * 40)
+    margins = np.linspace(1.0, 0.0, 100)  # within each label the later rows are nearer the boundary
+    sample = replay_sample(train, 20, "single-label", seed=3, margins=margins)
+    assert sample["label"].value_counts().to_dict() == {"a": 12, "b": 8}  # the quotas stay proportional
+    a_rows = set(sample.loc[sample["label"] == "a", "text"])
+    b_rows = set(sample.loc[sample["label"] == "b", "text"])
+    assert {f"t{i}" for i in range(54, 60)} <= a_rows  # a's 6 least sure rows (half of 12)
+    assert {f"t{i}" for i in range(96, 100)} <= b_rows  # b's 4 least sure rows (half of 8)
+    random_part = replay_sample(train, 20, "single-label", seed=3)
+    assert set(random_part["text"]) != set(sample["text"])
+    only_near = replay_sample(train, 20, "single-label", seed=3, margins=margins, boundary_share=1.0)
+    assert set(only_near["text"]) == {f"t{i}" for i in range(48, 60)} | {f"t{i}" for i in range(92, 100)}

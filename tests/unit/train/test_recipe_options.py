@@ -61,3 +61,22 @@ def test_frozen_word_embeddings_stay_as_loaded(tiny_model, easy_snapshot, tmp_pa
     layer = dict(model.named_parameters())["bert.encoder.layer.0.attention.self.query.weight"]
     original = dict(load_model(tiny_model, "single-label", ["neg", "pos"]).named_parameters())
     assert not torch.equal(layer, original["bert.encoder.layer.0.attention.self.query.weight"])
+
+
+def test_a_probed_head_predicts_before_the_encoder_has_learnt_anything(easy_snapshot, tmp_path):
+    import numpy as np
+
+    from keepfit.train.testing import all_texts, make_tiny_model
+
+    tiny_model = make_tiny_model(tmp_path / "mean", all_texts(), mean_pooling=True)
+
+    def accuracy(head_init: str) -> float:
+        # one step at a negligible learning rate: whatever the model knows, its head knew at the start
+        config = config_for(tiny_model, epochs=0.05, lr=1e-9, head_lr=1e-9, head_init=head_init, warmup_ratio=0.0)
+        result = train_model(easy_snapshot, config, tmp_path / head_init, progress=False)
+        preds = load_predictor(result.model_dir).predict(easy_snapshot.test["text"].tolist())
+        return float((np.array(preds.labels)[preds.outputs.argmax(1)] == easy_snapshot.test["label"]).mean())
+
+    probed, random = accuracy("probe"), accuracy("random")
+    assert probed >= 0.75, probed
+    assert probed > random + 0.1, (probed, random)
