@@ -54,7 +54,11 @@ def _split_phases(train: pd.DataFrame, label: str, old_intents: int, v1_fraction
 def _scores(model_dir: Path, test: pd.DataFrame, text: str, label: str, old: set[str]) -> dict[str, np.ndarray]:
     preds = load_predictor(model_dir).predict(test[text].astype(str).tolist(), batch_size=128)
     predicted = np.array(preds.labels)[preds.outputs.argmax(axis=1)]
-    return {"right": predicted == test[label].astype(str).to_numpy(), "old": test[label].isin(old).to_numpy()}
+    return {
+        "right": predicted == test[label].astype(str).to_numpy(),
+        "old": test[label].isin(old).to_numpy(),
+        "predicts_new_intent": ~pd.Series(predicted).isin(old).to_numpy(),
+    }
 
 
 def _row(name: str, s: dict[str, np.ndarray], base: dict[str, np.ndarray] | None, wall: float) -> dict:
@@ -67,7 +71,10 @@ def _row(name: str, s: dict[str, np.ndarray], base: dict[str, np.ndarray] | None
         "wall_s": wall,
     }
     if base is not None:
-        row["nfr_vs_v1_old_intents"] = float((base["right"][old] & ~s["right"][old]).mean())
+        flipped = base["right"][old] & ~s["right"][old]
+        row["nfr_vs_v1_old_intents"] = float(flipped.mean())
+        # flips to an intent version 1 never knew: a new, confusable intent took the row (even a retrain does this)
+        row["nfr_into_new_intents"] = float((flipped & s["predicts_new_intent"][old]).mean())
         row["pfr_vs_v1_old_intents"] = float((~base["right"][old] & s["right"][old]).mean())
     return row
 

@@ -130,14 +130,15 @@ class TrainConfig(_Section):
     )
     layerwise_lr_decay: float | None = Field(None, gt=0, le=1)
     head_init: Literal["random", "probe"] = Field(
-        "random", description="How a new classification head starts (full and LoRA strategies): 'random', or "
+        "probe", description="How a new classification head starts (full and LoRA strategies): 'random', or "
         "'probe': first fitted on the frozen encoder's features (a linear probe, seconds), then fine-tuned with "
         "the encoder (LP-FT, Kumar et al. 2022: the encoder's features are distorted less)."
     )
     probe_steps: int = Field(300, ge=1, description="Full-batch optimiser steps of the linear probe (head_init probe).")
     freeze_embeddings: bool = Field(
-        False, description="Keep the word-embedding matrix fixed (full and LoRA strategies): no dense gradient "
-        "and no optimiser state for the largest tensor of a small encoder."
+        True, description="Keep the word-embedding matrix fixed (full and LoRA strategies): no dense gradient "
+        "and no optimiser state for the largest tensor of a small encoder (half of all-MiniLM-L6-v2's weights); "
+        "on banking77 as accurate, and faster (BENCHMARKS.md)."
     )
     compile: bool = Field(False, description="torch.compile the model for training (the first steps compile).")
     average_checkpoints: int = Field(
@@ -149,7 +150,7 @@ class TrainConfig(_Section):
     scheduler: Literal["linear", "cosine", "constant"] = "linear"
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     dropout: float | None = Field(None, ge=0, lt=1)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
     grad_clip: float | None = Field(1.0, gt=0)
     grad_accum: int = Field(1, ge=1)
     early_stopping_patience: int | None = Field(None, ge=1)
@@ -281,9 +282,20 @@ class UpdateConfig(_Section):
         "'random' samples them all at random."
     )
     distill: bool = Field(True, description="Focal distillation from the champion on what it got right.")
+    train_strategy: Literal["head", "full", "lora"] | None = Field(
+        None, description="What a warm-started candidate trains: 'head' (the output layer on the champion's "
+        "frozen encoder features, computed once: fewest flips and a third of a retrain's time on banking77 with "
+        "a sentence encoder, but a new label its features do not separate is not learnt; BENCHMARKS.md), 'full' "
+        "or 'lora' (the encoder learns too); train.strategy when empty. `keepfit update --strategy retrain` "
+        "retrains everything from the pre-trained model."
+    )
     epochs: float | None = Field(
-        1.0, gt=0, description="Epochs of the warm-started candidate over its new and replayed rows (it starts "
-        "from a trained champion: one pass measured as good as three, BENCHMARKS.md); train.epochs when empty."
+        None, gt=0, description="Passes of the warm-started candidate over its new and replayed rows; when empty "
+        "10 for a head-only candidate (cached features: seconds) and 2 for full or LoRA."
+    )
+    head_lr: float | None = Field(
+        None, gt=0, description="Learning rate of the candidate's output layer; when empty 1e-2 for a head-only "
+        "candidate and train.head_lr otherwise."
     )
     min_steps: int = Field(
         60, ge=0, description="At least this many optimiser steps for a warm-started candidate: a small batch gets "

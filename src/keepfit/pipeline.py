@@ -444,18 +444,24 @@ def compare(
     return _compare_on(config, old_dir, new_dir, snap, Path(out))
 
 
+HEAD_UPDATE_EPOCHS, FULL_UPDATE_EPOCHS, HEAD_UPDATE_LR = 10.0, 2.0, 1e-2
+
+
 def _candidate_config(config: KeepfitConfig, rows: int | None = None) -> KeepfitConfig:
-    """The training config of a warm-started candidate: update.epochs and update.lr where set; with ``rows``
-    (new + replayed), epochs raised so the candidate takes at least update.min_steps optimiser steps (a small
-    batch still gets enough steps to learn a new label)."""
-    epochs = config.update.epochs
-    if rows and config.update.min_steps:
+    """The training config of a warm-started candidate: update.train_strategy, update.epochs (10 passes for a
+    head-only candidate, 2 otherwise), update.lr and update.head_lr where set; with ``rows`` (new + replayed),
+    epochs raised so the candidate takes at least update.min_steps optimiser steps (a small batch still gets
+    enough steps to learn a new label)."""
+    u = config.update
+    strategy = u.train_strategy or config.train.strategy
+    head = strategy == "head"
+    epochs = u.epochs or (HEAD_UPDATE_EPOCHS if head else FULL_UPDATE_EPOCHS)
+    if rows and u.min_steps:
         steps_per_epoch = max(rows / (config.train.batch_size * config.train.grad_accum), 1e-9)
-        epochs = max(epochs or config.train.epochs, config.update.min_steps / steps_per_epoch)
-    train = config.train.model_copy(
-        update={k: v for k, v in {"epochs": epochs, "lr": config.update.lr}.items() if v is not None}
-    )
-    return config.model_copy(update={"train": train})
+        epochs = max(epochs, u.min_steps / steps_per_epoch)
+    head_lr = u.head_lr or (HEAD_UPDATE_LR if head else config.train.head_lr)
+    changes = {"strategy": strategy, "epochs": epochs, "lr": u.lr or config.train.lr, "head_lr": head_lr}
+    return config.model_copy(update={"train": config.train.model_copy(update=changes)})
 
 
 def _test_groups(judged: Snapshot, new: Snapshot) -> dict[str, np.ndarray]:

@@ -45,7 +45,8 @@ def _cfg(project: Path) -> list[str]:
     return [
         "--config", str(project / "keepfit.yaml"),
         "--set", "train.lr=1e-2", "--set", "train.head_lr=null", "--set", "train.epochs=4",
-        "--set", "train.precision=fp32", "--set", "update.epochs=8", "--set", "update.lr=3e-3",
+        "--set", "train.precision=fp32", "--set", "train.freeze_embeddings=false",
+        "--set", "update.epochs=8", "--set", "update.lr=3e-3",
         "--set", "evaluate.bootstrap=200", "--set", "gate.max_negative_flip_rate=0.05",
     ]
 
@@ -70,7 +71,7 @@ def test_lifecycle(project: Path):
     assert "Promoted" in out, out
     curves = list((project / ".keepfit" / "runs").glob("*-update-*/interpolated/interpolation.json"))
     assert len(curves) == 1 and json.loads(curves[0].read_text())["curve"][0]["alpha"] == 0.0
-    assert "Interpolation (BCWI)" in out
+    assert "Interpolation (BCWI, uniform)" in out
 
     # plain continued fine-tuning (no replay, no distillation) on the swapped batch: a candidate that really is worse
     result = runner.invoke(app, ["update", "--data", str(project / "week2_bad.csv"), *_cfg(project), "--quiet",

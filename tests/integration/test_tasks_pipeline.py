@@ -21,6 +21,7 @@ def _config(folder: Path, model: Path, data: str, extra: str) -> keepfit.Keepfit
     (folder / "keepfit.yaml").write_text(
         f"model:\n  name: {model}\ndata:\n  train: {data}\n{extra}"
         "train:\n  lr: 0.01\n  head_lr: null\n  epochs: 6\n  precision: fp32\n  threads: 1\n"
+        "  freeze_embeddings: false\n"
         "evaluate:\n  bootstrap: 100\n"
     )
     return keepfit.load_config(folder / "keepfit.yaml")

@@ -1,4 +1,5 @@
-"""A warm-started candidate: one pass by default, but never fewer than update.min_steps optimiser steps."""
+"""A warm-started candidate: train.strategy by default, 2 passes (10 for a head-only candidate), but never fewer
+than update.min_steps optimiser steps."""
 
 from __future__ import annotations
 
@@ -9,22 +10,27 @@ from keepfit.pipeline import _candidate_config
 
 
 @pytest.mark.parametrize(
-    ("rows", "overrides", "epochs"),
+    ("rows", "overrides", "strategy", "epochs"),
     [
-        (10_000, [], 1.0),  # 313 steps in one pass: the default pass is enough
-        (320, [], 6.0),  # 10 steps per pass: 60 steps need 6 passes
-        (320, ["update.min_steps=0"], 1.0),
-        (320, ["train.grad_accum=2"], 12.0),  # optimiser steps, not batches
-        (10_000, ["update.epochs=2"], 2.0),
-        (10_000, ["update.epochs=null", "train.epochs=3"], 3.0),
+        (10_000, [], "full", 2.0),  # train.strategy, 626 steps in 2 passes: plenty
+        (10_000, ["update.train_strategy=head"], "head", 10.0),  # cached features: passes are cheap
+        (10_000, ["update.train_strategy=null", "train.strategy=lora"], "lora", 2.0),
+        (320, ["update.train_strategy=full"], "full", 6.0),  # 10 steps per pass: 60 steps need 6 passes
+        (320, ["update.train_strategy=full", "update.min_steps=0"], "full", 2.0),
+        (320, ["update.train_strategy=full", "train.grad_accum=2"], "full", 12.0),  # optimiser steps
+        (10_000, ["update.epochs=3"], "full", 3.0),
     ],
 )
-def test_candidate_epochs(rows, overrides, epochs):
+def test_candidate_strategy_and_epochs(rows, overrides, strategy, epochs):
     config = load_config(None, ["train.batch_size=32", *overrides])
-    assert _candidate_config(config, rows).train.epochs == pytest.approx(epochs)
+    candidate = _candidate_config(config, rows).train
+    assert candidate.strategy == strategy
+    assert candidate.epochs == pytest.approx(epochs)
 
 
-def test_update_lr_replaces_the_training_lr_only_for_the_candidate():
-    config = load_config(None, ["update.lr=3e-5"])
-    assert _candidate_config(config, 1000).train.lr == 3e-5
-    assert config.train.lr == 1e-4
+def test_learning_rates_of_the_candidate():
+    head = _candidate_config(load_config(None, ["update.train_strategy=head"]), 1000).train
+    assert head.head_lr == 1e-2  # a head-only candidate's only layer learns fast
+    full = _candidate_config(load_config(None, ["update.train_strategy=full", "update.lr=3e-5"]), 1000).train
+    assert (full.lr, full.head_lr) == (3e-5, 2e-3)
+    assert load_config(None, ["update.lr=3e-5"]).train.lr == 1e-4  # the fit's own config is untouched

@@ -308,6 +308,11 @@ def interpolate_candidate(
         candidate.model.load_state_dict(mix_state(old_state, new_state, alpha, fishers))
         logits_at[alpha] = candidate.logits(texts, batch_size)
         curve.append(_curve_point(alpha, logits_at[alpha].argmax(-1).numpy(), y, old_right))
+        if setting == "auto" and curve[-1]["accuracy"] < curve[0]["accuracy"] - margin - 1e-12:
+            # walking from the candidate towards the champion, accuracy only falls further: stop at the first
+            # weight outside the margin (it is on the curve, so the report shows why the walk stopped)
+            extra["stopped_at"] = alpha
+            break
     alpha = choose_alpha(curve, margin) if setting == "auto" else float(setting)
     result = Interpolation(alpha, curve, margin, len(texts), method=method, candidates=len(dirs), extra=extra)
     if alpha > 0 or len(dirs) > 1:

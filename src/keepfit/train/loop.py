@@ -41,6 +41,7 @@ from keepfit.train.export import export_model, model_card
 from keepfit.train.head import HeadModel, cached_features
 from keepfit.train.inference import autocast, choose_precision, sorted_forward
 from keepfit.train.losses import focal_distillation_loss, task_loss
+from keepfit.train.memory import TRIM_EVERY_STEPS, release_free_memory
 from keepfit.train.metrics import LOWER_IS_BETTER, best_metric_name, eval_metrics
 from keepfit.train.model import (
     head_linear,
@@ -276,6 +277,7 @@ def build_job(
         _imprint_new_labels(model, train, len(old_labels), pad, precision, device, tc.seed)
     if tc.head_init == "probe" and not old_labels and task != "regression" and tc.strategy != "head":
         _probe_head(model, train, pad, precision, device, tc, task)
+        release_free_memory()  # the feature pass's activations are gone: give their pages back
     if tc.freeze_embeddings and tc.strategy != "head":
         input_embeddings(model).weight.requires_grad_(False)
     trainable: nn.Module = model
@@ -366,7 +368,7 @@ def _probe_head(model, train, pad: int, precision: str, device, tc, task: str) -
         logits = features @ weight.T + bias
         fit = (logits.argmax(-1) == target).float().mean() if task == "single-label" else float("nan")
     log.info("linear probe: head fitted on frozen features of %d rows in %.1f s (loss %.4f, training accuracy %.3f)",
-             len(features), time.perf_counter() - started, float(loss), float(fit))
+             len(features), time.perf_counter() - started, float(loss.detach()), float(fit))
 
 
 IMPRINT_ROWS = 256  # examples per new label (and of the whole training set, for the centre) to imprint from
@@ -515,6 +517,8 @@ def fit_loop(job: Job, accelerator, *, resume: bool, progress: bool) -> TrainSta
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1
+                if state.step % TRIM_EVERY_STEPS == 0:
+                    release_free_memory()
                 elapsed = time.perf_counter() - tick
                 update(
                     completed=state.epoch * batches_per_epoch + state.batch,
@@ -580,6 +584,7 @@ def _record_eval(
 ) -> None:
     """Validation metrics into the history and metrics.jsonl; the best weights kept; early-stopping count."""
     metrics = _evaluate(job, model)
+    release_free_memory()
     epoch = round(state.epoch + state.batch / max(batches_per_epoch, 1), 4)
     row: dict[str, Any] = {
         "epoch": epoch,

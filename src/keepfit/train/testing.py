@@ -76,6 +76,7 @@ def config_for(model: Path, task: str = "single-label", **train) -> KeepfitConfi
         "precision": "fp32",
         "threads": 1,
         "checkpoint_every_steps": 1000,
+        "freeze_embeddings": False,  # a random tiny encoder's word embeddings carry nothing until they learn
     }
     defaults.update(train)
     raw = {"task": task, "model": {"name": str(model)}, "train": defaults}

@@ -34,6 +34,8 @@ def _train(cmd_prefix: list[str], table: Path, run: Path, model: Path) -> list[d
         "--set",
         "train.precision=fp32",
         "--set",
+        "train.freeze_embeddings=false",
+        "--set",
         "train.batch_size=16",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
