@@ -272,8 +272,9 @@ class UpdateConfig(_Section):
 
     strategy: Literal["warm", "retrain"] = "warm"
     replay_ratio: float = Field(
-        1.0, ge=0, description="Earlier training rows replayed per new training row (stratified by label, chosen "
-        "as update.replay says); more replay flips less and trains longer (BENCHMARKS.md)."
+        3.0, ge=0, description="Earlier training rows replayed per new training row (stratified by label, chosen "
+        "as update.replay says); more replay flips less and trains longer: with 1:1 and 2 passes the gate "
+        "refused 2 of 3 genuine batches of bench_gate.py, with 3:1 and 3 passes 1 of 20 (BENCHMARKS.md)."
     )
     replay: Literal["boundary", "random"] = Field(
         "boundary", description="Which earlier rows are replayed, per label in proportion to its rows: 'boundary' "
@@ -291,7 +292,7 @@ class UpdateConfig(_Section):
     )
     epochs: float | None = Field(
         None, gt=0, description="Passes of the warm-started candidate over its new and replayed rows; when empty "
-        "10 for a head-only candidate (cached features: seconds) and 2 for full or LoRA."
+        "10 for a head-only candidate (cached features: seconds) and train.epochs for full or LoRA."
     )
     head_lr: float | None = Field(
         None, gt=0, description="Learning rate of the candidate's output layer; when empty 1e-2 for a head-only "

@@ -444,18 +444,18 @@ def compare(
     return _compare_on(config, old_dir, new_dir, snap, Path(out))
 
 
-HEAD_UPDATE_EPOCHS, FULL_UPDATE_EPOCHS, HEAD_UPDATE_LR = 10.0, 2.0, 1e-2
+HEAD_UPDATE_EPOCHS, HEAD_UPDATE_LR = 10.0, 1e-2
 
 
 def _candidate_config(config: KeepfitConfig, rows: int | None = None) -> KeepfitConfig:
     """The training config of a warm-started candidate: update.train_strategy, update.epochs (10 passes for a
-    head-only candidate, 2 otherwise), update.lr and update.head_lr where set; with ``rows`` (new + replayed),
-    epochs raised so the candidate takes at least update.min_steps optimiser steps (a small batch still gets
-    enough steps to learn a new label)."""
+    head-only candidate, train.epochs otherwise), update.lr and update.head_lr where set; with ``rows`` (new +
+    replayed), epochs raised so the candidate takes at least update.min_steps optimiser steps (a small batch
+    still gets enough steps to learn a new label)."""
     u = config.update
     strategy = u.train_strategy or config.train.strategy
     head = strategy == "head"
-    epochs = u.epochs or (HEAD_UPDATE_EPOCHS if head else FULL_UPDATE_EPOCHS)
+    epochs = u.epochs or (HEAD_UPDATE_EPOCHS if head else config.train.epochs)
     if rows and u.min_steps:
         steps_per_epoch = max(rows / (config.train.batch_size * config.train.grad_accum), 1e-9)
         epochs = max(epochs, u.min_steps / steps_per_epoch)

@@ -1,5 +1,5 @@
-"""A warm-started candidate: train.strategy by default, 2 passes (10 for a head-only candidate), but never fewer
-than update.min_steps optimiser steps."""
+"""A warm-started candidate: train.strategy and train.epochs by default (10 passes for a head-only candidate), but
+never fewer than update.min_steps optimiser steps."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from keepfit.pipeline import _candidate_config
 @pytest.mark.parametrize(
     ("rows", "overrides", "strategy", "epochs"),
     [
-        (10_000, [], "full", 2.0),  # train.strategy, 626 steps in 2 passes: plenty
+        (10_000, [], "full", 3.0),  # train.strategy and train.epochs: 939 steps, plenty
         (10_000, ["update.train_strategy=head"], "head", 10.0),  # cached features: passes are cheap
-        (10_000, ["update.train_strategy=null", "train.strategy=lora"], "lora", 2.0),
+        (10_000, ["update.train_strategy=null", "train.strategy=lora"], "lora", 3.0),
         (320, ["update.train_strategy=full"], "full", 6.0),  # 10 steps per pass: 60 steps need 6 passes
-        (320, ["update.train_strategy=full", "update.min_steps=0"], "full", 2.0),
+        (320, ["update.train_strategy=full", "update.min_steps=0"], "full", 3.0),
         (320, ["update.train_strategy=full", "train.grad_accum=2"], "full", 12.0),  # optimiser steps
         (10_000, ["update.epochs=3"], "full", 3.0),
     ],
