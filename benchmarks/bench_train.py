@@ -104,6 +104,17 @@ def keepfit_split(train: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return train.drop(val.index).reset_index(drop=True), val.reset_index(drop=True)
 
 
+def keepfit_snapshot(train: pd.DataFrame, test: pd.DataFrame, workdir: Path, name: str):
+    """A Snapshot of ``train`` split as keepfit's worker splits it (``keepfit_split``), scored on ``test``."""
+    from keepfit.types import Snapshot
+
+    fit_rows, val = keepfit_split(train)
+    return Snapshot(
+        id=name, path=workdir, task="single-label", labels=sorted(set(train["label"])),
+        train=fit_rows, validation=val, test=test, quarantine=pd.DataFrame(),
+    )
+
+
 def keepfit_overrides(preset: str | None, epochs: float | None, extra: list[str] | None) -> list[str]:
     """The config overrides of the keepfit worker: preset, the packaged model, epochs, then ``--set`` values."""
     from keepfit.train.presets import preset_overrides
@@ -337,19 +348,9 @@ def run_keepfit(
 ) -> dict:
     from keepfit.config import load_config
     from keepfit.train import load_predictor, train_model
-    from keepfit.types import Snapshot
 
-    fit_rows, val = keepfit_split(train)
-    snapshot = Snapshot(
-        id="banking77-bench",
-        path=workdir,
-        task="single-label",
-        labels=sorted(set(train["label"])),
-        train=fit_rows,
-        validation=val,
-        test=test,
-        quarantine=pd.DataFrame(),
-    )
+    snapshot = keepfit_snapshot(train, test, workdir, "banking77-bench")
+    fit_rows = snapshot.train
     config = load_config(None, keepfit_overrides(preset, epochs, extra))
     result = train_model(snapshot, config, workdir / "keepfit-run", progress=False)
     predictor = load_predictor(result.model_dir)

@@ -146,24 +146,13 @@ def build(args: argparse.Namespace, workdir: Path):
     """keepfit's training job for the fit rows bench_train gives keepfit, on the CPU."""
     import pandas as pd
     import torch
-    from bench_train import keepfit_overrides, keepfit_split, load_data
+    from bench_train import keepfit_overrides, keepfit_snapshot, load_data
 
     from keepfit.config import load_config
     from keepfit.train.loop import build_job
-    from keepfit.types import Snapshot
 
     train, _ = load_data(Path(args.data), args.subset)
-    fit_rows, val = keepfit_split(train)
-    snapshot = Snapshot(
-        id="banking77-profile",
-        path=workdir,
-        task="single-label",
-        labels=sorted(set(train["label"])),
-        train=fit_rows,
-        validation=val,
-        test=pd.DataFrame(columns=["text", "label"]),
-        quarantine=pd.DataFrame(),
-    )
+    snapshot = keepfit_snapshot(train, pd.DataFrame(columns=["text", "label"]), workdir, "banking77-profile")
     overrides = keepfit_overrides(None, None, args.overrides)
     overrides += [f"train.batch_size={args.batch_size}", f"train.precision={args.precision}"]
     config = load_config(None, overrides)
