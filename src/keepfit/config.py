@@ -27,6 +27,8 @@ __all__ = [
     "GateConfig",
     "RegistryConfig",
     "UpdateConfig",
+    "ServeConfig",
+    "MonitorConfig",
     "Task",
     "load_config",
     "save_config",
@@ -65,6 +67,10 @@ class DataConfig(_Section):
     max_chars: int = Field(20_000, gt=0, description="Longer texts are quarantined as over-long.")
     encoding: str | None = Field(None, description="Force a file encoding; detected when empty.")
     chunk_rows: int = Field(200_000, gt=0, description="Rows per chunk when reading large files.")
+    out_of_scope_label: str | None = Field(
+        None, description="The label of rows that belong to no known label (e.g. 'oos'); evaluation then reports "
+        "out-of-scope recall and in-scope accuracy separately."
+    )
 
 
 class QualityConfig(_Section):
@@ -180,6 +186,10 @@ class EvaluateConfig(_Section):
     calibration_bins: int = Field(15, ge=2)
     length_bins: list[int] = Field(default_factory=lambda: [32, 64, 128], description="Text length slices.")
     batch_size: int = Field(64, gt=0)
+    in_scope_recall: float = Field(
+        0.95, gt=0, le=1, description="Open-set rejection: the confidence threshold below which the model abstains "
+        "is chosen on validation so that this share of in-scope rows is still answered (1 = never abstain)."
+    )
     regression_tolerance: float | None = Field(
         None, gt=0, description="Regression: |error| at most this counts as right (flips, slices); "
         "half the standard deviation of the true values when empty."
@@ -357,6 +367,60 @@ class RegistryConfig(_Section):
     model_name: str | None = Field(None, description="Registered model name; the project folder name when empty.")
 
 
+class ServeConfig(_Section):
+    """`keepfit serve`: which version answers, how requests are batched and limited, what is logged."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535, description="0 picks a free port (printed at start).")
+    model_ref: str = Field("champion", description="The registry version or alias served; followed when it moves.")
+    backend: Literal["torch", "onnx"] = Field(
+        "torch", description="'onnx': ONNX Runtime on the version's exported model (made on first use; extra export)."
+    )
+    onnx_int8: bool = Field(True, description="With backend onnx: dynamic int8 quantisation of the exported model.")
+    max_batch_size: int = Field(32, ge=1, description="Texts per forward pass of the micro-batcher.")
+    max_wait_ms: float = Field(
+        2.0, ge=0, description="How long the micro-batcher waits for more texts once one is queued (it never waits "
+        "while the model is idle and the queue is empty)."
+    )
+    max_texts_per_request: int = Field(256, ge=1)
+    max_chars_per_text: int = Field(20_000, ge=1)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    top_k: int = Field(5, ge=1)
+    poll_seconds: float = Field(2.0, gt=0, description="How often the server checks whether model_ref moved.")
+    redact: bool = Field(False, description="Log a hash of each text instead of the text.")
+    abstain: bool = Field(
+        True, description="Answer 'abstain' (label null) when the calibrated confidence is below the model's "
+        "open-set threshold (fitted on validation for evaluate.in_scope_recall)."
+    )
+    admin_token: str | None = Field(
+        None, description="Token for /admin/reload and /admin/drain (header 'Authorization: Bearer T'); the "
+        "environment variable KEEPFIT_ADMIN_TOKEN when empty; without either the admin endpoints are off."
+    )
+    log_path: str | None = Field(None, description="Prediction log (SQLite); <store>/serve/predictions.sqlite when empty.")
+    threads: int | None = Field(None, gt=0, description="torch threads of the server; all cores when empty.")
+
+
+class MonitorConfig(_Section):
+    """`keepfit monitor`: the window of the prediction log it reads and the thresholds that raise an alert."""
+
+    window: str = Field("7d", description="How far back from now (or --until) the monitor reads: 90m, 36h, 7d.")
+    min_rows: int = Field(50, ge=1, description="Fewer logged predictions in the window: no drift verdict.")
+    false_alarm_rate: float = Field(
+        0.01, gt=0, lt=1, description="Level of the drift tests (input drift, label shift): the chance that a "
+        "window without drift alerts."
+    )
+    permutations: int = Field(200, ge=20, description="Permutations of the input-drift test's null distribution.")
+    psi_threshold: float = Field(0.2, gt=0, description="Alert when the predicted-label PSI exceeds this.")
+    confidence_drop: float = Field(0.05, gt=0, lt=1, description="Alert when mean confidence falls this much.")
+    abstention_rate: float = Field(0.15, gt=0, le=1, description="Alert when more requests than this abstain.")
+    accuracy_drop: float = Field(
+        0.05, gt=0, lt=1, description="Alert when the estimated or realised accuracy is this far below validation."
+    )
+    min_feedback: int = Field(20, ge=1, description="Feedback rows a slice needs for a realised accuracy.")
+    slice_keys: list[str] = Field(default_factory=list, description="Request metadata keys to report per value.")
+    max_rows: int = Field(20_000, ge=100, description="At most this many (newest) rows of each side are compared.")
+
+
 class KeepfitConfig(_Section):
     """The whole project configuration (``keepfit.yaml``)."""
 
@@ -372,6 +436,8 @@ class KeepfitConfig(_Section):
     gate: GateConfig = Field(default_factory=GateConfig)
     update: UpdateConfig = Field(default_factory=UpdateConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
     @model_validator(mode="after")
     def _columns_fit_task(self) -> KeepfitConfig:

@@ -45,6 +45,19 @@ class Store:
         return f"sqlite:///{self.registry_db}"
 
     @property
+    def serve(self) -> Path:
+        """What `keepfit serve` keeps: the prediction log, exported ONNX models."""
+        return self.root / "serve"
+
+    @property
+    def predictions_db(self) -> Path:
+        return self.serve / "predictions.sqlite"
+
+    def export(self, version: str) -> Path:
+        """Exported (ONNX) copies of one registered version."""
+        return self.root / "exports" / f"v{version}"
+
+    @property
     def head_file(self) -> Path:
         """Holds the id of the newest snapshot (written atomically)."""
         return self.snapshots / "HEAD"

@@ -28,7 +28,9 @@ app = typer.Typer(
 )
 
 # Each module defines ``register(app: typer.Typer) -> None``. Order is the order of --help.
-COMMAND_MODULES = ["init", "data", "fit", "evaluate", "predict", "registry", "update", "demo"]
+COMMAND_MODULES = [
+    "init", "data", "fit", "evaluate", "predict", "registry", "update", "serve", "feedback", "monitor", "export", "demo"
+]
 
 _state = {"debug": False}
 
