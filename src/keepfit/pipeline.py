@@ -222,6 +222,8 @@ def _evaluate_model(
         validation=validation,
         thresholds=preds.thresholds,
         temperature=preds.temperature,
+        abstain_threshold=preds.abstain_threshold,
+        out_of_scope_label=config.data.out_of_scope_label,
         seed=config.train.seed,
     )
     report = write_evaluation_report(result, out_dir, history=history, title=title)
@@ -759,3 +761,21 @@ def _promote(registry, version: str, judged_against: str, decision, reasons: lis
     except ChampionMoved as err:
         return False, [*reasons, str(err)]
     return True, reasons
+
+
+def update_from_feedback(
+    config: KeepfitConfig, *, since: float | None = None, **options: Any
+) -> tuple[UpdateResult, Any]:
+    """`keepfit update --from-feedback`: the feedback received since the last such update (or ``since``) becomes
+    the batch of a normal, gated :func:`update`; returns its result and the
+    :class:`keepfit.serve.feedback.FeedbackBatch`. The cutoff moves only once the update ran to a decision."""
+    from keepfit.serve.feedback import feedback_batch, mark_used
+    from keepfit.serve.log import PredictionLog, log_path_for
+
+    folder = Store.at(config.store).serve / "feedback-batches"
+    column = config.data.label_column or config.data.target_column or "label"
+    with PredictionLog(log_path_for(config), readonly=True) as log:
+        batch = feedback_batch(log, folder, text_column=config.data.text_column, label_column=column, since=since)
+    result = update(config, batch.path, **options)
+    mark_used(batch, folder)
+    return result, batch

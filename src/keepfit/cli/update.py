@@ -136,7 +136,11 @@ def _json_output(command: str, enabled: bool) -> Iterator[list[dict[str, Any]]]:
 
 
 def update_command(
-    data: Path = typer.Option(..., "--data", "-d", help="The new labelled data file."),
+    data: Path = typer.Option(None, "--data", "-d", help="The new labelled data file."),
+    from_feedback: bool = typer.Option(
+        False, "--from-feedback", help="Make the batch from the feedback the server received since the last "
+        "such update (POST /feedback, `keepfit feedback import`): checked like any data, then gated as usual."
+    ),
     strategy: str = typer.Option(None, "--strategy", help="warm (default: warm start + replay + distillation) "
                                  "or retrain (from scratch on all data)."),
     force: bool = typer.Option(False, "--force", help="Promote even if the gate rejects (recorded)."),
@@ -152,8 +156,13 @@ def update_command(
     """Check new data, train a candidate from the champion, gate it, and promote it only if every rule passes.
 
     Exits 0 when the candidate was promoted, 6 when the gate rejected it (it stays challenger)."""
-    from keepfit.pipeline import update
+    from keepfit.pipeline import update, update_from_feedback
 
+    if (data is None) == (not from_feedback):
+        raise typer.BadParameter(
+            "give either --data FILE (a new labelled batch) or --from-feedback (the batch from served feedback), "
+            f"got {'both' if data is not None else 'neither'}", param_hint="--data / --from-feedback"
+        )
     cfg = resolve_config(config, overrides)
     if strategy is not None:
         if strategy not in {"warm", "retrain"}:
@@ -161,8 +170,14 @@ def update_command(
         cfg.update.strategy = strategy  # type: ignore[assignment]
     with _json_output("update", as_json) as document:
         # Under --json the console writes to stderr here, so progress shows only when stderr is a terminal.
-        result = update(cfg, data, force=force, drop_pending=drop_pending,
-                        progress=not (quiet or quiet_default()), on_diff=_print_diff)
+        options = dict(force=force, drop_pending=drop_pending, progress=not (quiet or quiet_default()),
+                       on_diff=_print_diff)
+        if from_feedback:
+            result, batch = update_from_feedback(cfg, **options)
+            redacted = f" ({batch.redacted} more had only a text hash)" if batch.redacted else ""
+            console.print(f"Feedback batch: {batch.rows} rows{redacted} -> {batch.path}")
+        else:
+            result = update(cfg, data, **options)
         _print_update(result)
         document.append(update_document(result))
     code = update_exit_code(result)

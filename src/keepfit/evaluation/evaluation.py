@@ -18,6 +18,7 @@ from keepfit.evaluation import calibration as cal
 from keepfit.evaluation import metrics as m
 from keepfit.evaluation._json import jsonable
 from keepfit.evaluation.bootstrap import bootstrap_sums, percentile_interval
+from keepfit.evaluation.open_set import OPEN_SET_METRICS, open_set_metrics
 from keepfit.evaluation.slices import slice_masks
 from keepfit.types import TEXT
 
@@ -38,7 +39,8 @@ SLICE_METRIC = {"single-label": "accuracy", "multi-label": "subset_accuracy", "r
 @dataclass
 class EvaluationResult:
     """Everything `keepfit evaluate` reports. Shapes: ``confusion`` [C][C] (rows = truth) for single-label,
-    [C][2][2] (per label ``[[tn, fp], [fn, tp]]``) for multi-label, None for regression."""
+    [C][2][2] (per label ``[[tn, fp], [fn, tp]]``) for multi-label, None for regression. ``open_set``: what
+    abstaining does (:func:`keepfit.evaluation.open_set.open_set_metrics`), None when not asked for."""
 
     task: str
     labels: list[str]
@@ -54,6 +56,7 @@ class EvaluationResult:
     top_k: int | None
     settings: dict[str, Any] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    open_set: dict[str, Any] | None = None
     truth: np.ndarray | None = field(default=None, repr=False)  # y_true as evaluated, for the report's plots
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,6 +76,7 @@ class EvaluationResult:
                 "top_k": self.top_k,
                 "settings": self.settings,
                 "errors": self.errors,
+                "open_set": self.open_set,
             }
         )
 
@@ -88,6 +92,8 @@ def evaluate_outputs(
     validation: tuple[np.ndarray, np.ndarray] | None = None,
     thresholds: Mapping[str, float] | Sequence[float] | np.ndarray | None = None,
     temperature: float | None = None,
+    abstain_threshold: float | None = None,
+    out_of_scope_label: str | None = None,
     seed: int = 0,
 ) -> EvaluationResult:
     """Evaluate one model's ``outputs`` against ``y_true`` (conventions: :mod:`keepfit.evaluation.metrics`).
@@ -104,6 +110,12 @@ def evaluate_outputs(
     fits a temperature that is reported but not served; without it thresholds are 0.5 and no temperature is
     fitted. ``settings["threshold_source"]`` and ``calibration["temperature_source"]`` say which happened;
     ``headline["ece"]`` is always the ECE of the outputs as given (what is served).
+    Open set (single-label): ``abstain_threshold`` (``Predictions.abstain_threshold``; the model abstains
+    below that top probability) and ``out_of_scope_label`` (``data.out_of_scope_label``; predicting it
+    abstains, and its rows are the out-of-scope ones) add ``result.open_set`` and the headline metrics
+    ``open_set.answered_share``, ``open_set.answered_accuracy`` and, with that label among ``labels``,
+    ``open_set.oos_recall``, ``open_set.in_scope_accuracy``, ``open_set.oos_precision``; the other metrics
+    stay those of the model's best guess on every row.
     Intervals are percentile bootstrap with ``config.bootstrap`` resamples.
     Raises DataError for empty input, misaligned shapes, NaN outputs or unusable thresholds/temperature.
     """
@@ -113,6 +125,7 @@ def evaluate_outputs(
         val = m.check_outputs(task, labels, validation[0], validation[1], what="validation outputs")
     served_thresholds = _served_thresholds(task, labels, thresholds)
     served_temperature = _served_temperature(task, temperature)
+    served_abstain = _served_abstain_threshold(task, abstain_threshold)
     settings = {
         "bootstrap": config.bootstrap,
         "confidence": config.confidence,
@@ -136,6 +149,12 @@ def evaluate_outputs(
     if task != "regression":
         calibration = _calibration(task, y, out, val, config.calibration_bins, served_temperature)
         headline["ece"] = calibration["ece_served"]
+    open_set = None
+    if task == "single-label" and (served_abstain is not None or out_of_scope_label is not None):
+        open_set = open_set_metrics(
+            y, out, labels, abstain_threshold=served_abstain, out_of_scope_label=out_of_scope_label
+        )
+        headline.update({f"open_set.{k}": open_set[k] for k in OPEN_SET_METRICS if k in open_set})
     intervals = _intervals(task, stats, from_sums, config, seed)
     masks = slice_masks(frame, len(y), config.length_bins)
     per_slice = _per_slice(task, stats, from_sums, masks, config, seed)
@@ -154,6 +173,7 @@ def evaluate_outputs(
         top_k=top_k,
         settings=settings,
         errors=_worst_errors(task, labels, y, out, predicted, frame),
+        open_set=open_set,
         truth=y,
     )
 
@@ -208,6 +228,21 @@ def _served_temperature(task: str, given: float | None) -> float | None:
         raise DataError(
             f"temperature must be a positive finite number (the logits were divided by it), got {given!r}. "
             "Pass the Predictions.temperature of the model that made the outputs, or None."
+        )
+    return float(given)
+
+
+def _served_abstain_threshold(task: str, given: float | None) -> float | None:
+    if given is None:
+        return None
+    if task != "single-label":
+        raise DataError(
+            f"abstain_threshold applies to single-label outputs only; the task is {task}. Pass abstain_threshold=None."
+        )
+    if not 0 < given < 1:
+        raise DataError(
+            f"abstain_threshold must be a probability strictly between 0 and 1 (the model abstains below it), got "
+            f"{given!r}. Pass the Predictions.abstain_threshold of the model that made the outputs, or None."
         )
     return float(given)
 

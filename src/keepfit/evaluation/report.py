@@ -59,6 +59,7 @@ def _sections(result: EvaluationResult, history: list[dict]) -> list[str]:
             [
                 [name, value, fmt_interval(result.intervals.get(name))]
                 for name, value in result.headline.items()
+                if not name.startswith("open_set.")  # in their own section below
             ],
         )
     )
@@ -67,6 +68,8 @@ def _sections(result: EvaluationResult, history: list[dict]) -> list[str]:
         out.append("<h2>Figures</h2>" + "".join(figure(uri, caption) for uri, caption in figs))
     if result.calibration:
         out.append(_calibration_section(result.calibration))
+    if result.open_set:
+        out.append(_open_set_section(result.open_set))
     if result.per_class:
         keys = [
             k
@@ -126,6 +129,36 @@ def _calibration_section(c: dict[str, Any]) -> str:
         f'<h2>Calibration</h2><p class="note">{esc(note)} Confidence unit: {esc(c["unit"])}; '
         f"{c['n_bins']} equal-width bins.</p>" + table(["", "before", "after temperature"], rows)
     )
+
+
+def _open_set_section(o: dict[str, Any]) -> str:
+    """The threshold and what abstaining costs and catches on these rows."""
+    threshold, oos = o.get("abstain_threshold"), o.get("out_of_scope_label")
+    notes = [
+        f"The model abstains when its top calibrated probability is below {threshold:.4f}"
+        if threshold is not None
+        else "No abstain threshold saved with the model: it never abstains for low confidence"
+    ]
+    if oos is not None:
+        notes.append(f"predicting the out-of-scope label '{oos}' counts as abstaining")
+    if o.get("note"):
+        notes.append(o["note"])
+    rows = [
+        ["in-scope rows answered (share)", o["answered_share"]],
+        ["accuracy on answered rows", o["answered_accuracy"]],
+    ]
+    if "oos_recall" in o:
+        rows += [
+            ["out-of-scope recall (out-of-scope rows rejected)", o["oos_recall"]],
+            ["in-scope accuracy (in-scope rows answered right / in-scope rows)", o["in_scope_accuracy"]],
+            ["out-of-scope precision (out-of-scope rows among the rejected)", o["oos_precision"]],
+        ]
+    rows += [
+        ["in-scope rows", o["n_in_scope"]],
+        ["out-of-scope rows", o["n_out_of_scope"]],
+        ["rows abstained on", o["n_abstained"]],
+    ]
+    return f'<h2>Open-set</h2><p class="note">{esc("; ".join(notes))}.</p>' + table(["", "value"], rows)
 
 
 def _figures(result: EvaluationResult, history: list[dict]) -> list[tuple[str, str]]:

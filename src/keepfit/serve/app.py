@@ -29,7 +29,6 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -41,20 +40,14 @@ import keepfit
 from keepfit.config import KeepfitConfig
 from keepfit.errors import KeepfitError, RegistryError
 from keepfit.serve.batcher import Answered, Draining, MicroBatcher, NotReady
-from keepfit.serve.log import Feedback, PredictionLog
+from keepfit.serve.log import Feedback, PredictionLog, log_path_for
 from keepfit.serve.metrics import ServeMetrics
 from keepfit.serve.requests import BadRequest, parse_feedback, parse_infer, parse_json, parse_predict
 from keepfit.serve.runtime import ModelSlot, ServedModel, Watcher
-from keepfit.store import Store
 
 __all__ = ["create_app", "ServerState", "log_path_for"]
 
 log = logging.getLogger("keepfit.serve")
-
-
-def log_path_for(config: KeepfitConfig) -> Path:
-    """The prediction log of the project: ``serve.log_path``, else ``<store>/serve/predictions.sqlite``."""
-    return Path(config.serve.log_path) if config.serve.log_path else Store.at(config.store).predictions_db
 
 
 @dataclass

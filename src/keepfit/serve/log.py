@@ -32,7 +32,9 @@ from typing import Any
 
 import pandas as pd
 
+from keepfit.config import KeepfitConfig
 from keepfit.errors import DataError
+from keepfit.store import Store
 
 __all__ = [
     "LoggedPrediction",
@@ -40,6 +42,7 @@ __all__ = [
     "FeedbackResult",
     "PredictionLog",
     "text_hash",
+    "log_path_for",
 ]
 
 _SCHEMA = """
@@ -70,6 +73,11 @@ CREATE TABLE IF NOT EXISTS feedback (
     source TEXT NOT NULL
 );
 """
+
+
+def log_path_for(config: KeepfitConfig) -> Path:
+    """The prediction log of the project: ``serve.log_path``, else ``<store>/serve/predictions.sqlite``."""
+    return Path(config.serve.log_path) if config.serve.log_path else Store.at(config.store).predictions_db
 
 
 def text_hash(text: str) -> str:

@@ -358,6 +358,7 @@ def _summary(curve: list[dict[str, float]]) -> str:
 
 def _write(candidate, dirs: list[Path], out_dir: Path, val_logits: torch.Tensor, y: np.ndarray, alpha: float,
            method: str):
+    from keepfit.config import EvaluateConfig
     from keepfit.train.export import export_model
     from keepfit.train.postprocess import fit_postprocessing
 
@@ -371,7 +372,17 @@ def _write(candidate, dirs: list[Path], out_dir: Path, val_logits: torch.Tensor,
     card += (f"\n\nWeights interpolated with the champion (BCWI): {alpha:.2f} x champion + "
              f"{1 - alpha:.2f} x {candidate_words}{weighting}.\n")
     known = y >= 0
-    post = fit_postprocessing(candidate.task, candidate.labels, val_logits[known], torch.as_tensor(y[known]))
+    # the candidate's own fit used the project's evaluate.in_scope_recall and data.out_of_scope_label
+    fitted = candidate.postprocessing
+    recall = fitted.in_scope_recall if fitted.in_scope_recall is not None else EvaluateConfig().in_scope_recall
+    post = fit_postprocessing(
+        candidate.task,
+        candidate.labels,
+        val_logits[known],
+        torch.as_tensor(y[known]),
+        in_scope_recall=recall,
+        out_of_scope_label=fitted.out_of_scope_label,
+    )
     return export_model(candidate.model, candidate.tokenizer, Path(out_dir), meta, card, postprocessing=post)
 
 

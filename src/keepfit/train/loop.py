@@ -622,17 +622,26 @@ def _record_eval(
 
 
 def _postprocessing(job: Job) -> Postprocessing:
-    """Temperature and thresholds of the best weights, fitted on the validation split, to serve with them."""
+    """Temperature, thresholds and abstain threshold of the best weights, fitted on the validation split, to
+    serve with them."""
     job.model.eval()
     needed = len(job.val.ids) and job.task != "regression"  # regression serves its target scaling only
     logits = job.val_logits(job.model) if needed else torch.zeros((0, len(job.labels)))
     post = fit_postprocessing(
-        job.task, job.labels, logits, job.val.targets, target_mean=job.mean, target_std=job.std
+        job.task,
+        job.labels,
+        logits,
+        job.val.targets,
+        target_mean=job.mean,
+        target_std=job.std,
+        in_scope_recall=job.config.evaluate.in_scope_recall,
+        out_of_scope_label=job.config.data.out_of_scope_label,
     )
     log.info(
-        "post-processing to serve: temperature %s, thresholds %s (%s)",
+        "post-processing to serve: temperature %s, thresholds %s, abstain threshold %s (%s)",
         post.temperature,
         post.thresholds,
+        post.abstain_threshold,
         post.fitted_on or "no validation rows: nothing fitted",
     )
     return post

@@ -9,11 +9,18 @@
 - ``target_mean`` / ``target_std``: regression predictions are ``output * std + mean`` (original units);
 - ``text_normalization``: the :data:`keepfit.data.normalize.NORMALIZATION_VERSION` of the cleaning the
   training texts went through; the predictor cleans texts the same way before tokenising;
-- ``fitted_on``: where the temperature and thresholds came from, in words.
+- ``abstain_threshold``: single-label only: the model abstains on a text whose top (temperature-scaled)
+  probability is below it (:mod:`keepfit.evaluation.open_set`); null never abstains for low confidence;
+- ``in_scope_recall``: the share of in-scope validation rows the threshold was chosen to answer (null: the
+  threshold was given by hand, or none was fitted);
+- ``out_of_scope_label``: single-label only: the model's label for "none of the others" (e.g. ``oos``);
+  predicting it counts as abstaining;
+- ``fitted_on``: where the temperature, thresholds and abstain threshold came from, in words.
 
 Training writes the file into the model folder it exports (fitted on the validation split);
 :func:`save_postprocessing` changes it afterwards. A folder without the file (made by an older keepfit, or
-a plain Hugging Face folder) loads with the defaults above and a logged note.
+a plain Hugging Face folder) loads with the defaults above and a logged note; a file without the open-set
+fields (older keepfit) loads with them null.
 """
 
 from __future__ import annotations
@@ -64,6 +71,9 @@ class Postprocessing:
     target_mean: float = 0.0
     target_std: float = 1.0
     text_normalization: int = NORMALIZATION_VERSION
+    abstain_threshold: float | None = None
+    in_scope_recall: float | None = None
+    out_of_scope_label: str | None = None
     fitted_on: str | None = None
     saved: bool = False
 
@@ -86,6 +96,9 @@ class Postprocessing:
             "target_mean": self.target_mean,
             "target_std": self.target_std,
             "text_normalization": self.text_normalization,
+            "abstain_threshold": self.abstain_threshold,
+            "in_scope_recall": self.in_scope_recall,
+            "out_of_scope_label": self.out_of_scope_label,
             "fitted_on": self.fitted_on,
         }
         return json.dumps(body, indent=2) + "\n"
@@ -164,6 +177,46 @@ def _checked_thresholds(value: Any, post: Postprocessing, where: str) -> tuple[f
     return tuple(float(v) for v in values)
 
 
+def _checked_abstain_threshold(value: Any, post: Postprocessing, where: str) -> float | None:
+    if value is None:
+        return None
+    if post.task != "single-label":
+        raise ModelError(
+            f"{where}: abstain_threshold applies to single-label models only; this model's task is {post.task}. "
+            "Leave abstain_threshold out."
+        )
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
+        raise ModelError(
+            f"{where}: abstain_threshold must be a probability strictly between 0 and 1 (the model abstains "
+            f"when its top probability is below it), got {value!r}. Refit it with fit_postprocessing, or "
+            "leave it out to never abstain for low confidence."
+        )
+    return float(value)
+
+
+def _checked_recall(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
+        raise ModelError(
+            f"{where}: in_scope_recall must be the share in (0, 1] of in-scope rows the abstain threshold was "
+            f"chosen to answer, got {value!r}. Save it again, or leave it out."
+        )
+    return float(value)
+
+
+def _checked_out_of_scope_label(value: Any, post: Postprocessing, where: str) -> str | None:
+    if value is None:
+        return None
+    if post.task != "single-label" or value not in post.labels:
+        raise ModelError(
+            f"{where}: out_of_scope_label must be one of the labels of a single-label model "
+            f"({post.task}, labels {list(post.labels)}), got {value!r}. Name the model's out-of-scope label, "
+            "or leave it out."
+        )
+    return str(value)
+
+
 def _checked_scale(mean: Any, std: Any, where: str) -> tuple[float, float]:
     if not (isinstance(mean, numbers.Real) and math.isfinite(mean)):
         raise ModelError(f"{where}: target_mean must be a finite number, got {mean!r}.")
@@ -226,7 +279,13 @@ def load_postprocessing(model_dir: Path) -> Postprocessing:
         fitted_on=raw.get("fitted_on"),
         saved=True,
     )
-    post = replace(post, thresholds=_checked_thresholds(raw.get("thresholds"), post, where))
+    post = replace(
+        post,
+        thresholds=_checked_thresholds(raw.get("thresholds"), post, where),
+        abstain_threshold=_checked_abstain_threshold(raw.get("abstain_threshold"), post, where),
+        in_scope_recall=_checked_recall(raw.get("in_scope_recall"), where),
+        out_of_scope_label=_checked_out_of_scope_label(raw.get("out_of_scope_label"), post, where),
+    )
     if post.text_normalization != NORMALIZATION_VERSION:
         log.warning(
             "%s was trained on texts cleaned by text normalisation version %d; this keepfit cleans with "
@@ -245,13 +304,19 @@ def save_postprocessing(
     thresholds: Mapping[str, float] | Sequence[float] | np.ndarray | None = None,
     target_mean: float | None = None,
     target_std: float | None = None,
+    abstain_threshold: float | None = None,
+    in_scope_recall: float | None = None,
+    out_of_scope_label: str | None = None,
     fitted_on: str | None = None,
 ) -> Path:
     """Write ``keepfit_postprocess.json`` into ``model_dir`` atomically; returns its path.
 
     Each argument left as None keeps the value already saved (or the default). ``temperature`` > 0 divides
     the logits; ``thresholds`` (multi-label) is ``{label: probability}`` or one value per label in label
-    order. Raises ModelError for values the predictor could not use.
+    order; ``abstain_threshold`` (single-label, in (0, 1)): the model abstains below it; given without
+    ``in_scope_recall`` it records no recall (a threshold set by hand, not chosen for one);
+    ``out_of_scope_label``: one of the model's labels, whose prediction counts as abstaining.
+    Raises ModelError for values the predictor could not use.
     """
     model_dir = Path(model_dir)
     current = load_postprocessing(model_dir) if (model_dir / POSTPROCESS_FILE).exists() else None
@@ -271,6 +336,16 @@ def save_postprocessing(
         fitted_on=post.fitted_on if fitted_on is None else fitted_on,
         saved=True,
     )
+    if abstain_threshold is not None:
+        post = replace(
+            post,
+            abstain_threshold=_checked_abstain_threshold(abstain_threshold, post, where),
+            in_scope_recall=_checked_recall(in_scope_recall, where),
+        )
+    elif in_scope_recall is not None:
+        post = replace(post, in_scope_recall=_checked_recall(in_scope_recall, where))
+    if out_of_scope_label is not None:
+        post = replace(post, out_of_scope_label=_checked_out_of_scope_label(out_of_scope_label, post, where))
     return atomic_write_text(model_dir / POSTPROCESS_FILE, post.to_json())
 
 
@@ -282,19 +357,36 @@ def fit_postprocessing(
     *,
     target_mean: float = 0.0,
     target_std: float = 1.0,
+    in_scope_recall: float = 0.95,
+    out_of_scope_label: str | None = None,
 ) -> Postprocessing:
-    """Temperature (classification) and thresholds (multi-label) fitted on validation ``logits``.
+    """Temperature (classification), thresholds (multi-label) and abstain threshold (single-label) fitted on
+    validation ``logits``.
 
     ``logits`` [n, C] and ``targets`` (class ids [n], or 0/1 [n, C]) are the validation split's. The
     temperature minimises the validation NLL; multi-label thresholds maximise each label's F1 on the
     temperature-scaled probabilities (what is served). With no rows, nothing is fitted. A temperature at a
     bound of the search is not served: the validation NLL then keeps falling towards the bound (a split the
     model separates perfectly, or outputs without signal), so the split does not determine one.
+
+    The abstain threshold (:func:`keepfit.evaluation.open_set.choose_abstain_threshold`) answers at least
+    ``in_scope_recall`` of the in-scope validation rows by their top temperature-scaled probability; rows of
+    ``out_of_scope_label`` (when it is one of ``labels``; it is then saved, and predicting it abstains) are
+    left out of the choice. None for recall 1, without in-scope rows, and for regression and multi-label
+    (a multi-label model answering "no label" already says "none of these"; regression has no confidence).
     """
     from keepfit.evaluation.calibration import TEMPERATURE_BOUNDS, fit_temperature
     from keepfit.evaluation.metrics import tune_thresholds
+    from keepfit.evaluation.open_set import choose_abstain_threshold
 
-    post = Postprocessing(task, tuple(labels), target_mean=target_mean, target_std=target_std, saved=True)
+    post = Postprocessing(
+        task,
+        tuple(labels),
+        target_mean=target_mean,
+        target_std=target_std,
+        out_of_scope_label=_known_out_of_scope(task, labels, out_of_scope_label),
+        saved=True,
+    )
     n = len(logits)
     if task == "regression" or n == 0:
         return post
@@ -313,7 +405,33 @@ def fit_postprocessing(
         )
         temperature = None
     fitted_on = f"validation split ({n} rows)"
+    served = squash(z / (temperature or 1.0)).numpy()
     if task == "single-label":
-        return replace(post, temperature=temperature, fitted_on=fitted_on)
-    thresholds = tune_thresholds(y, squash(z / (temperature or 1.0)).numpy())
+        in_scope = y != labels.index(post.out_of_scope_label) if post.out_of_scope_label else np.ones(n, bool)
+        threshold = choose_abstain_threshold(served[in_scope].max(axis=1), in_scope_recall)
+        if threshold is not None:
+            fitted_on += f"; abstain threshold on its {int(in_scope.sum())} in-scope rows"
+        return replace(
+            post,
+            temperature=temperature,
+            abstain_threshold=threshold,
+            in_scope_recall=in_scope_recall,
+            fitted_on=fitted_on,
+        )
+    thresholds = tune_thresholds(y, served)
     return replace(post, temperature=temperature, thresholds=tuple(float(t) for t in thresholds), fitted_on=fitted_on)
+
+
+def _known_out_of_scope(task: str, labels: list[str], out_of_scope_label: str | None) -> str | None:
+    """``out_of_scope_label`` when a single-label model has it among its labels; else None (logged)."""
+    if out_of_scope_label is None or task != "single-label":
+        return None
+    if out_of_scope_label not in labels:
+        log.warning(
+            "data.out_of_scope_label %r is not one of the model's labels %s: predicting it cannot count as "
+            "abstaining, and every validation row counts as in scope for the abstain threshold",
+            out_of_scope_label,
+            labels,
+        )
+        return None
+    return out_of_scope_label

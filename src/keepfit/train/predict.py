@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
+from torch import nn
 
 from keepfit._io import atomic_write_bytes
 from keepfit.data.normalize import normalize_text
@@ -52,7 +53,9 @@ class Predictions:
     ``outputs``: single-label [n, C] softmax probabilities, multi-label [n, C] sigmoid probabilities (both
     after the saved temperature), regression [n] predicted targets (in the original units); columns follow
     ``labels``. ``thresholds`` [C] (multi-label): a label is predicted when its probability is >= its
-    threshold. ``temperature``: what the logits were divided by (None: not scaled).
+    threshold. ``temperature``: what the logits were divided by (None: not scaled). ``abstain_threshold``
+    and ``out_of_scope_label`` (single-label): the model abstains below that top probability, and when it
+    predicts that label (see :meth:`abstained`).
     """
 
     task: str
@@ -63,6 +66,8 @@ class Predictions:
     top_k_scores: list[list[float]] = field(default_factory=list)
     thresholds: np.ndarray | None = None
     temperature: float | None = None
+    abstain_threshold: float | None = None
+    out_of_scope_label: str | None = None
 
     def decisions(self) -> np.ndarray:
         """What the model predicts: label index [n] (single-label), 0/1 [n, C] with ``thresholds``
@@ -73,6 +78,17 @@ class Predictions:
             limits = self.thresholds if self.thresholds is not None else 0.5
             return (self.outputs >= limits).astype(int)
         return self.outputs
+
+    def abstained(self) -> np.ndarray:
+        """Bool [n]: where the model abstains (single-label): its top probability is below
+        ``abstain_threshold``, or it predicts ``out_of_scope_label``. All False for other tasks and for a
+        model with neither."""
+        if self.task != "single-label":
+            return np.zeros(len(self.outputs), dtype=bool)
+        from keepfit.evaluation.open_set import abstentions
+
+        oos = self.labels.index(self.out_of_scope_label) if self.out_of_scope_label in self.labels else None
+        return abstentions(self.outputs, self.abstain_threshold, oos)
 
 
 @dataclass(frozen=True)
@@ -135,18 +151,24 @@ def _cache_for(model_dir: Path, precision: str) -> dict[str, torch.Tensor] | Non
     return None
 
 
+def _read_model_config(model_dir: Path):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"Could not read the model config in {model_dir}: {err}") from None
+
+
 class Predictor:
     """A loaded model folder. ``predict(texts)`` gives :class:`Predictions`."""
 
     def __init__(self, model_dir: Path, *, precision: str = "auto", threads: int | None = None) -> None:
         self.model_dir = Path(model_dir)
         self.meta = read_meta(self.model_dir)
-        try:
-            self.model = load_classifier(self.model_dir, pooling=self.meta.get("pooling", "cls")).eval()
-        except (OSError, ValueError, RuntimeError) as err:
-            raise ModelError(f"Could not load the model in {self.model_dir}: {err}") from None
+        self.model = self._load_model()
         self.tokenizer = load_tokenizer(self.model_dir)
-        config = self.model.config
+        config = self.model.config if self.model is not None else _read_model_config(self.model_dir)
         self.task = self.meta.get("task") or task_from_config(config)
         self.labels = list(self.meta.get("labels") or [config.id2label[i] for i in range(config.num_labels)])
         self.max_length = self.meta.get("max_length") or min(self.tokenizer.model_max_length, 512)
@@ -158,6 +180,14 @@ class Predictor:
         self.precision = choose_precision(precision)
         if threads:
             torch.set_num_threads(threads)
+
+    def _load_model(self) -> nn.Module | None:
+        """The torch classifier that :meth:`_forward` runs; a backend that runs another engine returns None
+        (its model config is then read from the folder, and no weights are loaded)."""
+        try:
+            return load_classifier(self.model_dir, pooling=self.meta.get("pooling", "cls")).eval()
+        except (OSError, ValueError, RuntimeError) as err:
+            raise ModelError(f"Could not load the model in {self.model_dir}: {err}") from None
 
     def logits(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
         """Raw outputs [n, C] (regression [n, 1]) of the cleaned ``texts``, in input order; no post-processing.
@@ -207,6 +237,8 @@ class Predictor:
             top_scores,
             thresholds=self.thresholds,
             temperature=None if self.task == "regression" else self.temperature,
+            abstain_threshold=self.postprocessing.abstain_threshold,
+            out_of_scope_label=self.postprocessing.out_of_scope_label,
         )
 
 
@@ -256,7 +288,9 @@ def _write_table(frame: pd.DataFrame, path: Path) -> None:
 
 
 def prediction_columns(preds: Predictions) -> dict[str, list]:
-    """label, score and top_k (JSON list of [label, probability]) per row; prediction for regression."""
+    """label, score and top_k (JSON list of [label, probability]) per row, and for single-label whether the
+    model abstained (see :meth:`Predictions.abstained`; label and score stay its best guess); prediction
+    for regression."""
     if preds.task == "regression":
         return {"prediction": [float(x) for x in preds.outputs]}
     top = [
@@ -271,6 +305,7 @@ def prediction_columns(preds: Predictions) -> dict[str, list]:
         "label": [preds.labels[j] for j in best],
         "score": [float(preds.outputs[i, j]) for i, j in enumerate(best)],
         "top_k": top,
+        "abstained": [bool(x) for x in preds.abstained()],
     }
 
 

@@ -98,6 +98,12 @@ class Server:
 
 
 @pytest.fixture(scope="session")
+def keepfit_cli():
+    """``keepfit_cli(project, *args, check=True)`` runs the keepfit CLI in a process in ``project``."""
+    return run
+
+
+@pytest.fixture(scope="session")
 def start_server() -> type[Server]:
     """``start_server(project, *args)`` starts a `keepfit serve` process and waits until it is ready."""
     return Server

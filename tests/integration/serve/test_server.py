@@ -81,8 +81,8 @@ def test_bad_requests_get_their_4xx_and_the_server_keeps_serving(limited_server,
 
 @pytest.fixture(scope="module")
 def limited_server(served_project: Path, start_server):
-    srv = start_server(served_project, "--set", "serve.max_chars_per_text=200", "--set", "serve.max_texts_per_request=10",
-                 "--set", "serve.max_body_bytes=4096")
+    limits = ["serve.max_chars_per_text=200", "serve.max_texts_per_request=10", "serve.max_body_bytes=4096"]
+    srv = start_server(served_project, *[arg for limit in limits for arg in ("--set", limit)])
     yield srv
     srv.stop()
 

@@ -24,7 +24,7 @@ def test_predict_command_writes_the_file(trained, easy_snapshot, tmp_path):
     assert result.exit_code == 0, result.output
     assert "Predicted 60 rows" in result.output and "texts/s" in result.output
     written = pd.read_csv(out)
-    assert list(written.columns) == ["text", "label", "score", "top_k"]
+    assert list(written.columns) == ["text", "label", "score", "top_k", "abstained"]
     assert all(len(json.loads(x)) == 1 for x in written["top_k"])
 
 
