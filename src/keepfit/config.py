@@ -417,7 +417,9 @@ class MonitorConfig(_Section):
         0.05, gt=0, lt=1, description="Alert when the estimated or realised accuracy is this far below validation."
     )
     min_feedback: int = Field(20, ge=1, description="Feedback rows a slice needs for a realised accuracy.")
-    slice_keys: list[str] = Field(default_factory=list, description="Request metadata keys to report per value.")
+    slice_keys: list[str] = Field(
+        default_factory=list, description="Request metadata keys to report per value; data.slice_columns when empty."
+    )
     max_rows: int = Field(20_000, ge=100, description="At most this many (newest) rows of each side are compared.")
 
 

@@ -774,8 +774,12 @@ def update_from_feedback(
 
     folder = Store.at(config.store).serve / "feedback-batches"
     column = config.data.label_column or config.data.target_column or "label"
+    data = config.data
+    required = [c for c in (data.group_column, data.time_column, *data.slice_columns) if c]
     with PredictionLog(log_path_for(config), readonly=True) as log:
-        batch = feedback_batch(log, folder, text_column=config.data.text_column, label_column=column, since=since)
+        batch = feedback_batch(
+            log, folder, text_column=data.text_column, label_column=column, since=since, required=required
+        )
     result = update(config, batch.path, **options)
     mark_used(batch, folder)
     return result, batch

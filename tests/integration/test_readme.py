@@ -35,4 +35,6 @@ def test_make_demo_runs_the_whole_story(tmp_path: Path):
     assert "promoted to champion" in out
     assert "Rejected" in out, "the corrupted candidate must be rejected"
     assert "champion moved from version" in out
+    assert "the server swapped to version" in out and "the server swapped back to version" in out
+    assert re.search(r"steady client: \d+ requests answered, 0 failed", out), "a hot swap must fail no request"
     assert (demo_dir / "keepfit.yaml").exists()

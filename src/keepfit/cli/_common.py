@@ -21,6 +21,7 @@ from keepfit.errors import (
 
 INTERNAL_ERROR = 70  # EX_SOFTWARE in sysexits.h: a bug in keepfit
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+MONITOR_ALERT = 10  # `keepfit monitor --fail-on-alert` found a check over its threshold
 
 # The one list of exit codes: `keepfit --help` shows it and the README repeats it. The codes of errors come
 # from the error classes themselves, so the two cannot drift apart.
@@ -35,6 +36,7 @@ EXIT_CODES: list[tuple[int, str]] = [
     (RegistryError.exit_code, "the registry refused an action (also: the champion moved during an update)"),
     (MissingExtraError.exit_code, "an optional extra is not installed"),
     (LockBusy.exit_code, "another keepfit process holds the project lock"),
+    (MONITOR_ALERT, "the monitor raised an alert (--fail-on-alert)"),
     (INTERNAL_ERROR, "internal error: a bug in keepfit (re-run with --debug and report it)"),
     (INTERRUPTED, "interrupted (Ctrl-C)"),
 ]

@@ -1,8 +1,11 @@
 """`keepfit demo`: the whole story on generated data, no flags needed.
 
 Week 1: generate, init, check (found vs planted), snapshot, fit, evaluate.
-Week 2: update with a new intent and shifted data -> diff -> gate -> promotion.
-Then a bad candidate (partly corrupted labels) is rejected with its reasons, and the champion is rolled back.
+Then the champion is served (`keepfit serve`, a steady client runs to the end and must see no failure). Week 2's
+traffic drifts (a new intent, a shifted mix); users send true labels back (POST /feedback); the monitor alerts;
+`keepfit update --from-feedback` trains a candidate on the feedback through the gate and the server swaps to it.
+Then a bad candidate (partly corrupted labels) is rejected with its reasons, and the champion is rolled back, the
+server following.
 """
 
 from __future__ import annotations
@@ -121,16 +124,84 @@ def demo_command(
     console.print(f"  report: {fitted.report}")
     _label_issues_vs_planted(fitted.label_issues, files.noisy_rows_week1)
 
-    _step("6. keepfit update --data week2 (new intent, shifted data)")
+    _step("6. keepfit serve: the champion answers live traffic (a steady client runs from here to the end)")
+    from keepfit.cli.demo_loop import DemoServer, SteadyLoad, declare_labels
     from keepfit.cli.update import print_decision
+    from keepfit.data.demo_data import NEW_INTENT
+
+    # the product team adds an intent: declared in keepfit.yaml, so feedback may name it before a model knows it
+    declare_labels(config_path, sorted({*snap.labels, NEW_INTENT}))
+    config = load_config(config_path, overrides)
+    server = DemoServer(config_path, config.store_path)
+    import pandas as pd
+
+    week1 = pd.read_csv(files.week1, dtype=str, keep_default_na=False)
+    steady = SteadyLoad(server.url, week1["text"].tolist()[:200], pause=0.2).start()
+    try:
+        console.print(f"serving version {fitted.version} at {server.url} (POST /predict, /feedback; GET /metrics)")
+        upd = _served_week2(config, folder, files, server.url)
+        print_decision(upd.decision)
+        verdict = "promoted to champion" if upd.promoted else "rejected: " + "; ".join(upd.reasons)
+        console.print(f"candidate version {upd.candidate_version} {verdict}")
+        if upd.promoted:
+            waited = steady.wait_for(upd.candidate_version)
+            console.print(f"the server swapped to version {upd.candidate_version} {waited:.1f} s after the promotion "
+                          f"(it follows the champion alias); failed requests so far: {len(steady.failures)}")
+        _bad_candidates(config, folder, files)
+        _step("10. keepfit models rollback (the server follows)")
+        registry = Registry.open(config)
+        before = registry.champion()
+        steady.wait_for(before.version)  # the server follows each promotion, including the screened update's
+        if upd.promoted:
+            after = registry.rollback(reason="demo: roll back the week-2 update")
+            console.print(f"champion moved from version {before.version} back to version {after.version}")
+            waited = steady.wait_for(after.version)
+            console.print(f"the server swapped back to version {after.version} in {waited:.1f} s")
+        else:
+            console.print(f"The week-2 candidate was not promoted, so version {before.version} is still champion; "
+                          "nothing to roll back.")
+    finally:
+        steady.stop()
+        server.stop()
+    console.print(f"steady client: {steady.answered} requests answered, {len(steady.failures)} failed, versions "
+                  f"seen in order: {' -> '.join(steady.versions)}")
+    for failure in steady.failures[:3]:
+        console.print(f"  [red]failed[/]: {failure}")
+    console.print(f"\nDone in {time.perf_counter() - started:.0f} s. Project folder: {folder}")
+
+
+def _served_week2(config, folder: Path, files, url: str):
+    """Steps 7-9: week-2 traffic, feedback, the monitor's alert, and the update from feedback; its result."""
+    import pandas as pd
+
+    from keepfit import pipeline
+    from keepfit.cli.demo_loop import post_feedback, send_stream, show_monitor
     from keepfit.data import diff_renderable
 
-    upd = pipeline.update(config, files.week2, on_diff=lambda d: console.print(diff_renderable(d)))
-    print_decision(upd.decision)
-    verdict = "promoted to champion" if upd.promoted else "rejected: " + "; ".join(upd.reasons)
-    console.print(f"candidate version {upd.candidate_version} {verdict}")
+    _step("7. Week-2 traffic drifts (a new intent, another intent and channel mix); users send true labels back")
+    week2 = pd.read_csv(files.week2, dtype=str, keep_default_na=False)
+    ids = send_stream(url, week2, "text", ["customer_id", "channel"])
+    labelled = week2.sample(frac=0.8, random_state=0).index
+    answer = post_feedback(url, [ids[week2.index.get_loc(i)] for i in labelled], week2.loc[labelled, "intent"].tolist())
+    console.print(f"{len(ids)} texts answered and logged; feedback for {len(labelled)} of them: {answer}")
 
-    _step("7. A bad candidate: a careless update on a batch in which an annotator swapped two intents")
+    _step("8. keepfit monitor (the log's window against the champion's data)")
+    alerts = show_monitor(config, folder / "monitor")
+    if not alerts:
+        console.print("[yellow]The monitor raised no alert on the drifted week; the update runs anyway.[/]")
+
+    _step("9. keepfit update --from-feedback: the feedback is the batch, checked and gated like any data")
+    upd, batch = pipeline.update_from_feedback(config, on_diff=lambda d: console.print(diff_renderable(d)))
+    console.print(f"feedback batch: {batch.rows} rows -> {batch.path.name}")
+    return upd
+
+
+def _bad_candidates(config, folder: Path, files) -> None:
+    """Steps 9b-9c: a corrupted batch rejected by the gate, then the same batch through the screen."""
+    from keepfit import pipeline
+    from keepfit.cli.update import print_decision
+
+    _step("9b. A bad candidate: a careless update on a batch in which an annotator swapped two intents")
     bad = folder / "data" / "week3_swapped.csv"
     a, b, wrong = _corrupted_batch(files.week1, bad, files.week2_rows, seed=11)
     console.print(f"{wrong} of the rows in {bad.name} carry the wrong label ({a} <-> {b})")
@@ -153,7 +224,7 @@ def demo_command(
         console.print(f"  which rule caught what: {caught}")
         console.print(f"  the batch stays pending in the data history (snapshot {bad_upd.snapshot_id[:12]})")
 
-    _step("7b. The same batch with the default screen (and the pending batch dropped)")
+    _step("9c. The same batch with the default screen (and the pending batch dropped)")
     screened = pipeline.update(config, bad, drop_pending=True)
     if screened.screen is not None:
         console.print(f"screen: {screened.screen.summary}")
@@ -162,17 +233,6 @@ def demo_command(
     print_decision(screened.decision)
     verdict = "promoted to champion" if screened.promoted else "not promoted: " + "; ".join(screened.reasons)
     console.print(f"candidate version {screened.candidate_version} {verdict}")
-
-    _step("8. keepfit models rollback")
-    registry = Registry.open(config)
-    before = registry.champion()
-    if upd.promoted:
-        after = registry.rollback(reason="demo: roll back the week-2 update")
-        console.print(f"champion moved from version {before.version} back to version {after.version}")
-    else:
-        console.print(f"The week-2 candidate was not promoted, so version {before.version} is still champion; "
-                      "nothing to roll back.")
-    console.print(f"\nDone in {time.perf_counter() - started:.0f} s. Project folder: {folder}")
 
 
 def register(app: typer.Typer) -> None:

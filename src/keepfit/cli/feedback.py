@@ -38,7 +38,8 @@ def import_command(
         )
     with PredictionLog(log_file) as log:
         report = import_feedback(
-            log, path, Store.at(cfg.store).serve / "feedback-rejected", id_column=id_column, label_column=label_column
+            log, path, Store.at(cfg.store).serve / "feedback-rejected", id_column=id_column,
+            label_column=label_column, declared=cfg.labels or (),
         )
     result = report.result
     replaced = f" ({result.replaced} replaced an earlier label)" if result.replaced else ""

@@ -286,7 +286,9 @@ def create_app(config: KeepfitConfig, *, watcher_factory: Callable[..., Watcher]
             pairs = parse_feedback(payload)
         except BadRequest as err:
             return _error(err.status, err.message)
-        result = prediction_log.add_feedback([Feedback(rid, label) for rid, label in pairs], source="api")
+        result = prediction_log.add_feedback(
+            [Feedback(rid, label) for rid, label in pairs], source="api", declared=config.labels or ()
+        )
         rejected = [{"request_id": rid, "reason": reason} for _, rid, reason in result.rejected]
         if not rejected:
             return {"accepted": result.accepted}

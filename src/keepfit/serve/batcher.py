@@ -53,7 +53,7 @@ class Answered:
 class _Job:
     texts: list[str]
     top_k: int
-    meta: dict[str, Any]
+    meta: list[dict[str, Any]]
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     enqueued: float = field(default_factory=time.perf_counter)
@@ -89,13 +89,16 @@ class MicroBatcher:
 
     # -- the event loop's side ---------------------------------------------------------------------------------
 
-    async def submit(self, texts: list[str], *, top_k: int, meta: dict[str, Any] | None = None) -> Answered:
+    async def submit(
+        self, texts: list[str], *, top_k: int, meta: list[dict[str, Any]] | None = None
+    ) -> Answered:
+        """Answer ``texts`` (``meta``: one metadata object per text, logged with it)."""
         if self.draining:
             raise Draining()
         if self.slot.current is None:
             raise NotReady()
         loop = asyncio.get_running_loop()
-        job = _Job(texts, top_k, meta or {}, loop.create_future(), loop)
+        job = _Job(texts, top_k, meta or [{} for _ in texts], loop.create_future(), loop)
         self.in_flight += 1
         try:
             self._queue.put(job)
@@ -189,11 +192,11 @@ class MicroBatcher:
             at += len(job.texts)
             ids = [f"{job.request_id}-{i}" for i in range(len(job.texts))]
             latency = (done - job.enqueued) * 1000
-            for rid, text, answer in zip(ids, job.texts, mine, strict=True):
+            for rid, text, answer, meta in zip(ids, job.texts, mine, job.meta, strict=True):
                 rows.append(
                     LoggedPrediction(
                         rid, now, model.version, text, answer.label, answer.score, answer.probabilities,
-                        latency, abstained=answer.abstained, meta=job.meta,
+                        latency, abstained=answer.abstained, meta=meta,
                     )
                 )
             results.append(Answered(job.request_id, ids, model.version, mine, model.labels, model.task, latency))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,10 +55,17 @@ def _read(path: Path) -> pd.DataFrame:
 
 
 def import_feedback(
-    log: PredictionLog, path: Path, rejected_dir: Path, *, id_column: str = "request_id", label_column: str = "label"
+    log: PredictionLog,
+    path: Path,
+    rejected_dir: Path,
+    *,
+    id_column: str = "request_id",
+    label_column: str = "label",
+    declared: Sequence[str] = (),
 ) -> ImportReport:
     """Add the true labels in ``path`` (CSV/TSV/JSONL/Parquet) to ``log``; rejected rows go to a CSV in
-    ``rejected_dir`` with a ``reason`` column. Raises DataError when a column is missing."""
+    ``rejected_dir`` with a ``reason`` column. ``declared``: labels accepted beyond the answering version's
+    (the project's ``labels:``). Raises DataError when a column is missing."""
     frame = _read(Path(path))
     missing = [c for c in (id_column, label_column) if c not in frame.columns]
     if missing:
@@ -69,7 +77,7 @@ def import_feedback(
     ids = frame[id_column].astype("string").fillna("")
     labels = frame[label_column].astype("string").fillna("")
     items = [Feedback(rid, label) for rid, label in zip(ids, labels, strict=True)]
-    result = log.add_feedback(items, source=f"file:{Path(path).name}")
+    result = log.add_feedback(items, source=f"file:{Path(path).name}", declared=declared)
     rejected_file = None
     if result.rejected:
         rows = frame.iloc[[number - 1 for number, _, _ in result.rejected]].copy()
@@ -96,10 +104,18 @@ def last_cutoff(folder: Path) -> float | None:
 
 
 def feedback_batch(
-    log: PredictionLog, folder: Path, *, text_column: str, label_column: str, since: float | None = None
+    log: PredictionLog,
+    folder: Path,
+    *,
+    text_column: str,
+    label_column: str,
+    since: float | None = None,
+    required: Sequence[str] = (),
 ) -> FeedbackBatch:
     """Write the feedback received after ``since`` (default: after the last batch's cutoff) to a CSV in
-    ``folder``, one row per request with its text and its true label. Raises DataError when there is none."""
+    ``folder``, one row per text: its text, its true label, and its request metadata as further columns (the
+    project's group, time and slice columns come from there; ``required`` names those that must be present).
+    Raises DataError when there is no feedback, or a required column is missing from the metadata."""
     since = last_cutoff(folder) if since is None else since
     rows = log.feedback_rows()
     if since is not None:
@@ -120,6 +136,16 @@ def feedback_batch(
     folder.mkdir(parents=True, exist_ok=True)
     cutoff = float(rows["time"].max())
     out = pd.DataFrame({text_column: usable["text"].to_numpy(), label_column: usable["label"].to_numpy()})
+    extra = pd.DataFrame(list(usable["meta"])).drop(columns=[text_column, label_column], errors="ignore")
+    missing = [c for c in required if c not in extra.columns]
+    if missing:
+        raise DataError(
+            f"The config names data column(s) {missing} (group, time or slice columns), but the feedback rows' "
+            f"requests carried no such metadata (they carried {sorted(extra.columns)}). Send them with each text "
+            "(POST /predict {\"texts\": [...], \"metadata\": [{...}, ...]}), or leave them out of the config "
+            "with --set (e.g. data.group_column=null)."
+        )
+    out = pd.concat([out, extra.reset_index(drop=True)], axis=1)
     path = folder / f"feedback-{time.strftime('%Y%m%dT%H%M%S', time.gmtime(cutoff))}.csv"
     atomic_write_bytes(path, out.to_csv(index=False).encode())
     return FeedbackBatch(path, len(out), redacted, cutoff, since)

@@ -193,11 +193,15 @@ class PredictionLog:
             db.executemany("INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
         return len(values)
 
-    def add_feedback(self, items: Iterable[Feedback], *, source: str = "api") -> FeedbackResult:
-        """Store the true labels of logged requests. Rows naming an unknown request id, or a label the
-        version that answered does not know, are rejected with the reason; the others are kept (a later label
-        for the same request replaces the earlier one)."""
+    def add_feedback(
+        self, items: Iterable[Feedback], *, source: str = "api", declared: Iterable[str] = ()
+    ) -> FeedbackResult:
+        """Store the true labels of logged requests. Rows naming an unknown request id, or a label neither the
+        version that answered nor ``declared`` (the project's ``labels:``, where a new label is declared before
+        the model learns it) knows, are rejected with the reason; the others are kept (a later label for the
+        same request replaces the earlier one)."""
         result = FeedbackResult()
+        declared = set(declared)
         items = list(items)
         with self._transaction() as db:
             labels_of = {
@@ -214,10 +218,10 @@ class PredictionLog:
                     result.rejected.append((number, rid, "unknown request id (no logged prediction has it)"))
                     continue
                 known = labels_of.get(row[0], set())
-                if label not in known:
+                if label not in known and label not in declared:
                     result.rejected.append(
                         (number, rid, f"unknown label {label!r} (version {row[0]} knows {len(known)} labels: "
-                         f"{_preview(sorted(known))})")
+                         f"{_preview(sorted(known))}; declare a new label in keepfit.yaml's labels: first)")
                     )
                     continue
                 db.execute(
@@ -261,14 +265,17 @@ class PredictionLog:
 
     def feedback_rows(self, *, since: float | None = None, until: float | None = None) -> pd.DataFrame:
         """Feedback joined with its prediction: ``request_id, text, text_hash, label`` (the true one),
-        ``predicted``, ``model_version``, ``time`` (of the feedback), oldest first."""
+        ``predicted``, ``model_version``, ``time`` (of the feedback), ``source``, ``meta`` (the request's
+        metadata, decoded), oldest first."""
         where, args = _window(since, until, column="f.time")
         query = (
             "SELECT f.request_id, p.text, p.text_hash, f.label, p.label AS predicted, p.model_version, f.time, "
-            f"f.source FROM feedback f JOIN predictions p USING (request_id){where} ORDER BY f.time"
+            f"f.source, p.meta FROM feedback f JOIN predictions p USING (request_id){where} ORDER BY f.time"
         )
         with self._lock:
-            return pd.read_sql_query(query, self._db, params=args)
+            frame = pd.read_sql_query(query, self._db, params=args)
+        frame["meta"] = [json.loads(x) for x in frame["meta"]]
+        return frame
 
 
 def _window(since: float | None, until: float | None, column: str = "p.time") -> tuple[str, list[float]]:

@@ -25,7 +25,7 @@ class BadRequest(Exception):
 class PredictRequest:
     texts: list[str]
     top_k: int
-    meta: dict[str, Any]
+    meta: list[dict[str, Any]]  # one per text
     request_id: str | None = None
 
 
@@ -79,21 +79,32 @@ def _top_k(value: Any, limits: ServeConfig) -> int:
     return value
 
 
-def _meta(value: Any) -> dict[str, Any]:
+def _one_meta(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(v, str | int | float | bool) for v in value.values())
+
+
+def _meta(value: Any, n: int) -> list[dict[str, Any]]:
+    """Request metadata, one object per text: one object for all texts, or a list with one per text."""
     if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(isinstance(v, str | int | float | bool) for v in value.values()):
-        raise BadRequest(
-            422, "metadata must be a JSON object of strings or numbers (e.g. {\"channel\": \"app\"}); "
-            "it is logged with each text and used as a monitoring slice."
-        )
-    return value
+        return [{} for _ in range(n)]
+    if _one_meta(value):
+        return [value] * n
+    if isinstance(value, list) and all(_one_meta(v) for v in value):
+        if len(value) != n:
+            raise BadRequest(422, f"metadata is a list of {len(value)} objects for {n} texts; give one per text.")
+        return value
+    raise BadRequest(
+        422, "metadata must be a JSON object of strings or numbers (e.g. {\"channel\": \"app\"}), or a list of "
+        "them, one per text; it is logged with each text (monitoring slices, the columns of a feedback batch)."
+    )
 
 
 def parse_predict(payload: Any, limits: ServeConfig) -> PredictRequest:
-    """``POST /predict``: ``{"texts": [...], "top_k": k, "metadata": {...}}`` or a bare JSON list of texts."""
+    """``POST /predict``: ``{"texts": [...], "top_k": k, "metadata": {...} or [{...}, ...]}`` or a bare JSON list
+    of texts."""
     if isinstance(payload, list):
-        return PredictRequest(_texts(payload, "the body", limits), limits.top_k, {})
+        texts = _texts(payload, "the body", limits)
+        return PredictRequest(texts, limits.top_k, _meta(None, len(texts)))
     if not isinstance(payload, dict):
         raise BadRequest(
             422, f"Expected a JSON object with \"texts\" (a list of strings), got {type(payload).__name__}."
@@ -103,9 +114,8 @@ def parse_predict(payload: Any, limits: ServeConfig) -> PredictRequest:
         raise BadRequest(422, f"Unknown field(s) {unknown}; /predict takes texts, top_k and metadata.")
     if "texts" not in payload:
         raise BadRequest(422, "The body has no \"texts\"; send {\"texts\": [\"...\"]}.")
-    return PredictRequest(
-        _texts(payload["texts"], "texts", limits), _top_k(payload.get("top_k"), limits), _meta(payload.get("metadata"))
-    )
+    texts = _texts(payload["texts"], "texts", limits)
+    return PredictRequest(texts, _top_k(payload.get("top_k"), limits), _meta(payload.get("metadata"), len(texts)))
 
 
 def parse_infer(payload: Any, limits: ServeConfig) -> PredictRequest:
@@ -142,7 +152,7 @@ def parse_infer(payload: Any, limits: ServeConfig) -> PredictRequest:
     return PredictRequest(
         texts,
         _top_k(params.get("top_k"), limits),
-        _meta(params.get("metadata")),
+        _meta(params.get("metadata"), len(texts)),
         None if request_id is None else str(request_id),
     )
 

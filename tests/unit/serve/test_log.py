@@ -71,4 +71,13 @@ def test_feedback_batches_move_their_cutoff(tmp_path: Path):
             feedback_batch(log, folder, text_column="text", label_column="label")
         log.add_feedback([Feedback("r2", "a", time=20.0)])
         nxt = feedback_batch(log, folder, text_column="text", label_column="label")
-    assert nxt.rows == 1 and nxt.path.read_text().splitlines() == ["text,label", "second,a"]
+    assert nxt.rows == 1 and nxt.path.read_text().splitlines() == ["text,label,channel", "second,a,app"]
+
+
+def test_a_declared_new_label_is_accepted_as_feedback(tmp_path: Path):
+    with PredictionLog(tmp_path / "p.sqlite") as log:
+        log.record_model("1", "single-label", ["a", "b"])
+        log.append([_row("r1", 1.0)])
+        refused = log.add_feedback([Feedback("r1", "crypto")])
+        assert "declare a new label" in refused.rejected[0][2]
+        assert log.add_feedback([Feedback("r1", "crypto")], declared=["a", "b", "crypto"]).accepted == 1

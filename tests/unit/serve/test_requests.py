@@ -19,7 +19,10 @@ def _refused(call, status: int, words: str) -> None:
 def test_predict_bodies():
     assert parse_predict(["a", "b"], LIMITS).texts == ["a", "b"]
     req = parse_predict({"texts": ["a"], "top_k": 1, "metadata": {"channel": "app"}}, LIMITS)
-    assert (req.top_k, req.meta) == (1, {"channel": "app"})
+    assert (req.top_k, req.meta) == (1, [{"channel": "app"}])
+    per_text = parse_predict({"texts": ["a", "b"], "metadata": [{"c": "x"}, {"c": "y"}]}, LIMITS)
+    assert per_text.meta == [{"c": "x"}, {"c": "y"}]
+    _refused(lambda: parse_predict({"texts": ["a", "b"], "metadata": [{"c": "x"}]}, LIMITS), 422, "one per text")
     assert parse_predict({"texts": ["a"]}, LIMITS).top_k == 2
     _refused(lambda: parse_predict({"texts": ["a"] * 4}, LIMITS), 413, "limit is 3")
     _refused(lambda: parse_predict({"texts": ["x" * 11]}, LIMITS), 413, "11 characters")
