@@ -396,7 +396,10 @@ class ServeConfig(_Section):
         None, description="Token for /admin/reload and /admin/drain (header 'Authorization: Bearer T'); the "
         "environment variable KEEPFIT_ADMIN_TOKEN when empty; without either the admin endpoints are off."
     )
-    log_path: str | None = Field(None, description="Prediction log (SQLite); <store>/serve/predictions.sqlite when empty.")
+    log_path: str | None = Field(
+        None, description="Prediction log (SQLite; relative to the config file); <store>/serve/predictions.sqlite "
+        "when empty."
+    )
     threads: int | None = Field(None, gt=0, description="torch threads of the server; all cores when empty.")
 
 
@@ -549,6 +552,9 @@ def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
             value = data.get(key)
             if isinstance(value, str) and value and not Path(value).is_absolute():
                 data[key] = str((base / value).resolve())
+    serve = raw.get("serve")
+    if isinstance(serve, dict) and isinstance(serve.get("log_path"), str) and not Path(serve["log_path"]).is_absolute():
+        serve["log_path"] = str((base / serve["log_path"]).resolve())
     store = raw.get("store")
     if isinstance(store, str) and not Path(store).is_absolute():
         raw["store"] = str((base / store).resolve())
