@@ -12,7 +12,7 @@ EXPECTED = {
     "compare", "CompareResult", "Registry", "Lineage", "ModelVersionInfo", "KeepfitError", "ConfigError",
     "DataError", "ModelError", "TrainingError", "GateRejected", "RegistryError", "MissingExtraError",
     "LockBusy", "ChampionMoved", "screen_batch", "ScreenResult", "find_training_label_issues",
-    "collect_label_issues", "accept_reviewed",
+    "collect_label_issues", "accept_reviewed", "update_from_feedback", "run_monitor", "MonitorReport", "PredictionLog",
 }
 
 
@@ -30,7 +30,8 @@ def test_errors_form_one_hierarchy():
 
 
 def test_lifecycle_functions_take_the_config_first():
-    for fn in (keepfit.fit, keepfit.evaluate, keepfit.predict, keepfit.update, keepfit.compare):
+    for fn in (keepfit.fit, keepfit.evaluate, keepfit.predict, keepfit.update, keepfit.compare,
+               keepfit.update_from_feedback, keepfit.run_monitor):
         first = next(iter(inspect.signature(fn).parameters.values()))
         assert first.name == "config", fn.__name__
         assert fn.__doc__, f"{fn.__name__} needs a docstring"

@@ -47,6 +47,7 @@ from keepfit.pipeline import (
     fit,
     predict,
     update,
+    update_from_feedback,
 )
 from keepfit.registry import Lineage, ModelVersionInfo
 from keepfit.types import Snapshot
@@ -60,6 +61,15 @@ def __getattr__(name: str):
         import keepfit.registry
 
         return getattr(keepfit.registry, name)
+    if name in ("run_monitor", "MonitorReport"):  # scikit-learn and scipy: on first use too
+        # (not "monitor": the subpackage keepfit.monitor takes that attribute once it is imported)
+        from keepfit.monitor import MonitorReport, monitor
+
+        return monitor if name == "run_monitor" else MonitorReport
+    if name == "PredictionLog":
+        from keepfit.serve.log import PredictionLog
+
+        return PredictionLog
     raise AttributeError(f"module 'keepfit' has no attribute {name!r}")
 
 __all__ = [
@@ -96,6 +106,10 @@ __all__ = [
     "EvaluateResult",
     "predict",
     "update",
+    "update_from_feedback",
+    "run_monitor",
+    "MonitorReport",
+    "PredictionLog",
     "UpdateResult",
     "compare",
     "CompareResult",
