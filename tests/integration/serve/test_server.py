@@ -205,3 +205,28 @@ def test_sigkill_under_load_keeps_every_acknowledged_answer(served_project: Path
         assert nxt.client.post("/predict", json={"texts": ["great"]}).status_code == 200
     finally:
         nxt.stop()
+
+
+def test_a_version_that_fails_to_load_leaves_the_old_one_serving(served_project: Path, tmp_path: Path, start_server):
+    import shutil
+
+    from keepfit import Registry, load_config
+
+    project = tmp_path / "copy"
+    shutil.copytree(served_project, project, ignore=shutil.ignore_patterns("server.json"))
+    registry = Registry.open(load_config(project / "keepfit.yaml"))
+    (registry.model_path("2") / "config.json").write_text("{ broken")
+    srv = start_server(project)
+    try:
+        registry.promote("2", reason="test: a broken version", forced=True)
+        deadline = time.monotonic() + 30
+        while "keepfit_errors_total{kind=\"load\"}" not in srv.client.get("/metrics").text:
+            assert time.monotonic() < deadline, "the failed load was never counted"
+            time.sleep(0.1)
+        answer = srv.client.post("/predict", json={"texts": ["great"]})
+        assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+        assert srv.client.get("/v2/health/ready").status_code == 200
+        forced = srv.client.post("/admin/reload", headers=ADMIN)
+        assert forced.status_code == 500 and "config" in forced.json()["error"].lower()
+    finally:
+        srv.stop()
