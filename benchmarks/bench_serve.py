@@ -210,7 +210,7 @@ def _predictors(project: Path, model_dir: Path, texts: list[str], labels: list[s
     from keepfit.train.predict import Predictor
 
     cfg = load_config(project / "keepfit.yaml")
-    onnx_path = ensure_onnx(model_dir, Store.at(cfg.store).export("bench") / "onnx-int8", int8=True)
+    onnx_path = ensure_onnx(model_dir, Store.at(cfg.store).export("bench") / "onnx", int8=True)
     eager = Predictor(model_dir, precision="fp32", threads=threads)
     auto = Predictor(model_dir, precision="auto", threads=threads)
     onnx = OnnxPredictor(model_dir, onnx_path, threads=threads)

@@ -106,8 +106,8 @@ def load_served_model(config: KeepfitConfig, version: str, model_dir: Path) -> S
     if serve.backend == "onnx":
         from keepfit.train.onnx_export import OnnxPredictor, ensure_onnx
 
-        target = Store.at(config.store).export(version) / ("onnx-int8" if serve.onnx_int8 else "onnx")
-        onnx_path = ensure_onnx(model_dir, target, int8=serve.onnx_int8)
+        # the folder `keepfit export VERSION --int8` writes too, so an export made beforehand is reused
+        onnx_path = ensure_onnx(model_dir, Store.at(config.store).export(version) / "onnx", int8=serve.onnx_int8)
         predictor: Any = OnnxPredictor(model_dir, onnx_path, threads=serve.threads)
     else:
         from keepfit.train.predict import Predictor
