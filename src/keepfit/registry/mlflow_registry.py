@@ -493,6 +493,16 @@ class Registry:
             raise self._unknown(text, half_made=True)
         return self._info(mv, run, aliases)
 
+    @_translate_errors
+    def alias_target(self, ref: str) -> str | None:
+        """The version number an alias names now (None when it names none), or ``ref``'s own number for
+        "3"/"v3"; one cheap query, for callers that poll (the server follows ``champion`` this way)."""
+        number = _version_number(str(ref).strip())
+        if number is not None:
+            return number
+        aliases = self._aliases()
+        return aliases.get(str(ref).strip()) or aliases.get(str(ref).strip().lower())
+
     def champion(self) -> ModelVersionInfo | None:
         """The version the ``champion`` alias points to, or None before the first promotion."""
         return self.get(CHAMPION) if CHAMPION in self._aliases() else None

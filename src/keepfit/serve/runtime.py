@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from keepfit.config import KeepfitConfig
-from keepfit.errors import KeepfitError, ModelError
+from keepfit.errors import KeepfitError, ModelError, RegistryError
 from keepfit.store import Store
 
 __all__ = ["Answer", "ServedModel", "ModelSlot", "Watcher", "load_served_model"]
@@ -174,38 +174,42 @@ class Watcher:
             self._registry = Registry.open(self.config)
         return self._registry
 
-    def target(self, ref: str | None = None) -> tuple[str, Path] | None:
-        """The version ``ref`` (default ``serve.model_ref``) names now and its folder; None when the alias
-        names nothing yet (no champion)."""
-        from keepfit.errors import RegistryError
-
+    def _target(self, ref: str) -> tuple[str, Path] | None:
+        """The version ``ref`` names now and its folder; None when the alias names nothing yet (no
+        champion). The folder is looked up only when the version is not the one serving."""
         registry = self._open_registry()
-        try:
-            info = registry.get(ref or self.ref)
-        except RegistryError:
-            if (ref or self.ref) in ("champion", "challenger"):
-                return None
-            raise
-        return info.version, registry.model_path(info.version)
+        if ref.lower() == "latest":
+            version: str | None = registry.get("latest").version
+        else:
+            version = registry.alias_target(ref)
+        if version is None:
+            return None
+        current = self.slot.current
+        if current is not None and current.version == version:
+            return version, current.model_dir
+        return version, registry.model_path(version)
 
     def check(self, ref: str | None = None, *, force: bool = False) -> str | None:
         """Load and swap in the version ``ref`` names when it is not the one serving; returns the serving
         version afterwards. A version that failed to load is retried after 30 s, or at once with ``force``.
-        Raises the loading error when ``ref`` was given (an admin asked for it)."""
+        Raises the loading error when ``ref`` or ``force`` was given (an admin asked for it)."""
         with self._lock:
-            if ref is not None:
-                self.ref = ref
+            wanted = ref or self.ref
             version: str | None = None
+            current = self.slot.current
             try:
-                found = self.target()
+                found = self._target(wanted)
                 if found is None:
-                    return self.slot.current.version if self.slot.current else None
+                    if ref is not None:
+                        raise RegistryError(f"No version has the alias {ref!r} in the registry; name a version "
+                                            "(3, v3), champion, challenger or latest.")
+                    return current.version if current else None
                 version, folder = found
-                current = self.slot.current
+                self.ref = wanted
                 if current is not None and current.version == version:
                     return version
                 failed_at = self._failed.get(version)
-                if failed_at is not None and not force and ref is None and time.time() - failed_at < 30:
+                if failed_at is not None and not force and time.time() - failed_at < 30:
                     return current.version if current else None
                 self.slot.set(self._loader(self.config, version, folder))
                 self._failed.pop(version, None)
@@ -215,14 +219,14 @@ class Watcher:
                 self.last_error = f"{type(err).__name__}: {err}"
                 if version is not None:
                     self._failed[version] = time.time()
-                log.error("could not load %s from the registry: %s", ref or self.ref, err)
+                log.error("could not load %s from the registry: %s", wanted, err)
                 if self._on_error is not None:
                     self._on_error("load", err)
                 if ref is not None or force:
                     if isinstance(err, KeepfitError):
                         raise
-                    raise ModelError(f"Could not load {ref or self.ref}: {err}") from err
-                return self.slot.current.version if self.slot.current else None
+                    raise ModelError(f"Could not load {wanted}: {err}") from err
+                return current.version if current else None
 
     def start(self) -> None:
         def loop() -> None:

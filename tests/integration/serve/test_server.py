@@ -109,6 +109,7 @@ def test_metrics_and_admin(server):
     assert c.post("/admin/reload").status_code == 401
     assert c.post("/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 403
     assert c.post("/admin/reload", headers=ADMIN, json={"ref": "v99"}).status_code == 404
+    assert c.post("/admin/reload", headers=ADMIN, json={"ref": "nosuch"}).status_code == 404
     assert c.post("/predict", json={"texts": ["still here"]}).json()["model_version"] == "1"
     assert c.post("/admin/drain", headers=ADMIN).json() == {"drained": True, "in_flight": 0}
     assert c.get("/v2/health/ready").status_code == 503
