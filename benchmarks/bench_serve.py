@@ -206,7 +206,7 @@ def _predictors(project: Path, model_dir: Path, texts: list[str], labels: list[s
     """PyTorch eager predictor against ONNX Runtime int8 on the test split: texts/s at batch 32 and 1, parity."""
     from keepfit import load_config
     from keepfit.store import Store
-    from keepfit.train.onnx_export import OnnxPredictor, ensure_onnx, parity
+    from keepfit.train.onnx_export import OnnxPredictor, ensure_onnx, measure_speeds, parity
     from keepfit.train.predict import Predictor
 
     cfg = load_config(project / "keepfit.yaml")
@@ -217,17 +217,16 @@ def _predictors(project: Path, model_dir: Path, texts: list[str], labels: list[s
     out: dict = {"onnx_file_mb": round(onnx_path.stat().st_size / 2**20, 1),
                  "torch_file_mb": round((model_dir / "model.safetensors").stat().st_size / 2**20, 1),
                  "auto_precision": auto.precision}
-    for name, pred in (("torch_eager_fp32", eager), ("torch_auto", auto), ("onnx_int8", onnx)):
-        pred.predict(texts[:64], batch_size=32)
-        start = time.perf_counter()
-        pred.predict(texts, batch_size=32)
-        out[f"{name}_texts_per_s_batch32"] = round(len(texts) / (time.perf_counter() - start), 1)
-        start = time.perf_counter()
-        for t in texts[:300]:
-            pred.predict([t], batch_size=1)
-        out[f"{name}_ms_per_text_batch1"] = round((time.perf_counter() - start) / 300 * 1000, 2)
+    names = ("torch_eager_fp32", "torch_auto", "onnx_int8")
+    # the engines take turns, best of 3 rounds each (onnx_export.measure_speeds), so load hits them alike
+    for name, speed in zip(names, measure_speeds([eager, auto, onnx], texts, batch_size=32, max_texts=640,
+                                                 single_texts=200), strict=True):
+        out[f"{name}_texts_per_s_batch32"] = round(speed.texts_per_second, 1)
+        out[f"{name}_ms_per_text_batch1"] = round(speed.ms_per_text_batch1, 2)
     out["speedup_batch32_vs_eager"] = round(out["onnx_int8_texts_per_s_batch32"] /
                                             out["torch_eager_fp32_texts_per_s_batch32"], 2)
+    out["speedup_batch32_vs_auto"] = round(out["onnx_int8_texts_per_s_batch32"] /
+                                           out["torch_auto_texts_per_s_batch32"], 2)
     out["speedup_batch1_vs_eager"] = round(out["torch_eager_fp32_ms_per_text_batch1"] /
                                            out["onnx_int8_ms_per_text_batch1"], 2)
     report = parity(eager, onnx, texts, labels)

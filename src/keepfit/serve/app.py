@@ -276,7 +276,7 @@ def create_app(config: KeepfitConfig, *, watcher_factory: Callable[..., Watcher]
         if result.task == "regression":
             body["outputs"] = [{"name": "prediction", "datatype": "FP32", "shape": [n],
                                 "data": [a.value for a in result.answers]}]
-            return body
+            return JSONResponse(body)
         body["outputs"] = [
             {"name": "label", "datatype": "BYTES", "shape": [n], "data": [a.label or "" for a in result.answers]},
             {"name": "score", "datatype": "FP32", "shape": [n], "data": [round(a.score, 6) for a in result.answers]},
@@ -284,7 +284,7 @@ def create_app(config: KeepfitConfig, *, watcher_factory: Callable[..., Watcher]
              "data": [round(p, 6) for a in result.answers for p in a.probabilities]},
         ]
         body["parameters"]["abstained"] = [a.abstained for a in result.answers]
-        return body
+        return JSONResponse(body)
 
     # -- plain JSON --------------------------------------------------------------------------------------------
 
@@ -293,11 +293,12 @@ def create_app(config: KeepfitConfig, *, watcher_factory: Callable[..., Watcher]
         result = await answer(request, parse_predict)
         if isinstance(result, JSONResponse):
             return result
-        return {
+        # a JSONResponse as is: FastAPI's encoder would walk every float of the answer first (slow under load)
+        return JSONResponse({
             "model_version": result.version,
             "request_id": result.request_id,
             "predictions": _answers_json(result),
-        }
+        })
 
     @app.post("/feedback")
     async def feedback(request: Request) -> Any:
