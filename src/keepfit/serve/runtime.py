@@ -29,7 +29,8 @@ __all__ = ["Answer", "ServedModel", "ModelSlot", "Watcher", "load_served_model"]
 
 log = logging.getLogger("keepfit.serve")
 
-ABSTAIN_REASON_LOW = "confidence below the open-set threshold"
+# passes of fewer texts than this run in fp32 (see Predictor.fp32_below): bf16 autocast wins from about 8 texts
+SMALL_PASS = 4
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ def load_served_model(config: KeepfitConfig, version: str, model_dir: Path) -> S
         from keepfit.train.predict import Predictor
 
         predictor = Predictor(model_dir, precision="auto", threads=serve.threads)
+        predictor.fp32_below = SMALL_PASS
     model = ServedModel(str(version), predictor, serve.backend, Path(model_dir), abstain=serve.abstain)
     model.answer(["warm-up"], top_k=1, batch_size=1)  # first-call costs (allocations, kernels) happen here
     return model

@@ -161,7 +161,13 @@ def _read_model_config(model_dir: Path):
 
 
 class Predictor:
-    """A loaded model folder. ``predict(texts)`` gives :class:`Predictions`."""
+    """A loaded model folder. ``predict(texts)`` gives :class:`Predictions`.
+
+    ``fp32_below``: passes of fewer texts run in fp32 even where ``precision`` chose bf16 (a server's lone
+    requests: bf16 autocast casts every weight on each call, which for one text costs more than it saves:
+    18 vs 12 ms per text with all-MiniLM-L6-v2 on this project's 2-core machine; BENCHMARKS.md)."""
+
+    fp32_below: int = 0
 
     def __init__(self, model_dir: Path, *, precision: str = "auto", threads: int | None = None) -> None:
         self.model_dir = Path(model_dir)
@@ -207,9 +213,8 @@ class Predictor:
     def _forward(self, cleaned: list[str], batch_size: int) -> torch.Tensor:
         ids = tokenize(self.tokenizer, cleaned, self.max_length)
         pad = self.tokenizer.pad_token_id or 0
-        return sorted_forward(
-            ids, pad, batch_size, lambda b: self.model(**b).logits, precision=self.precision
-        )
+        precision = "fp32" if len(cleaned) < self.fp32_below else self.precision
+        return sorted_forward(ids, pad, batch_size, lambda b: self.model(**b).logits, precision=precision)
 
     def predict(self, texts: list[str], batch_size: int = 64, top_k: int = 5) -> Predictions:
         """Outputs for ``texts`` (see :class:`Predictions`), with the ``top_k`` labels per text."""
