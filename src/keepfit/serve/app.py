@@ -250,7 +250,8 @@ def create_app(config: KeepfitConfig, *, watcher_factory: Callable[..., Watcher]
                 {"name": "score", "datatype": "FP32", "shape": [-1]},
                 {"name": "probabilities", "datatype": "FP32", "shape": [-1, n]},
             ],
-            "parameters": {"task": model.task, "labels": model.labels},
+            "parameters": {"task": model.task, "labels": model.labels,
+                           "precision": getattr(model.predictor, "precision", None)},
         }
 
     @app.get("/v2/models/{name}/ready")
