@@ -200,14 +200,14 @@ class Predictor:
 
         Inside :func:`logits_cache` for this model folder, each distinct text is computed once."""
         cleaned = clean_texts([str(t) for t in texts])
+        if not cleaned:
+            return torch.zeros((0, 1 if self.task == "regression" else len(self.labels)))
         memo = _cache_for(self.model_dir, self.precision)
         if memo is None:
             return self._forward(cleaned, batch_size)
         missing = [t for t in dict.fromkeys(cleaned) if t not in memo]
         if missing:
             memo.update(zip(missing, self._forward(missing, batch_size), strict=True))
-        if not cleaned:
-            return self._forward([], batch_size)
         return torch.stack([memo[t] for t in cleaned])
 
     def _forward(self, cleaned: list[str], batch_size: int) -> torch.Tensor:
