@@ -15,3 +15,12 @@ def test_small_passes_run_in_fp32_and_large_ones_in_bf16(trained):
     bf16_pass = mixed.logits(texts)
     assert not torch.equal(bf16_pass, fp32.logits(texts))  # six texts: bf16, so not bit-identical
     assert torch.allclose(bf16_pass, fp32.logits(texts), atol=0.1)
+
+
+def test_bf16_is_chosen_from_the_cpu_flags():
+    from keepfit.train.inference import bf16_units_in
+
+    assert bf16_units_in("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile\n") is True
+    assert bf16_units_in("flags\t\t: fpu sse avx2 avx512f avx512_bf16\n") is True
+    assert bf16_units_in("flags\t\t: fpu sse avx2 avx512f avx512_vnni\n") is False
+    assert bf16_units_in("Processor\t: ARMv8\nFeatures\t: fp asimd\n") is None
