@@ -27,6 +27,25 @@ def _config(folder: Path, model: Path, data: str, extra: str) -> keepfit.Keepfit
     return keepfit.load_config(folder / "keepfit.yaml")
 
 
+def fitted_labels(config: keepfit.KeepfitConfig) -> list[str]:
+    return keepfit.Registry.open(config).get("champion").lineage.labels or []
+
+
+def _served(config: keepfit.KeepfitConfig, texts: list[str], truths):
+    """Serve the champion in process; /predict ``texts``, then /feedback with ``truths(predictions)``."""
+    from fastapi.testclient import TestClient
+
+    from keepfit.serve.app import create_app
+
+    with TestClient(create_app(config)) as client:
+        answer = client.post("/predict", json={"texts": texts}).json()
+        ids = [p["id"] for p in answer["predictions"]]
+        labels = truths(answer["predictions"])
+        feedback = client.post("/feedback", json=[{"request_id": i, "label": x} for i, x in zip(ids, labels,
+                                                                                                 strict=True)])
+    return answer, feedback
+
+
 def _multi_label(n: int, seed: int) -> pd.DataFrame:
     a, b = sentiment_frame(n, seed), sentiment_frame(n, seed + 100)
     labels = ["|".join(sorted({x, y})) for x, y in zip(a["label"], b["label"][::-1], strict=True)]
@@ -40,6 +59,10 @@ def test_multi_label_fit_and_update(tiny: Path, tmp_path: Path):
     fitted = keepfit.fit(config)
     assert fitted.version == "1"
     assert fitted.metrics["subset_accuracy"] > 0.7, fitted.metrics
+    answer, feedback = _served(config, ["good great film", "awful bad boring"],
+                               lambda a: ["|".join(fitted_labels(config)), fitted_labels(config)[0]])
+    assert all(isinstance(p["labels"], list) and p["label"] == "|".join(p["labels"]) for p in answer["predictions"])
+    assert feedback.status_code == 200, feedback.text
     result = keepfit.update(config, tmp_path / "week2.csv")
     assert result.decision is not None and result.candidate_version == "2"
     assert result.promoted == result.decision.passed
@@ -56,6 +79,10 @@ def test_regression_fit_evaluate_and_update(tiny: Path, tmp_path: Path):
     config = _config(tmp_path, tiny, "week1.csv", "  label_column: null\n  target_column: score\ntask: regression\n")
     fitted = keepfit.fit(config)
     assert fitted.metrics["mae"] < 0.75, "a constant guess is off by 1.5"
+    answer, feedback = _served(config, ["good great film", "awful bad boring"], lambda a: ["4.5", "lots"])
+    values = [p["prediction"] for p in answer["predictions"]]
+    assert values[0] > values[1], "the positive text gets the higher score"
+    assert feedback.status_code == 422 and "not a number: 'lots'" in feedback.json()["error"]
     again = keepfit.evaluate(config, "champion", out_dir=tmp_path / "eval")
     assert again.metrics["mae"] == pytest.approx(fitted.metrics["mae"], rel=1e-5)
     result = keepfit.update(config, tmp_path / "week2.csv", force=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -204,8 +205,9 @@ class PredictionLog:
         declared = set(declared)
         items = list(items)
         with self._transaction() as db:
-            labels_of = {
-                version: set(json.loads(labels)) for version, labels in db.execute("SELECT version, labels FROM models")
+            models = {
+                version: (task, set(json.loads(labels)))
+                for version, task, labels in db.execute("SELECT version, task, labels FROM models")
             }
             for number, item in enumerate(items, start=1):
                 rid, label = str(item.request_id).strip(), str(item.label).strip()
@@ -217,12 +219,10 @@ class PredictionLog:
                 if row is None:
                     result.rejected.append((number, rid, "unknown request id (no logged prediction has it)"))
                     continue
-                known = labels_of.get(row[0], set())
-                if label not in known and label not in declared:
-                    result.rejected.append(
-                        (number, rid, f"unknown label {label!r} (version {row[0]} knows {len(known)} labels: "
-                         f"{_preview(sorted(known))}; declare a new label in keepfit.yaml's labels: first)")
-                    )
+                task, known = models.get(row[0], ("single-label", set()))
+                problem = _label_problem(label, task, known | declared, row[0])
+                if problem:
+                    result.rejected.append((number, rid, problem))
                     continue
                 db.execute(
                     "INSERT OR REPLACE INTO feedback(request_id, label, time, source) VALUES (?, ?, ?, ?)",
@@ -276,6 +276,25 @@ class PredictionLog:
             frame = pd.read_sql_query(query, self._db, params=args)
         frame["meta"] = [json.loads(x) for x in frame["meta"]]
         return frame
+
+
+def _label_problem(label: str, task: str, known: set[str], version: str) -> str | None:
+    """Why ``label`` cannot be the truth for an answer of ``version`` (None when it can): regression takes a
+    finite number, multi-label labels joined by ``|``, single-label one known label."""
+    if task == "regression":
+        try:
+            value = float(label)
+        except ValueError:
+            value = float("nan")
+        return None if math.isfinite(value) else f"not a number: {label!r} (version {version} predicts a number)"
+    parts = [x.strip() for x in label.split("|")] if task == "multi-label" else [label]
+    unknown = [x for x in parts if x not in known] if label else [label]
+    if not unknown:
+        return None
+    return (
+        f"unknown label {unknown[0]!r} (version {version} knows {len(known)} labels: {_preview(sorted(known))}; "
+        "declare a new label in keepfit.yaml's labels: first)"
+    )
 
 
 def _window(since: float | None, until: float | None, column: str = "p.time") -> tuple[str, list[float]]:
