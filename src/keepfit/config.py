@@ -29,6 +29,9 @@ __all__ = [
     "UpdateConfig",
     "ServeConfig",
     "MonitorConfig",
+    "TuneConfig",
+    "ParamSpace",
+    "TUNABLE",
     "Task",
     "load_config",
     "save_config",
@@ -426,6 +429,95 @@ class MonitorConfig(_Section):
     max_rows: int = Field(20_000, ge=100, description="At most this many (newest) rows of each side are compared.")
 
 
+# The training settings a search may vary (`tune.space` keys); the others (seed, threads, precision, paths, ...)
+# change how a run is done, not what it learns.
+TUNABLE = (
+    "strategy", "epochs", "batch_size", "lr", "head_lr", "layerwise_lr_decay", "weight_decay", "warmup_ratio",
+    "dropout", "label_smoothing", "lora_r", "lora_alpha", "lora_dropout", "optimizer", "scheduler", "head_init",
+    "freeze_embeddings", "average_checkpoints", "grad_clip", "imbalance", "distill_weight",
+)
+
+
+class ParamSpace(_Section):
+    """One searched setting: a range (``low``/``high``, ``log`` scale, optional ``step``) or ``choices``."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+    choices: list[Any] | None = None
+
+
+def space_problems(space: dict[str, ParamSpace]) -> list[str]:
+    """Every reason ``space`` cannot be searched: unknown settings, a range and choices at once or neither, an
+    empty or inverted range, a log scale that reaches zero, values the training config itself would refuse."""
+    problems = []
+    for name, spec in space.items():
+        where = f"tune.space.{name}"
+        if name not in TUNABLE:
+            close = [t for t in TUNABLE if name.replace("train.", "") == t]
+            hint = f" (write {close[0]!r}, without 'train.')" if close else f"; tunable: {', '.join(TUNABLE)}"
+            problems.append(f"{where}: not a setting a search can vary{hint}")
+            continue
+        ranged = spec.low is not None or spec.high is not None
+        if spec.choices is not None and ranged:
+            problems.append(f"{where}: give either low/high or choices, not both")
+            continue
+        if spec.choices is not None:
+            if not spec.choices:
+                problems.append(f"{where}: choices is empty; list at least one value")
+            values = list(spec.choices)
+        elif spec.low is None or spec.high is None:
+            problems.append(f"{where}: a range needs both low and high (got low={spec.low}, high={spec.high}), "
+                            "or give choices")
+            continue
+        else:
+            if spec.low > spec.high:
+                problems.append(f"{where}: low {spec.low} is above high {spec.high}")
+            elif spec.low == spec.high:
+                problems.append(f"{where}: the range [{spec.low}, {spec.high}] is empty; widen it or fix the "
+                                "setting outside the search")
+            if spec.log and spec.low <= 0:
+                problems.append(f"{where}: a log scale needs low > 0, got {spec.low}")
+            if spec.log and spec.step is not None:
+                problems.append(f"{where}: step and a log scale cannot go together")
+            values = [spec.low, spec.high]
+        for value in values:
+            try:
+                TrainConfig.model_validate({name: value})
+            except ValidationError as err:
+                for line in _format_validation_error(err):
+                    problems.append(f"{where}: the value {value!r} is not a valid train.{name}: "
+                                    + line.split(": ", 1)[-1])
+    return problems
+
+
+class TuneConfig(_Section):
+    """`keepfit tune`: what is searched, how (sampler, pruner), for how long, and where the study lives."""
+
+    space: dict[str, ParamSpace] = Field(
+        default_factory=dict, description="Training settings to search, e.g. lr: {low: 1e-5, high: 1e-3, log: true}; "
+        "strategy: {choices: [head, lora, full]}."
+    )
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    pruner: Literal["median", "halving", "hyperband", "none"] = "median"
+    trials: int | None = Field(20, ge=1, description="Trials to run (with timeout: whichever ends first).")
+    timeout: str | None = Field(None, description="Wall-time budget, e.g. 30m or 2h.")
+    storage: str | None = Field(None, description="Optuna storage URL; SQLite in the store when empty.")
+    study_name: str | None = None
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _searchable(self) -> TuneConfig:
+        problems = space_problems(self.space)
+        if self.sampler == "grid":
+            problems += [f"tune.space.{n}: the grid sampler needs choices (or a step)" for n, sp in self.space.items()
+                         if sp.choices is None and sp.step is None]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
 class KeepfitConfig(_Section):
     """The whole project configuration (``keepfit.yaml``)."""
 
@@ -443,6 +535,7 @@ class KeepfitConfig(_Section):
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
 
     @model_validator(mode="after")
     def _columns_fit_task(self) -> KeepfitConfig:
@@ -476,7 +569,8 @@ def _format_validation_error(err: ValidationError) -> list[str]:
         if e["type"] == "extra_forbidden":
             problems.append(f"{where}: unknown setting (got {got!r}); check the spelling against `keepfit init`")
         elif isinstance(got, (dict, list)) or e["type"] == "missing":
-            problems.append(f"{where}: {msg}")
+            # a section's own check may report several problems, one per line, each naming its setting
+            problems += [part if part.startswith(where) else f"{where}: {part}" for part in msg.split("\n")]
         else:
             problems.append(f"{where}: {msg} (got {got!r})")
     return problems
