@@ -772,7 +772,7 @@ def update_from_feedback(
     from keepfit.serve.feedback import feedback_batch, mark_used
     from keepfit.serve.log import PredictionLog, log_path_for
 
-    folder = Store.at(config.store).serve / "feedback-batches"
+    folder = Store.at(config.store).feedback_batches
     column = config.data.label_column or config.data.target_column or "label"
     data = config.data
     required = [c for c in (data.group_column, data.time_column, *data.slice_columns) if c]

@@ -53,6 +53,11 @@ class Store:
     def predictions_db(self) -> Path:
         return self.serve / "predictions.sqlite"
 
+    @property
+    def feedback_batches(self) -> Path:
+        """Batches `keepfit update --from-feedback` made, and the feedback cutoff it reached."""
+        return self.serve / "feedback-batches"
+
     def export(self, version: str) -> Path:
         """Exported (ONNX) copies of one registered version."""
         return self.root / "exports" / f"v{version}"

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -110,6 +111,11 @@ class DataSource:
     @property
     def name(self) -> str:
         return self.path.name
+
+    def to_pandas(self) -> pd.DataFrame:
+        """Every record, all columns, as one DataFrame (for files that fit in memory: predictions, feedback)."""
+        frames = [pd.DataFrame({k: v.to_pandas() for k, v in chunk.columns.items()}) for chunk in self.chunks()]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=self.columns)
 
     def chunks(self, columns: list[str] | None = None) -> Iterator[RawChunk]:
         """Yield the chosen ``columns`` (all when None) of every record, chunk by chunk."""

@@ -76,7 +76,6 @@ CHECKS = ("input drift", "label shift", "confidence", "abstention", "estimated a
 REFERENCE_FORMAT = 1
 MONITOR_FOLDER = "monitor"
 MISSING = "(missing)"
-FEEDBACK_BATCHES = "feedback-batches"  # under <store>/serve: where `keepfit update --from-feedback` records its cutoff
 HOURLY_UP_TO_S = 2 * 86_400  # windows up to two days are binned by hour, longer ones by day
 _MIN_BIN_ROWS_FOR_PSI = 20  # a PSI over fewer rows is mostly smoothing noise
 _MIN_BIN_FEEDBACK = 5
@@ -685,7 +684,7 @@ def _unused_feedback(log: Any, store: Store) -> int:
     from keepfit.serve.feedback import last_cutoff
 
     rows = log.feedback_rows()
-    cutoff = last_cutoff(store.serve / FEEDBACK_BATCHES)
+    cutoff = last_cutoff(store.feedback_batches)
     if cutoff is not None:
         rows = rows[rows["time"] > cutoff]
     return int(rows["text"].notna().sum())

@@ -196,8 +196,9 @@ def create_app(config: KeepfitConfig, *, watcher_factory: Callable[..., Watcher]
             return _error(503, "No model version is loaded yet: the registry has no "
                           f"{watcher.ref!r}. Run `keepfit fit` (or promote a version); the server picks it up.")
         except Draining:
-            return JSONResponse({"error": "The server is draining and takes no new requests."}, 503,
-                                headers={"Retry-After": "5"})
+            return JSONResponse({"error": "The server is draining and takes no new requests: retry in a few seconds "
+                                 "(another instance may take over), or an admin resumes it with POST /admin/resume."},
+                                503, headers={"Retry-After": "5"})
         except Exception as err:  # the model failed on this batch: a server-side problem, said plainly
             metrics.errors.labels("internal").inc()
             log.exception("prediction failed")

@@ -46,14 +46,6 @@ class FeedbackBatch:
     since: float | None
 
 
-def _read(path: Path) -> pd.DataFrame:
-    from keepfit.data.load import open_source
-
-    source = open_source(path)
-    frames = [pd.DataFrame({k: v.to_pandas() for k, v in chunk.columns.items()}) for chunk in source.chunks()]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=source.columns)
-
-
 def import_feedback(
     log: PredictionLog,
     path: Path,
@@ -66,7 +58,9 @@ def import_feedback(
     """Add the true labels in ``path`` (CSV/TSV/JSONL/Parquet) to ``log``; rejected rows go to a CSV in
     ``rejected_dir`` with a ``reason`` column. ``declared``: labels accepted beyond the answering version's
     (the project's ``labels:``). Raises DataError when a column is missing."""
-    frame = _read(Path(path))
+    from keepfit.data.load import open_source
+
+    frame = open_source(Path(path)).to_pandas()
     missing = [c for c in (id_column, label_column) if c not in frame.columns]
     if missing:
         raise DataError(

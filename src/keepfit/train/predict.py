@@ -220,10 +220,7 @@ class Predictor:
         """Outputs for ``texts`` (see :class:`Predictions`), with the ``top_k`` labels per text."""
         texts = [str(t) for t in texts]
         start = time.perf_counter()
-        if len(texts) == 0:
-            logits = torch.zeros((0, 1 if self.task == "regression" else len(self.labels)))
-        else:
-            logits = self.logits(texts, batch_size)
+        logits = self.logits(texts, batch_size)
         outputs = outputs_from_logits(logits, self.task, self.mean, self.std, self.temperature)
         seconds = max(time.perf_counter() - start, 1e-9)
         top_labels: list[list[str]] = []
@@ -253,28 +250,9 @@ def load_predictor(model_dir: Path, *, precision: str = "auto") -> Predictor:
 
 
 def _read_table(path: Path) -> pd.DataFrame:
-    try:
-        from keepfit.data.load import open_source
-    except ImportError:
-        open_source = None
-    if open_source is not None:
-        source = open_source(path)
-        frames = [
-            pd.DataFrame({k: v.to_pandas() for k, v in chunk.columns.items()}) for chunk in source.chunks()
-        ]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=source.columns)
-    if not Path(path).exists():
-        raise DataError(f"Input file {path} does not exist. Check the path.")
-    return _read_with_pandas(Path(path))
+    from keepfit.data.load import open_source
 
-
-def _read_with_pandas(path: Path) -> pd.DataFrame:
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return pd.read_parquet(path)
-    if suffix in (".jsonl", ".json"):
-        return pd.read_json(path, lines=suffix == ".jsonl")
-    return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+    return open_source(path).to_pandas()
 
 
 def _write_table(frame: pd.DataFrame, path: Path) -> None:

@@ -121,7 +121,7 @@ def test_no_log_is_the_logs_own_error(tmp_path):
 
 
 def test_the_suggested_batch_counts_only_feedback_the_last_update_did_not_use(tmp_path, streams):
-    from keepfit.monitor.run import FEEDBACK_BATCHES, _unused_feedback
+    from keepfit.monitor.run import _unused_feedback
     from keepfit.serve.feedback import FeedbackBatch, mark_used
     from keepfit.store import Store
 
@@ -131,7 +131,7 @@ def test_the_suggested_batch_counts_only_feedback_the_last_update_did_not_use(tm
     ids = window["request_id"].tolist()
     log.add_feedback([Feedback(rid, "neg", time=1000.0 + i) for i, rid in enumerate(ids[:20])])
     assert _unused_feedback(log, store) == 20
-    mark_used(FeedbackBatch(tmp_path / "batch.csv", 12, 0, 1011.0, None), store.serve / FEEDBACK_BATCHES)
+    mark_used(FeedbackBatch(tmp_path / "batch.csv", 12, 0, 1011.0, None), store.feedback_batches)
     assert _unused_feedback(log, store) == 8, "feedback up to the cutoff went into the last update"
 
 
