@@ -6,13 +6,14 @@ are applied to the raw mapping before validation, so an override is checked like
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from keepfit.errors import ConfigError
 
@@ -503,9 +504,26 @@ class TuneConfig(_Section):
     pruner: Literal["median", "halving", "hyperband", "none"] = "median"
     trials: int | None = Field(20, ge=1, description="Trials to run (with timeout: whichever ends first).")
     timeout: str | None = Field(None, description="Wall-time budget, e.g. 30m or 2h.")
-    storage: str | None = Field(None, description="Optuna storage URL; SQLite in the store when empty.")
-    study_name: str | None = None
-    seed: int = 0
+    storage: str | None = Field(
+        None, description="Optuna storage (any SQLAlchemy URL, e.g. postgresql://host/db for several workers); "
+        "SQLite in the store when empty."
+    )
+    study_name: str | None = Field(None, description="The study's name; 'tune-<snapshot id>' when empty.")
+    seed: int = Field(0, description="Seed of the sampler (each trial's training seed is train.seed, recorded).")
+    startup_trials: int = Field(
+        5, ge=0, description="Trials that run to the end before the pruner may stop any (median pruner), and "
+        "random trials before TPE models the space."
+    )
+    warmup_evals: int = Field(1, ge=0, description="Evaluations of a trial before the median pruner may stop it.")
+    folds: int | None = Field(
+        None, ge=2, description="k-fold cross-validation on train + validation for each trial (small data sets); "
+        "the chosen configuration is then retrained on the snapshot's own split and scored once on test."
+    )
+    heartbeat_seconds: float = Field(
+        30.0, gt=0, description="How often a running trial tells the storage it is alive; a trial silent for "
+        "twice this long (a killed worker) is marked failed and run again."
+    )
+    keep_models: bool = Field(False, description="Keep every completed trial's model folder (else the best only).")
 
     @model_validator(mode="after")
     def _searchable(self) -> TuneConfig:
@@ -536,6 +554,19 @@ class KeepfitConfig(_Section):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    presets: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Named configurations for `keepfit fit --preset NAME` and `keepfit "
+        "update --preset NAME`, each a mapping of --set style keys to values, e.g. tuned: {train.lr: 0.0001}; "
+        "`keepfit tune` writes its chosen configuration here."
+    )
+
+    @field_validator("presets")
+    @classmethod
+    def _presets_apply(cls, presets: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        problems = _preset_problems(presets)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return presets
 
     @model_validator(mode="after")
     def _columns_fit_task(self) -> KeepfitConfig:
@@ -558,6 +589,49 @@ class KeepfitConfig(_Section):
     @property
     def store_path(self) -> Path:
         return Path(self.store)
+
+
+# The built-in presets' names (keepfit.train.presets.PRESETS, which imports torch; a test pins the two together),
+# and "none", which `keepfit update --preset none` reads as "no preset".
+_RESERVED_PRESET_NAMES = ("fast", "best", "none")
+
+
+def _preset_problems(presets: dict[str, dict[str, Any]]) -> list[str]:
+    """Every reason a preset of ``presets`` cannot be applied: a name that shadows a built-in one, a key that is
+    not ``section.setting`` of a known section and setting, a value that setting refuses (checked by building
+    the section with it, so a preset fails when it is written, not when it is used)."""
+    sections = {
+        name: info.annotation for name, info in KeepfitConfig.model_fields.items()
+        if isinstance(info.annotation, type) and issubclass(info.annotation, _Section)
+    }
+    problems = []
+    for name, values in presets.items():
+        if name in _RESERVED_PRESET_NAMES:
+            problems.append(f"presets.{name}: the name {name!r} is taken by a built-in preset or by `--preset "
+                            f"none` (taken: {', '.join(_RESERVED_PRESET_NAMES)}); rename it, e.g. {name}-tuned")
+        for key, value in values.items():
+            problems += _preset_value_problems(f"presets.{name}.{key}", key, value, sections)
+    return problems
+
+
+def _preset_value_problems(where: str, key: str, value: Any, sections: dict[str, type[_Section]]) -> list[str]:
+    section, _, setting = key.partition(".")
+    if section not in sections or not setting:
+        close = difflib.get_close_matches(section, list(sections), n=1)
+        hint = f" (did you mean {close[0]}.{setting or '...'}?)" if close and close[0] != section else ""
+        return [f"{where}: expected a key section.setting such as train.lr, of a section among "
+                f"{', '.join(sections)}{hint}"]
+    model = sections[section]
+    if setting not in model.model_fields:
+        close = difflib.get_close_matches(setting, list(model.model_fields), n=1)
+        hint = f"did you mean {section}.{close[0]}?" if close else f"the settings are {', '.join(model.model_fields)}"
+        return [f"{where}: {section} has no setting {setting!r} ({hint})"]
+    try:
+        model.model_validate({setting: value})
+    except ValidationError as err:
+        return [f"{where}: the value {value!r} is not a valid {key}: " + line.split(": ", 1)[-1]
+                for line in _format_validation_error(err)]
+    return []
 
 
 def _format_validation_error(err: ValidationError) -> list[str]:

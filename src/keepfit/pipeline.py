@@ -36,6 +36,7 @@ __all__ = [
     "compare",
     "resolve_snapshot",
     "resolve_model",
+    "evaluate_and_register",
 ]
 
 
@@ -299,20 +300,40 @@ def _fit_locked(config, store: Store, snapshot, resume, register: bool, progress
         atomic_write_text(run_dir / RUN_SNAPSHOT_FILE, json.dumps({"snapshot": snap.id}))
     issues = _training_label_issues(config, snap, run_dir)
     trained = train_model(snap, config, run_dir, resume=resume is not None, progress=progress)
+    return evaluate_and_register(config, snap, trained, run_dir, register=register, label_issues=issues)
+
+
+def evaluate_and_register(
+    config: KeepfitConfig,
+    snap: Snapshot,
+    trained: Any,
+    run_dir: Path,
+    *,
+    register: bool = True,
+    tags: dict[str, str] | None = None,
+    search: dict[str, Any] | None = None,
+    label_issues: Any = None,
+) -> FitResult:
+    """Score a trained model once on the test split (report in ``run_dir/evaluation``) and register it: the
+    first version becomes champion, later ones are registered without an alias. ``tags`` and ``search`` (a tuned
+    model's study, trial and space) go into the version's tags and lineage. Hold the project lock to call it."""
     evaluation = _evaluate_model(config, trained.model_dir, snap, run_dir / "evaluation", history=trained.history)
     version = None
     if register:
+        from dataclasses import replace
+
         from keepfit.registry import Registry
 
         registry = Registry.open(config)
         alias = None if registry.champion() else "champion"
+        lineage = replace(_lineage(config, snap, trained.labels, parent=None), search=search)
         info = registry.register(
             trained.model_dir,
             metrics=_numeric(evaluation.metrics),
-            lineage=_lineage(config, snap, trained.labels, parent=None),
+            lineage=lineage,
             evaluation_dir=run_dir / "evaluation",
             alias=alias,
-            tags={"keepfit.kind": "fit", "keepfit.run_dir": str(run_dir)},
+            tags={"keepfit.kind": "fit", "keepfit.run_dir": str(run_dir), **(tags or {})},
         )
         version = info.version
     return FitResult(
@@ -323,7 +344,7 @@ def _fit_locked(config, store: Store, snapshot, resume, register: bool, progress
         report=evaluation.report,
         version=version,
         train=trained,
-        label_issues=issues,
+        label_issues=label_issues,
     )
 
 

@@ -63,6 +63,15 @@ class Store:
         return self.root / "exports" / f"v{version}"
 
     @property
+    def tune(self) -> Path:
+        """What `keepfit tune` and `keepfit auto` keep: the study database, trial runs, reports."""
+        return self.root / "tune"
+
+    @property
+    def studies_db(self) -> Path:
+        return self.tune / "studies.sqlite"
+
+    @property
     def head_file(self) -> Path:
         """Holds the id of the newest snapshot (written atomically)."""
         return self.snapshots / "HEAD"

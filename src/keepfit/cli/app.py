@@ -29,7 +29,8 @@ app = typer.Typer(
 
 # Each module defines ``register(app: typer.Typer) -> None``. Order is the order of --help.
 COMMAND_MODULES = [
-    "init", "data", "fit", "evaluate", "predict", "registry", "update", "serve", "feedback", "monitor", "export", "demo"
+    "init", "data", "fit", "evaluate", "predict", "registry", "update", "tune", "serve", "feedback", "monitor",
+    "export", "demo",
 ]
 
 _state = {"debug": False}

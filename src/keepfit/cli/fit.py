@@ -15,6 +15,14 @@ import typer
 
 from keepfit.cli._common import ConfigOption, QuietOption, SetOption, resolve_config
 from keepfit.cli._console import console, quiet_default
+from keepfit.config import KeepfitConfig
+
+# The built-in names are written out rather than read from keepfit.train.presets, which imports torch
+# (`keepfit --help` stays fast); a test pins them to PRESETS.
+PRESET_HELP = (
+    "A preset applied before the --set values: fast (a quick demo), best (the accuracy recipe), or a name "
+    "under presets: in the config file (`keepfit tune` writes one there)."
+)
 
 
 def fit_command(
@@ -26,15 +34,14 @@ def fit_command(
     resume: Path = typer.Option(
         None, "--resume", help="Continue the run in this folder from its last checkpoint."
     ),
-    preset: str = typer.Option(None, "--preset", help="fast (a quick demo) or best (the accuracy recipe)."),
+    preset: str = typer.Option(None, "--preset", help=PRESET_HELP),
     no_register: bool = typer.Option(False, "--no-register", help="Train and evaluate without registering."),
     quiet: bool = QuietOption,
 ) -> None:
     """Fine-tune the configured model on a data snapshot, evaluate it and register it."""
     from keepfit.pipeline import fit
-    from keepfit.train.presets import preset_overrides
 
-    cfg = resolve_config(config, preset_overrides(preset) + list(overrides or []))
+    cfg = config_with_preset(config, preset, overrides)
     if resume is not None and not (resume / "config.yaml").exists():
         raise typer.BadParameter(
             f"{resume} is not a run folder (no config.yaml in it)", param_hint="--resume"
@@ -54,6 +61,18 @@ def fit_command(
     console.print(f"Report: {result.report}")
     if result.version:
         console.print(f"Registered version {result.version}")
+
+
+def config_with_preset(config: Path | None, preset: str | None, overrides: list[str] | None) -> KeepfitConfig:
+    """The resolved config with preset ``preset`` applied, a built-in one or one of the config file's
+    ``presets``; the user's ``--set`` values come after it, so they win."""
+    from keepfit.train.presets import preset_overrides
+
+    user = list(overrides or [])
+    base = resolve_config(config, user)
+    if preset is None:
+        return base
+    return resolve_config(config, preset_overrides(preset, base.presets) + user)
 
 
 def print_train_summary(train) -> None:

@@ -19,6 +19,8 @@ import typer
 
 from keepfit.cli._common import ConfigOption, QuietOption, SetOption, resolve_config
 from keepfit.cli._console import console, quiet_default
+from keepfit.cli.fit import PRESET_HELP
+from keepfit.config import KeepfitConfig
 from keepfit.errors import GateRejected, KeepfitError, RegistryError
 
 JsonOption = typer.Option(
@@ -148,6 +150,10 @@ def update_command(
         False, "--drop-pending", help="Start from the champion's data, leaving out batches whose candidates were "
         "rejected (by default they stay in the history and this update trains on them too)."
     ),
+    preset: str = typer.Option(
+        None, "--preset", help=PRESET_HELP + " Default: the preset the champion was trained with (its registry tag "
+        "keepfit.preset) when the config file has it; none: the config as it is."
+    ),
     as_json: bool = JsonOption,
     config: Path = ConfigOption,
     overrides: list[str] = SetOption,
@@ -163,12 +169,14 @@ def update_command(
             "give either --data FILE (a new labelled batch) or --from-feedback (the batch from served feedback), "
             f"got {'both' if data is not None else 'neither'}", param_hint="--data / --from-feedback"
         )
-    cfg = resolve_config(config, overrides)
+    cfg, preset_line = update_config(config, preset, overrides)
     if strategy is not None:
         if strategy not in {"warm", "retrain"}:
             raise typer.BadParameter(f"expected warm or retrain, got {strategy!r}", param_hint="--strategy")
         cfg.update.strategy = strategy  # type: ignore[assignment]
     with _json_output("update", as_json) as document:
+        if preset_line:
+            console.print(preset_line, markup=False)
         # Under --json the console writes to stderr here, so progress shows only when stderr is a terminal.
         options = dict(force=force, drop_pending=drop_pending, progress=not (quiet or quiet_default()),
                        on_diff=_print_diff)
@@ -183,6 +191,35 @@ def update_command(
     code = update_exit_code(result)
     if code:
         raise typer.Exit(code)
+
+
+def update_config(
+    config: Path | None, preset: str | None, overrides: list[str] | None
+) -> tuple[KeepfitConfig, str | None]:
+    """The config an update trains with, and the line saying which preset it applied (None when none).
+
+    ``preset`` None applies the champion's own preset (:func:`keepfit.train.presets.champion_preset`) when the
+    config file still defines it, "none" applies none, a name applies that preset; the user's ``--set`` values
+    come after it, so they win."""
+    from keepfit.train.presets import PRESETS, champion_preset, preset_overrides
+
+    user = list(overrides or [])
+    base = resolve_config(config, user)
+    if preset == "none":
+        return base, None
+    if preset is not None:
+        name, lead = preset, f"update applies preset {preset}"
+    else:
+        found = champion_preset(base)
+        if found is None:
+            return base, None
+        if found.name not in base.presets and found.name not in PRESETS:
+            return base, (f"warning: champion v{found.version} was trained with preset {found.name}, which the "
+                          "config file no longer defines; update uses the config as it is (--preset NAME picks one).")
+        name = found.name
+        lead = f"update reuses the tuned configuration of champion v{found.version}: preset {name}"
+    applied = preset_overrides(name, base.presets)
+    return resolve_config(config, applied + user), f"{lead} ({', '.join(applied)})"
 
 
 def print_batch(result: Any) -> None:

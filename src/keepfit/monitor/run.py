@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from keepfit._duration import parse_duration
 from keepfit._io import atomic_write_text
 from keepfit.config import KeepfitConfig, MonitorConfig
 from keepfit.errors import ConfigError, DataError, ModelError
@@ -79,7 +80,6 @@ MISSING = "(missing)"
 HOURLY_UP_TO_S = 2 * 86_400  # windows up to two days are binned by hour, longer ones by day
 _MIN_BIN_ROWS_FOR_PSI = 20  # a PSI over fewer rows is mostly smoothing noise
 _MIN_BIN_FEEDBACK = 5
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
 
 
 # ------------------------------------------------------------------------------------------------ values
@@ -257,17 +257,6 @@ class MonitorReport:
 
 
 # ------------------------------------------------------------------------------------------------ window
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a duration such as ``90m``, ``36h``, ``7d``, ``2w`` or ``30s``."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", str(text).lower())
-    if not match or float(match.group(1)) <= 0:
-        raise ConfigError(
-            f"Duration {text!r} not understood: expected a positive number and a unit s, m, h, d or w "
-            "(e.g. 90m, 36h, 7d)."
-        )
-    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def parse_time(text: str, now: float) -> float:

@@ -36,6 +36,8 @@ class Lineage:
     code_version: str
     task: str
     labels: list[str] = field(default_factory=list)
+    # a tuned model: {"study": name, "trial": number, "space": tune.space, "params": the trial's values}
+    search: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,6 +52,7 @@ class Lineage:
             code_version=str(data.get("code_version", "")),
             task=str(data.get("task", "")),
             labels=[str(x) for x in data.get("labels") or []],
+            search=_search(data.get("search")),
         )
 
     def to_tags(self, max_value_chars: int) -> dict[str, str]:
@@ -65,6 +68,11 @@ class Lineage:
         }
         if self.parent_version is not None:
             tags["parent_version"] = self.parent_version
+        if self.search is not None:
+            search = json.dumps(self.search, sort_keys=True, default=str)
+            if len(search) > max_value_chars:  # the space of a very wide search: name the study and trial only
+                search = json.dumps({k: self.search.get(k) for k in ("study", "trial")}, default=str)
+            tags["search"] = search
         return {LINEAGE_TAG_PREFIX + k: v for k, v in tags.items()}
 
     @classmethod
@@ -75,6 +83,12 @@ class Lineage:
         labels_text = raw.get("labels", "[]")
         labels = [] if labels_text == LABELS_IN_ARTIFACT else json.loads(labels_text)
         return cls.from_dict({**raw, "labels": labels})
+
+
+def _search(value: Any) -> dict[str, Any] | None:
+    if value in (None, ""):
+        return None
+    return json.loads(value) if isinstance(value, str) else dict(value)
 
 
 @dataclass(frozen=True)

@@ -56,9 +56,13 @@ from keepfit.train.optim import build_optimizer, build_scheduler
 from keepfit.train.postprocess import Postprocessing, fit_postprocessing
 from keepfit.types import Snapshot
 
-__all__ = ["TrainResult", "train_model", "seed_everything"]
+__all__ = ["TrainResult", "EvalHook", "train_model", "seed_everything"]
 
 log = logging.getLogger("keepfit.train")
+
+# Called after each evaluation with its history row (epoch, step, train_loss, train_seconds, validation_*):
+# None goes on, "stop" ends the run and exports the best weights, "pause" checkpoints and exports nothing.
+EvalHook = Callable[[dict[str, Any]], "str | None"]
 
 
 @dataclass
@@ -80,6 +84,7 @@ class TrainResult:
     precision: str = "fp32"
     max_length: int = 0
     phases: dict[str, float] = field(default_factory=dict)  # seconds: setup, teacher, loop, export
+    stopped_by: str | None = None  # "stop" or "pause" when on_eval ended the run ("pause": nothing exported)
 
 
 @dataclass
@@ -229,8 +234,10 @@ def build_job(
     teacher: Path | None,
     replay: pd.DataFrame | None,
     device: torch.device,
+    resume: bool = False,
 ) -> Job:
-    """Labels, model, tokenised data and the strategy's trainable module."""
+    """Labels, model, tokenised data and the strategy's trainable module. ``resume``: a checkpoint will replace
+    the weights, so the linear-probe head start is skipped."""
     tc = config.train
     task = snapshot.task
     model_path = (
@@ -275,7 +282,8 @@ def build_job(
     model.to(device)
     if old_labels and task == "single-label" and len(labels) > len(old_labels):
         _imprint_new_labels(model, train, len(old_labels), pad, precision, device, tc.seed)
-    if tc.head_init == "probe" and not old_labels and task != "regression" and tc.strategy != "head":
+    resumes = resume and latest_checkpoint(run_dir / "checkpoints") is not None
+    if tc.head_init == "probe" and not old_labels and task != "regression" and tc.strategy != "head" and not resumes:
         _probe_head(model, train, pad, precision, device, tc, task)
         release_free_memory()  # the feature pass's activations are gone: give their pages back
     if tc.freeze_embeddings and tc.strategy != "head":
@@ -444,8 +452,30 @@ def _epoch_plan(job: Job, epoch: int, world: int) -> list[list[int]]:
     return [b.tolist() for b in batches if len(b) >= world]
 
 
-def fit_loop(job: Job, accelerator, *, resume: bool, progress: bool) -> TrainState:
-    """Train ``job.model``; evaluate, keep the best weights, checkpoint; return the final state."""
+def _decide(on_eval: EvalHook | None, row: dict[str, Any], accelerator) -> str | None:
+    """The hook's word after an evaluation ("stop", "pause" or None), asked on the main process and shared with
+    the others so every process leaves the loop at the same batch."""
+    if on_eval is None:
+        return None
+    word = [on_eval(row) if accelerator.is_main_process else None]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(word)
+    if word[0] not in (None, "stop", "pause"):
+        raise ValueError(f"on_eval must return None, 'stop' or 'pause', got {word[0]!r}")
+    return word[0]
+
+
+def fit_loop(
+    job: Job, accelerator, *, resume: bool, progress: bool, on_eval: EvalHook | None = None
+) -> TrainState:
+    """Train ``job.model``; evaluate, keep the best weights, checkpoint; return the final state.
+
+    After each evaluation ``on_eval`` (when given) sees its history row and may end the run there: "stop" (the
+    best weights are exported as after the last epoch) or "pause" (checkpointed, nothing exported; resuming
+    continues from that batch). An exception it raises (a pruned trial) ends the run without a checkpoint.
+    """
     tc = job.config.train
     rank, world = accelerator.process_index, accelerator.num_processes
     log.info("processes: %d (this is rank %d), device %s", world, rank, accelerator.device)
@@ -475,6 +505,7 @@ def fit_loop(job: Job, accelerator, *, resume: bool, progress: bool) -> TrainSta
     elif resume:
         log.info("resume: no checkpoint in %s, starting from the beginning", ckpt_dir)
     overheads: list[float] = []
+    job.meta.pop("stopped_by", None)
 
     def checkpoint() -> None:
         if accelerator.is_main_process:
@@ -538,7 +569,11 @@ def fit_loop(job: Job, accelerator, *, resume: bool, progress: bool) -> TrainSta
                         batches_per_epoch,
                     )
                     update(info=_eval_info(state, metric))
+                    word = _decide(on_eval, state.history[-1], accelerator)
                     tick, seen = time.perf_counter(), 0
+                    if word is not None:
+                        job.meta["stopped_by"] = word
+                        break
                     if _stopped(state, tc):
                         break
                 if state.step % tc.checkpoint_every_steps == 0 and state.batch < limit:
@@ -546,8 +581,11 @@ def fit_loop(job: Job, accelerator, *, resume: bool, progress: bool) -> TrainSta
                     checkpoint()
                     tick, seen = time.perf_counter(), 0
             state.train_seconds += time.perf_counter() - tick
-            state.epoch, state.batch, state.batch_order = state.epoch + 1, 0, []
+            if state.batch >= limit or _stopped(state, tc):
+                state.epoch, state.batch, state.batch_order = state.epoch + 1, 0, []
             checkpoint()
+            if "stopped_by" in job.meta:
+                break
     job.meta["padding_overhead"] = float(np.mean(overheads)) if overheads else 1.0
     return state
 
@@ -720,12 +758,14 @@ def train_model(
     teacher: Path | None = None,
     replay: pd.DataFrame | None = None,
     progress: bool = True,
+    on_eval: EvalHook | None = None,
 ) -> TrainResult:
     """Fine-tune on ``snapshot.train`` (plus ``replay`` rows), early-stop on validation, export the best.
 
     ``init_from``: warm start from a keepfit model folder (its head grows for new labels; old rows kept);
     ``teacher``: focal distillation from that model; ``resume``: continue from the last checkpoint in run_dir
-    (bitwise the same result on CPU). Writes config.yaml, metrics.jsonl, train.log, checkpoints/, model/.
+    (bitwise the same result on CPU); ``on_eval``: see :data:`EvalHook` (pruning, budgets, successive halving).
+    Writes config.yaml, metrics.jsonl, train.log, checkpoints/, model/ (not when paused).
     """
     from accelerate import Accelerator
 
@@ -752,16 +792,18 @@ def train_model(
             teacher=teacher,
             replay=replay,
             device=accelerator.device,
+            resume=resume,
         )
         metric = best_metric_name(job.task, tc.metric_for_best)
         teacher_s = job.meta.get("teacher_seconds", 0.0)
         phases = {"setup_s": time.perf_counter() - start - teacher_s, "teacher_s": teacher_s}
         t0 = time.perf_counter()
-        state = fit_loop(job, accelerator, resume=resume, progress=progress)
+        state = fit_loop(job, accelerator, resume=resume, progress=progress, on_eval=on_eval)
         phases["loop_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         model_dir = run_dir / "model"
-        if accelerator.is_main_process:
+        stopped_by = job.meta.pop("stopped_by", None)
+        if accelerator.is_main_process and stopped_by != "pause":
             model_dir = _export(job, snapshot, state, metric)
         phases["export_s"] = time.perf_counter() - t0
         accelerator.wait_for_everyone()
@@ -782,6 +824,7 @@ def train_model(
             precision=job.precision,
             max_length=job.max_length,
             phases=phases,
+            stopped_by=stopped_by,
         )
     finally:
         log.removeHandler(handler)

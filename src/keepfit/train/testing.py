@@ -11,7 +11,7 @@ import pandas as pd
 from keepfit.config import KeepfitConfig
 from keepfit.types import Snapshot
 
-__all__ = ["make_tiny_model", "sentiment_frame", "all_texts", "snapshot_of", "config_for"]
+__all__ = ["make_tiny_model", "sentiment_frame", "all_texts", "snapshot_of", "config_for", "write_tiny_project"]
 
 KEYWORDS = {
     "neg": ["bad", "awful", "hate", "sad", "poor"],
@@ -150,3 +150,22 @@ def make_tiny_model(
                    "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False}
         (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
     return folder
+
+
+def write_tiny_project(folder: Path, model: Path, rows: int = 300, **settings) -> Path:
+    """A project folder with ``rows.csv`` (the easy sentiment task) and a keepfit.yaml training ``model`` with
+    the quick-test recipe of :func:`config_for`; ``settings`` are top-level sections merged over it (e.g.
+    ``tune={...}``, ``train={...}``). Returns the keepfit.yaml path."""
+    import yaml
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sentiment_frame(rows, 1).to_csv(folder / "rows.csv", index=False)
+    train = config_for(model).train.model_dump(exclude_defaults=True)
+    raw = {"model": {"name": str(model)}, "data": {"train": "rows.csv"}, "train": train,
+           "registry": {"model_name": "tiny"}}
+    for section, values in settings.items():
+        raw[section] = {**raw.get(section, {}), **values} if isinstance(values, dict) else values
+    path = folder / "keepfit.yaml"
+    path.write_text("# a tiny test project\n" + yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path

@@ -11,10 +11,11 @@ from typing import Any
 
 from keepfit.config import KeepfitConfig, ParamSpace, TrainConfig
 
-__all__ = ["suggest", "train_overrides"]
+__all__ = ["suggest", "train_overrides", "is_int_setting"]
 
 
-def _is_int(name: str) -> bool:
+def is_int_setting(name: str) -> bool:
+    """Whether train.<name> holds an integer (a range of it is searched in integers)."""
     annotation = TrainConfig.model_fields[name].annotation
     return annotation is int or (getattr(annotation, "__args__", None) or ()) == (int, type(None))
 
@@ -25,7 +26,7 @@ def suggest(trial: Any, space: dict[str, ParamSpace]) -> dict[str, Any]:
     for name, spec in space.items():
         if spec.choices is not None:
             values[name] = trial.suggest_categorical(name, list(spec.choices))
-        elif _is_int(name):
+        elif is_int_setting(name):
             step = int(spec.step or 1)
             values[name] = trial.suggest_int(name, int(spec.low), int(spec.high), step=step, log=spec.log)
         else:

@@ -1,23 +1,13 @@
-"""Tiny models and easy synthetic data for the train stage's tests."""
+"""Easy synthetic data and one shared fine-tune for the train stage's tests."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-from keepfit.train.testing import all_texts, config_for, make_tiny_model, sentiment_frame, snapshot_of
+from keepfit.train.testing import config_for, sentiment_frame, snapshot_of
 from keepfit.types import Snapshot
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", all_texts())
+# tiny_model: tests/unit/conftest.py
 
 
 @pytest.fixture(scope="session")
