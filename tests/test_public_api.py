@@ -13,6 +13,7 @@ EXPECTED = {
     "DataError", "ModelError", "TrainingError", "GateRejected", "RegistryError", "MissingExtraError",
     "LockBusy", "ChampionMoved", "screen_batch", "ScreenResult", "find_training_label_issues",
     "collect_label_issues", "accept_reviewed", "update_from_feedback", "run_monitor", "MonitorReport", "PredictionLog",
+    "run_tune", "TuneResult", "run_auto", "AutoResult",
 }
 
 
@@ -31,7 +32,7 @@ def test_errors_form_one_hierarchy():
 
 def test_lifecycle_functions_take_the_config_first():
     for fn in (keepfit.fit, keepfit.evaluate, keepfit.predict, keepfit.update, keepfit.compare,
-               keepfit.update_from_feedback, keepfit.run_monitor):
+               keepfit.update_from_feedback, keepfit.run_monitor, keepfit.run_tune, keepfit.run_auto):
         first = next(iter(inspect.signature(fn).parameters.values()))
         assert first.name == "config", fn.__name__
         assert fn.__doc__, f"{fn.__name__} needs a docstring"

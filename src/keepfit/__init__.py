@@ -66,6 +66,14 @@ def __getattr__(name: str):
         from keepfit.monitor import MonitorReport, monitor
 
         return monitor if name == "run_monitor" else MonitorReport
+    if name in ("run_tune", "TuneResult"):  # Optuna and SQLAlchemy: on first use (keepfit.tune is the subpackage)
+        from keepfit.tune.study import TuneResult, tune
+
+        return tune if name == "run_tune" else TuneResult
+    if name in ("run_auto", "AutoResult"):
+        from keepfit.tune.auto import AutoResult, auto
+
+        return auto if name == "run_auto" else AutoResult
     if name == "PredictionLog":
         from keepfit.serve.log import PredictionLog
 
@@ -110,6 +118,10 @@ __all__ = [
     "run_monitor",
     "MonitorReport",
     "PredictionLog",
+    "run_tune",
+    "TuneResult",
+    "run_auto",
+    "AutoResult",
     "UpdateResult",
     "compare",
     "CompareResult",

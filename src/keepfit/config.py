@@ -524,6 +524,11 @@ class TuneConfig(_Section):
         "twice this long (a killed worker) is marked failed and run again."
     )
     keep_models: bool = Field(False, description="Keep every completed trial's model folder (else the best only).")
+    baseline: bool = Field(
+        True, description="A new study's first trial runs the config's own train values (those inside the space), "
+        "so the search is measured against, and can only choose better than, what the project trains with now "
+        "(not queued by --worker processes, nor for a grid)."
+    )
 
     @model_validator(mode="after")
     def _searchable(self) -> TuneConfig:

@@ -254,17 +254,19 @@ def fit(
     resume: Path | None = None,
     register: bool = True,
     progress: bool = False,
+    tags: dict[str, str] | None = None,
 ) -> FitResult:
     """Snapshot the data, fine-tune, evaluate on the test split and register the model.
 
     The first registered version becomes ``champion``; later fits are registered without an alias
-    (use ``keepfit update`` to replace a champion through the gate).
+    (use ``keepfit update`` to replace a champion through the gate). ``tags`` go on the registered version
+    (``keepfit.preset``: the preset it was trained with, which `keepfit update` then reuses).
     """
     from keepfit.lock import project_lock
 
     store = Store.at(config.store)
     with project_lock(store, "keepfit fit", timeout=config.update.lock_timeout):
-        return _fit_locked(config, store, snapshot, resume, register, progress)
+        return _fit_locked(config, store, snapshot, resume, register, progress, tags)
 
 
 RUN_SNAPSHOT_FILE = "snapshot.json"
@@ -289,7 +291,7 @@ def _run_snapshot(config: KeepfitConfig, store: Store, snapshot: str | None, res
     return load_snapshot(store, started_on)
 
 
-def _fit_locked(config, store: Store, snapshot, resume, register: bool, progress: bool) -> FitResult:
+def _fit_locked(config, store: Store, snapshot, resume, register: bool, progress: bool, tags=None) -> FitResult:
     from keepfit._io import atomic_write_text
     from keepfit.train import train_model
 
@@ -300,7 +302,7 @@ def _fit_locked(config, store: Store, snapshot, resume, register: bool, progress
         atomic_write_text(run_dir / RUN_SNAPSHOT_FILE, json.dumps({"snapshot": snap.id}))
     issues = _training_label_issues(config, snap, run_dir)
     trained = train_model(snap, config, run_dir, resume=resume is not None, progress=progress)
-    return evaluate_and_register(config, snap, trained, run_dir, register=register, label_issues=issues)
+    return evaluate_and_register(config, snap, trained, run_dir, register=register, label_issues=issues, tags=tags)
 
 
 def evaluate_and_register(

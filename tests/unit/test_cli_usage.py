@@ -33,6 +33,9 @@ def _keepfit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
          "Try 'keepfit models promote --help' for help."),
         (["evalute"], "Usage: keepfit [OPTIONS] COMMAND [ARGS]...", "Did you mean 'evaluate'?",
          "Try 'keepfit --help' for help."),
+        (["auto"], "Usage: keepfit auto [OPTIONS]", "Missing option '--budget'", "Try 'keepfit auto --help' for help."),
+        (["tune", "--trials", "0"], "Usage: keepfit tune [OPTIONS]", "Invalid value for '--trials'",
+         "Try 'keepfit tune --help' for help."),
     ],
 )
 def test_usage_mistakes_show_the_usage_and_exit_2(tmp_path, args, usage, problem, hint):
@@ -79,3 +82,11 @@ def test_an_unexpected_exception_is_reported_as_a_bug(monkeypatch, tmp_path, cap
     monkeypatch.setattr(sys, "argv", ["keepfit", "--debug", "update", "--data", "new.csv"])
     with pytest.raises(ZeroDivisionError):  # --debug shows the real traceback
         main()
+
+
+@pytest.mark.parametrize("budget", ["10", "5s", "ten minutes"])
+def test_a_budget_keepfit_cannot_read_is_one_clear_error(tmp_path, budget):
+    done = _keepfit("auto", "--budget", budget, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert budget in done.stderr and ("unit" in done.stderr or "10 seconds" in done.stderr)
+    assert "Traceback" not in done.stderr and "Internal error" not in done.stderr

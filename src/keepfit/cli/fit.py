@@ -52,6 +52,7 @@ def fit_command(
         resume=resume,
         register=not no_register,
         progress=not (quiet or quiet_default()),
+        tags={"keepfit.preset": preset} if preset else None,  # `keepfit update` of this version reuses it
     )
     print_train_summary(result.train)
     for name, value in result.metrics.items():

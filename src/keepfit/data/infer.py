@@ -548,6 +548,7 @@ _SECTION_HELP = {
     "gate": "The update gate: a candidate replaces the champion only if every rule passes.",
     "update": "How `keepfit update` builds a candidate from the champion.",
     "registry": "Where model versions are registered (MLflow; SQLite inside the store when empty).",
+    "tune": "`keepfit tune`: the search space (empty: keepfit's default space), sampler, pruner, budget, storage.",
 }
 _TOP_HELP = {
     "store": "Project store: data snapshots, runs, checkpoints, registry.",

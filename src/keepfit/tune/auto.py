@@ -121,7 +121,13 @@ class RacePlan:
     levels: list[float]  # rung epochs
     survivors: list[int]
     evals_per_epoch: int
-    epoch_seconds: float  # the estimate it was planned with
+    epoch_seconds: float  # the estimates it was planned with
+    setup_seconds: float = 0.0
+
+    @property
+    def eval_seconds(self) -> float:
+        """Estimated time from one evaluation to the next."""
+        return self.epoch_seconds / self.evals_per_epoch
 
 
 def race_plan(seconds: float, epoch_seconds: float, setup_seconds: float, candidates: int,
@@ -134,9 +140,11 @@ def race_plan(seconds: float, epoch_seconds: float, setup_seconds: float, candid
         if epochs >= MIN_EPOCHS:
             epochs = math.floor(epochs * 4) / 4  # quarter epochs: rung points fall on evaluations
             levels, survivors = _rung_levels(k)
-            rung_epochs = [level * epochs for level in levels]
-            evals = min(8, max(1, math.ceil(1 / rung_epochs[0] - 1e-9)))  # an evaluation at (or just past) a rung
-            return RacePlan(k, epochs, rung_epochs, survivors, evals, epoch_seconds)
+            # evaluations at least twice as often as the first rung comes, and each rung moved to the nearest one
+            evals = min(8, max(1, math.ceil(2 / (levels[0] * epochs) - 1e-9)))
+            rung_epochs = [min(epochs, max(1, round(level * epochs * evals)) / evals) for level in levels]
+            rung_epochs[-1] = epochs
+            return RacePlan(k, epochs, rung_epochs, survivors, evals, epoch_seconds, setup_seconds)
     return None
 
 
@@ -200,9 +208,9 @@ class _Race:
             return False
         return b is None or (a < b if self.lower else a > b)
 
-    def train(self, entry: _Entry, *, until_epoch: float | None, resume: bool) -> None:
-        """Train ``entry`` up to ``until_epoch`` (paused there) or to the end of its schedule, stopped at the
-        deadline either way; failures are recorded on the entry."""
+    def train(self, entry: _Entry, *, until_epoch: float | None, resume: bool, slack: float = 1e-6) -> None:
+        """Train ``entry`` up to ``until_epoch`` (paused at the evaluation within ``slack`` epochs of it) or to the
+        end of its schedule, stopped at the deadline either way; failures are recorded on the entry."""
         assert entry.config is not None
         started = time.time()
 
@@ -214,7 +222,7 @@ class _Race:
             entry.epochs = float(row.get("epoch", entry.epochs))
             if time.time() >= self.deadline:
                 return "stop"
-            if until_epoch is not None and entry.epochs >= until_epoch - 1e-6:
+            if until_epoch is not None and entry.epochs >= until_epoch - slack:
                 return "pause"
             return None
 
@@ -265,8 +273,10 @@ def auto(
     snapshot: str | None = None,
     register: bool = True,
     say: Progress | None = None,
+    max_epochs: float = MAX_EPOCHS,
 ) -> AutoResult:
-    """Race the portfolio on a snapshot inside ``budget`` (``20m``, ``1h``); register the winner."""
+    """Race the portfolio on a snapshot inside ``budget`` (``20m``, ``1h``); register the winner. ``max_epochs``
+    caps a racer's schedule (a small data set needs no more than the best recipe's 8)."""
     from keepfit.pipeline import _require_trainable, resolve_snapshot
 
     say = say or log.info
@@ -291,7 +301,7 @@ def auto(
     race.report(baseline)
     rate = _forward_seconds_per_row(baseline.trained, profile, fallback=0.01)
     race.deadline = started + seconds - _reserve(profile, rate)
-    plan = _plan(race, profile, rate, len(racers))
+    plan = _plan(race, profile, rate, len(racers), _schedule_cap(config, profile, max_epochs))
     if plan is None:
         say("auto: no time left for a fine-tuning racer; the head-only model wins")
         for entry in entries[1:]:
@@ -305,19 +315,32 @@ def auto(
                    config_path, register, say)
 
 
+def _schedule_cap(config: KeepfitConfig, profile: DataProfile, max_epochs: float) -> float:
+    """The longest schedule a racer gets: the project's own train.epochs when each label has 30 rows or more (a
+    race of long schedules compares racers early in their warm-up and high learning rate, and on banking77 in 10
+    minutes it lost to one 3-epoch run: BENCHMARKS.md), up to ``max_epochs`` for smaller data."""
+    return min(max_epochs, config.train.epochs) if profile.rows_per_label >= 30 else max_epochs
+
+
 def _reserve(profile: DataProfile, rate: float) -> float:
     """Seconds kept out of the race for the winner's export and test pass: the encoder's pass over test and
     validation, doubled, and a few seconds of writing (``rate``: forward seconds per row)."""
     return 2 * rate * (profile.test_rows + profile.validation_rows) + 5.0
 
 
-def _plan(race: _Race, profile: DataProfile, rate: float, candidates: int) -> RacePlan | None:
-    """Time per epoch of a fine-tuning racer ~ 3 forward passes over train (forward + backward) and one over
+# A training step costs this many feature-pass forwards per row: measured on banking77 with all-MiniLM-L6-v2 on
+# 2 cores (training 190 samples/s against the head-only feature pass's ~1,100 rows/s: backward, optimiser, and
+# the feature pass's larger inference batches); the race re-plans from measured epochs after its first rung.
+TRAIN_TO_FORWARD = 6.0
+
+
+def _plan(race: _Race, profile: DataProfile, rate: float, candidates: int, max_epochs: float) -> RacePlan | None:
+    """Time per epoch of a fine-tuning racer ~ TRAIN_TO_FORWARD forward passes over train and one over
     validation; its setup ~ one pass over train (the linear-probe head start) and a few seconds of loading."""
-    epoch_seconds = rate * (3 * profile.train_rows + profile.validation_rows)
+    epoch_seconds = rate * (TRAIN_TO_FORWARD * profile.train_rows + profile.validation_rows)
     setup_seconds = rate * profile.train_rows + 5.0
     left = race.deadline - time.time()
-    return race_plan(left, max(epoch_seconds, 1e-3), setup_seconds, candidates)
+    return race_plan(left, max(epoch_seconds, 1e-3), setup_seconds, candidates, max_epochs)
 
 
 def _run_race(race: _Race, entries: list[_Entry], plan: RacePlan, config: KeepfitConfig) -> None:
@@ -330,17 +353,21 @@ def _run_race(race: _Race, entries: list[_Entry], plan: RacePlan, config: Keepfi
                                              "evals_per_epoch": plan.evals_per_epoch,
                                              "checkpoint_every_steps": 10**9})
     for rung, (level, _) in enumerate(zip(plan.levels, plan.survivors, strict=True)):
-        last = rung == len(plan.levels) - 1
+        last = rung == len(plan.levels) - 1 or len(alive) == 1  # a lone racer goes straight to the end
         for entry in alive:
-            if time.time() >= race.deadline:
+            if race.deadline - time.time() < plan.setup_seconds + plan.eval_seconds:  # it would end past it
                 entry.stopped = ("not run: budget" if entry.stopped == "not run" else
                                  f"budget (paused at {entry.epochs:g} epochs, not exported)")
                 continue
-            race.train(entry, until_epoch=None if last else level, resume=entry.stopped == "paused")
+            race.train(entry, until_epoch=None if last else level, resume=entry.stopped == "paused",
+                       slack=0.5 / plan.evals_per_epoch)  # evaluations fall on whole batches, near k / evals
             race.report(entry)
         if last:
             break
         keep = plan.survivors[rung + 1]
+        if keep > 1 and not _fits(race, alive, plan, rung + 1, keep):
+            keep = 1  # slower than planned: the best racer alone gets the time left
+            race.say(f"auto: racers slower than planned; only the best goes on after rung {rung + 1}")
         running = [e for e in alive if e.stopped == "paused"]
         ranked = sorted(running, key=lambda e: (e.validation is None,
                                                 -(e.validation or 0) if not race.lower else (e.validation or 0)))
@@ -353,6 +380,24 @@ def _run_race(race: _Race, entries: list[_Entry], plan: RacePlan, config: Keepfi
     for entry in alive:
         if entry.stopped == "paused":  # the deadline came between rungs: its checkpoint is all there is
             entry.stopped = "budget (paused, not exported)"
+
+
+def _measured_epoch_seconds(entries: list[_Entry]) -> float | None:
+    """Seconds per epoch the racers took so far (setup included), the slowest one's."""
+    rates = [e.seconds / e.epochs for e in entries if e.epochs > 0 and e.seconds > 0]
+    return max(rates) if rates else None
+
+
+def _fits(race: _Race, alive: list[_Entry], plan: RacePlan, rung: int, keep: int) -> bool:
+    """Whether ``keep`` racers can still go through the remaining rungs at the speed measured so far."""
+    per_epoch = _measured_epoch_seconds(alive)
+    if per_epoch is None:
+        return True
+    need, previous = 0.0, plan.levels[rung - 1]
+    for level, n in zip(plan.levels[rung:], plan.survivors[rung:], strict=True):
+        need += min(n, keep) * (level - previous) * per_epoch
+        previous = level
+    return need <= race.deadline - time.time()
 
 
 def _finish(config, snap, entries: list[_Entry], metric: str, plan, name: str, folder: Path, seconds: float,

@@ -354,7 +354,8 @@ class _Objective:
             if report:
                 step[0] += 1
                 trial.report(float(value), step=step[0])
-                if trial.should_prune():
+                last = float(row.get("epoch", 0)) >= self.config.train.epochs - 1e-6  # nothing left to save
+                if not last and trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after evaluation {step[0]} (validation {self.metric} "
                                              f"{value:.4f})")
             if self.deadline is not None and time.time() >= self.deadline:
@@ -480,15 +481,14 @@ def tune(
 
     _optuna()  # the extra's message before any work
     tc = config.tune
+    say = say or log.info
     if not tc.space:
-        raise ConfigError("tune.space is empty: name the settings to search in keepfit.yaml, e.g.\n"
-                          "tune:\n  space:\n    lr: {low: 1.0e-5, high: 1.0e-3, log: true}\n"
-                          "    epochs: {choices: [2, 3, 4]}")
+        config, tc = _with_default_space(config)
+        say(f"tune.space is empty: searching keepfit's default space ({', '.join(tc.space)})")
     if tc.trials is None and not tc.timeout:
         raise ConfigError("tune.trials and tune.timeout are both empty: the study would never end. Set "
                           "tune.trials (e.g. 20), tune.timeout (e.g. 2h), or both (whichever ends first).")
     budget = parse_duration(tc.timeout) if tc.timeout else None
-    say = say or log.info
     started = time.time()
     snap = resolve_snapshot(config, snapshot)
     from keepfit.pipeline import _require_trainable
@@ -503,6 +503,12 @@ def tune(
     retried = _fail_dead_local_trials(study)
     if retried:
         say(f"{retried} trial(s) of a killed worker queued again")
+    # the baseline goes first in a new study; not from --worker processes (several starting at once would each
+    # queue it) and not for a grid (it runs every point anyway)
+    if tc.baseline and not worker and tc.sampler != "grid" and not study.get_trials(deepcopy=False):
+        baseline = _baseline(config)
+        study.enqueue_trial(baseline, user_attrs={"keepfit.baseline": True})
+        say(f"trial 0 runs the config's own values first (the baseline): {baseline}")
     study_dir = store.tune / name
     study_dir.mkdir(parents=True, exist_ok=True)
     deadline = started + budget if budget else None
@@ -562,6 +568,35 @@ def _write_preset(config_path: Path | None, study: str, params: dict[str, Any]) 
     name = _preset_name(study)
     write_preset(Path(config_path), name, {f"train.{k}": v for k, v in params.items()})
     return name
+
+
+def _with_default_space(config: KeepfitConfig) -> tuple[KeepfitConfig, Any]:
+    from keepfit.config import TuneConfig
+    from keepfit.tune.space import DEFAULT_SPACE
+
+    if config.tune.sampler == "grid":
+        raise ConfigError("tune.sampler is grid but tune.space is empty: a grid needs the values to try, e.g.\n"
+                          "tune:\n  space:\n    lr: {choices: [5.0e-5, 1.0e-4, 2.0e-4]}\n"
+                          "    epochs: {choices: [2, 3]}")
+    tc = TuneConfig.model_validate({**config.tune.model_dump(), "space": DEFAULT_SPACE})
+    return config.model_copy(update={"tune": tc}), tc
+
+
+def _baseline(config: KeepfitConfig) -> dict[str, Any]:
+    """The config's own value of each searched setting that lies inside the space (the others are sampled)."""
+    values = {}
+    for name, spec in config.tune.space.items():
+        value = getattr(config.train, name)
+        if spec.choices is not None:
+            inside = value in spec.choices
+        else:
+            inside = isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and spec.low <= value <= spec.high  # type: ignore[operator]
+            if inside and spec.step is not None:
+                inside = abs((value - spec.low) / spec.step - round((value - spec.low) / spec.step)) < 1e-9
+        if inside:
+            values[name] = value
+    return values
 
 
 def _trial_row(trial) -> dict[str, Any]:

@@ -10,9 +10,6 @@ import sys
 
 import pytest
 
-from keepfit.errors import MissingExtraError
-from keepfit.tune.postgres import local_postgres
-
 pytestmark = pytest.mark.integration
 
 WORKER = """
@@ -30,32 +27,6 @@ def objective(trial):
 study.optimize(objective, n_trials=int(sys.argv[3]))
 print(study.best_trial.number, study.best_value)
 """
-
-
-def _install_postgres() -> None:
-    """Install Debian's postgresql where it is missing and this process may (root with apt-get)."""
-    import os
-    import shutil
-
-    from keepfit.tune.postgres import find_postgres
-
-    if find_postgres() is not None or os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return
-    subprocess.run(["apt-get", "install", "-y", "-q", "postgresql"], capture_output=True, timeout=600,
-                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-
-
-@pytest.fixture()
-def postgres_url():
-    pytest.importorskip("psycopg2", reason="the PostgreSQL driver (psycopg2-binary, extra tune) is not installed")
-    _install_postgres()
-    try:
-        with local_postgres() as url:
-            yield url
-    except MissingExtraError as err:
-        pytest.skip(f"no PostgreSQL server here: {err}")
-    except subprocess.CalledProcessError as err:
-        pytest.skip(f"PostgreSQL would not start here: {err.stderr or err.stdout}")
 
 
 def test_two_workers_share_one_study_without_running_a_trial_twice(postgres_url: str):

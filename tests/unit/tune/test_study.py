@@ -115,6 +115,7 @@ def test_the_time_budget_stops_a_trial_at_its_next_evaluation(tmp_path, tiny_mod
     elapsed = time.time() - started
     trial = _study(config, "clock").trials[0]
     assert trial.state == optuna.trial.TrialState.COMPLETE and trial.user_attrs[STOPPED] == "budget"
+    assert trial.user_attrs["keepfit.baseline"] is True and trial.params == {"lr": 0.01}  # the config's own values
     assert len(result.trials) == 1  # the budget was spent on the first trial
     assert len(trial.intermediate_values) < 100  # of 400 epochs, the few that fit in 4 s ran
     assert elapsed < 4 + 6  # the budget, one evaluation, the model's loading and the study's opening
@@ -123,7 +124,7 @@ def test_the_time_budget_stops_a_trial_at_its_next_evaluation(tmp_path, tiny_mod
 def test_bad_studies_get_one_clear_error(tmp_path, tiny_model):
     path = _project(tmp_path, tiny_model, study_name="fixed")
     config = load_config(path)
-    with pytest.raises(ConfigError, match="tune.space is empty"):
+    with pytest.raises(ConfigError, match="a grid needs the values"):  # an empty space is the default one, not a grid
         tune(config.model_copy(update={"tune": config.tune.model_copy(update={"space": {}})}))
     with pytest.raises(ConfigError, match="would never end"):
         tune(config.model_copy(update={"tune": config.tune.model_copy(update={"trials": None})}))
@@ -148,3 +149,14 @@ def test_cross_validation_scores_each_trial_on_k_folds_then_retrains_the_choice(
     assert trial.value == pytest.approx(sum(trial.user_attrs["keepfit.fold_scores"]) / 3)
     assert result.fit is not None and result.fit.run_dir.name == "chosen-trial-0000"
     assert study_counts(_study(config, "cv"))["COMPLETE"] == 1
+
+
+def test_the_baseline_is_the_configs_own_values_inside_the_space(tmp_path, tiny_model):
+    from keepfit.tune.study import _baseline
+
+    space = {"lr": {"low": 1e-3, "high": 0.1, "log": True}, "epochs": {"choices": [2, 3]},
+             "batch_size": {"low": 8, "high": 64, "step": 5}, "dropout": {"low": 0.0, "high": 0.3},
+             "strategy": {"choices": ["full", "lora"]}}
+    path = _project(tmp_path, tiny_model, space=space, sampler="tpe")
+    config = load_config(path)  # lr 0.01, epochs 4, batch 16 (not on the 8 + 5k grid), dropout empty, full
+    assert _baseline(config) == {"lr": 0.01, "strategy": "full"}
