@@ -40,6 +40,7 @@ def fit_command(
 ) -> None:
     """Fine-tune the configured model on a data snapshot, evaluate it and register it."""
     from keepfit.pipeline import fit
+    from keepfit.train.presets import PRESET_TAG
 
     cfg = config_with_preset(config, preset, overrides)
     if resume is not None and not (resume / "config.yaml").exists():
@@ -52,7 +53,7 @@ def fit_command(
         resume=resume,
         register=not no_register,
         progress=not (quiet or quiet_default()),
-        tags={"keepfit.preset": preset} if preset else None,  # `keepfit update` of this version reuses it
+        tags={PRESET_TAG: preset} if preset else None,  # `keepfit update` of this version reuses it
     )
     print_train_summary(result.train)
     for name, value in result.metrics.items():

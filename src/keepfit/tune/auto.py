@@ -34,6 +34,7 @@ from keepfit.errors import ConfigError, TrainingError
 from keepfit.store import Store
 from keepfit.train.loop import TrainResult, train_model
 from keepfit.train.metrics import LOWER_IS_BETTER, best_metric_name
+from keepfit.train.presets import PRESET_TAG
 from keepfit.tune.study import _TRIAL_ERRORS, Progress, _reason, masked_url, open_storage
 from keepfit.types import Snapshot
 
@@ -428,7 +429,7 @@ def _finish(config, snap, entries: list[_Entry], metric: str, plan, name: str, f
     with project_lock(Store.at(config.store), "keepfit auto", timeout=config.update.lock_timeout):
         fit = evaluate_and_register(winner.config, snap, winner.trained, winner.run_dir, register=register,
                                     search=search, tags={"keepfit.kind": "auto", "keepfit.auto.study": name,
-                                                         "keepfit.preset": preset})
+                                                         PRESET_TAG: preset})
     test = {k: v for k, v in fit.metrics.items() if isinstance(v, (int, float))}
     if config_path is not None:
         from keepfit.train.presets import write_preset

@@ -37,6 +37,7 @@ from keepfit.errors import ConfigError, DataError, MissingExtraError, ModelError
 from keepfit.store import Store
 from keepfit.train.loop import EvalHook, TrainResult, train_model
 from keepfit.train.metrics import LOWER_IS_BETTER, best_metric_name
+from keepfit.train.presets import PRESET_TAG
 from keepfit.tune.space import is_int_setting, suggest, train_overrides
 from keepfit.types import Snapshot
 
@@ -660,7 +661,7 @@ def _finish(config: KeepfitConfig, snap: Snapshot, study, best, study_dir: Path,
         fit = evaluate_and_register(
             chosen, snap, trained, run_dir, register=register, search=search,
             tags={"keepfit.kind": "tune", "keepfit.tune.study": study.study_name,
-                  "keepfit.tune.trial": str(best.number), "keepfit.preset": preset},
+                  "keepfit.tune.trial": str(best.number), PRESET_TAG: preset},
         )
     return fit, _write_preset(config_path, study.study_name, best.params)
 
