@@ -70,7 +70,7 @@ def _table(html: str, heading: str) -> tuple[list[str], list[list[str]]]:
 
 def test_report_has_every_figure_every_trial_and_the_note(tmp_path: Path):
     study = _study()
-    style = dict(plt.rcParams)
+    style, open_before = dict(plt.rcParams), plt.get_fignums()  # another test may have left one open
     states = [t.state.name for t in study.trials]
     assert {"COMPLETE", "PRUNED", "FAIL"} <= set(states)  # the fixture exercises every branch
     path = write_tune_report(study, tmp_path, title="tune intents", summary=_summary(study))
@@ -80,7 +80,7 @@ def test_report_has_every_figure_every_trial_and_the_note(tmp_path: Path):
     assert html.count('<img src="data:image/png;base64,') == 4
     assert "could not be drawn" not in html
     assert html.index(NOTE) < html.index("<h2>Study</h2>") < html.index("<h2>Figures</h2>") < html.index("<h2>Trials")
-    assert plt.get_fignums() == []  # every figure closed
+    assert plt.get_fignums() == open_before  # every figure the report opened is closed
     assert dict(plt.rcParams) == style  # Optuna's ggplot style does not leak into later figures
     header, rows = _table(html, "Trials")
     assert header == ["trial", "state", "value", "lr", "layers", "seconds", "last step", "failure", "seed"]
@@ -159,8 +159,9 @@ def test_a_plot_that_raises_becomes_a_sentence(tmp_path: Path, monkeypatch: pyte
     figures = list(report._FIGURES)
     figures[2] = (broken, figures[2][1], "Parallel coordinates")
     monkeypatch.setattr(report, "_FIGURES", figures)
+    open_before = plt.get_fignums()
     html = write_tune_report(_study(6), tmp_path, title="t", summary={}).read_text(encoding="utf-8")
 
     assert html.count("<img") == 3
     assert "Parallel coordinates could not be drawn: RuntimeError: boom" in html
-    assert plt.get_fignums() == []
+    assert plt.get_fignums() == open_before
