@@ -24,6 +24,8 @@ from keepfit.cli._common import ConfigOption, QuietOption, SetOption, resolve_co
 from keepfit.cli._console import console
 from keepfit.config import CONFIG_FILENAME
 
+SnapshotOption = typer.Option(None, "--snapshot", help="Snapshot id (default: from config data, else HEAD).")
+
 
 def _config_file(config: Path | None) -> Path | None:
     """The file the config came from (where the chosen preset is written), None for defaults."""
@@ -53,7 +55,7 @@ def tune_command(
         False, "--worker", help="Run trials only: no retraining, test scoring, registration or preset (run "
         "`keepfit tune` without --worker once the workers are done)."
     ),
-    snapshot: str = typer.Option(None, "--snapshot", help="Snapshot id (default: from config data, else HEAD)."),
+    snapshot: str = SnapshotOption,
     no_register: bool = typer.Option(False, "--no-register", help="Score the chosen model but do not register it."),
     config: Path = ConfigOption,
     overrides: list[str] = SetOption,
@@ -65,7 +67,7 @@ def tune_command(
     from keepfit.tune.study import tune
 
     cfg = resolve_config(config, _budget_overrides(trials, timeout) + list(overrides or []))
-    say = (lambda _line: None) if quiet else (lambda line: console.print(escape(line)))
+    say = _say(quiet)
     result = tune(
         cfg, config_path=_config_file(config), snapshot=snapshot, storage=storage, study_name=study,
         worker=worker, register=not no_register, say=say,
@@ -95,6 +97,11 @@ def tune_command(
     console.print(f"Report: {escape(str(result.report))}")
 
 
+def _say(quiet: bool):
+    """Where progress lines go: the console, or nowhere with --quiet."""
+    return (lambda _line: None) if quiet else (lambda line: console.print(escape(line)))
+
+
 def _is_champion(cfg, version: str) -> bool:
     from keepfit.registry import Registry
 
@@ -104,7 +111,7 @@ def _is_champion(cfg, version: str) -> bool:
 
 def auto_command(
     budget: str = typer.Option(..., "--budget", help="Wall-time budget such as 10m, 1h or 1h30m."),
-    snapshot: str = typer.Option(None, "--snapshot", help="Snapshot id (default: from config data, else HEAD)."),
+    snapshot: str = SnapshotOption,
     no_register: bool = typer.Option(False, "--no-register", help="Score the winner but do not register it."),
     config: Path = ConfigOption,
     overrides: list[str] = SetOption,
@@ -118,7 +125,7 @@ def auto_command(
     from keepfit.tune.auto import auto
 
     cfg = resolve_config(config, list(overrides or []))
-    say = (lambda _line: None) if quiet else (lambda line: console.print(escape(line)))
+    say = _say(quiet)
     result = auto(cfg, budget=budget, config_path=_config_file(config), snapshot=snapshot,
                   register=not no_register, say=say)
     table = Table(title=f"keepfit auto: {result.study}")

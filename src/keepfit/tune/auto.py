@@ -29,13 +29,14 @@ from typing import Any
 import numpy as np
 
 from keepfit._duration import parse_duration
-from keepfit.config import KeepfitConfig, TrainConfig
+from keepfit.config import KeepfitConfig
 from keepfit.errors import ConfigError, TrainingError
 from keepfit.store import Store
 from keepfit.train.loop import TrainResult, train_model
 from keepfit.train.metrics import LOWER_IS_BETTER, best_metric_name
 from keepfit.train.presets import PRESET_TAG
-from keepfit.tune.study import _TRIAL_ERRORS, Progress, _reason, masked_url, open_storage
+from keepfit.tune.space import train_overrides
+from keepfit.tune.study import _TRIAL_ERRORS, Progress, _reason, masked_url, open_storage, storage_url
 from keepfit.types import Snapshot
 
 log = logging.getLogger(__name__)
@@ -250,11 +251,6 @@ class _Race:
                  f"{self.metric} {value}, {entry.seconds:.0f} s; {max(0, self.deadline - time.time()):.0f} s left")
 
 
-def _config_with(config: KeepfitConfig, settings: dict[str, Any]) -> KeepfitConfig:
-    train = TrainConfig.model_validate({**config.train.model_dump(), **settings})
-    return config.model_copy(update={"train": train})
-
-
 def _forward_seconds_per_row(trained: TrainResult | None, profile: DataProfile, fallback: float) -> float:
     """The encoder's forward time per row, from the head-only model's feature pass (train + validation)."""
     from keepfit.train.model import read_meta
@@ -297,7 +293,7 @@ def auto(
     race = _Race(config, snap, folder, metric, started + seconds - _reserve(profile, 0.01), say)
     entries = [_Entry(c, folder / c.name) for c in (head, *racers)]
     baseline = entries[0]
-    baseline.config = _config_with(config, head.settings)
+    baseline.config = train_overrides(config, head.settings)
     race.train(baseline, until_epoch=None, resume=False)
     race.report(baseline)
     rate = _forward_seconds_per_row(baseline.trained, profile, fallback=0.01)
@@ -350,7 +346,7 @@ def _run_race(race: _Race, entries: list[_Entry], plan: RacePlan, config: Keepfi
         entry.stopped = "not run: budget"
     alive = entries[:plan.racers]
     for entry in alive:
-        entry.config = _config_with(config, {**entry.candidate.settings, "epochs": plan.epochs,
+        entry.config = train_overrides(config, {**entry.candidate.settings, "epochs": plan.epochs,
                                              "evals_per_epoch": plan.evals_per_epoch,
                                              "checkpoint_every_steps": 10**9})
     for rung, (level, _) in enumerate(zip(plan.levels, plan.survivors, strict=True)):
@@ -439,8 +435,7 @@ def _finish(config, snap, entries: list[_Entry], metric: str, plan, name: str, f
     study = _as_study(config, name, entries, metric)
     result = AutoResult(seconds, race_seconds, time.time() - started, metric, leaderboard, winner.candidate.name,
                         winner.validation, plan, name, fit.version, test, preset if config_path else None)
-    report = _report(study, folder, result, masked_url(config.tune.storage or Store.at(config.store).studies_db
-                                                       .as_uri().replace("file://", "sqlite:///")))
+    report = _report(study, folder, result, masked_url(storage_url(config)))
     return replace(result, report=report, wall_seconds=time.time() - started)
 
 

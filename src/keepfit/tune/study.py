@@ -43,7 +43,7 @@ from keepfit.types import Snapshot
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TuneResult", "tune", "open_storage", "study_counts", "masked_url", "FAILURE", "STOPPED"]
+__all__ = ["TuneResult", "tune", "open_storage", "storage_url", "study_counts", "masked_url", "FAILURE", "STOPPED"]
 
 # trial user attributes keepfit writes (what the report and a resumed study read back)
 FAILURE = "keepfit.failure"  # why a trial failed
@@ -111,18 +111,33 @@ def _with_driver(url: str) -> str:
     return url
 
 
+def storage_url(config: KeepfitConfig, url: str | None = None) -> str:
+    """The study storage's URL: ``url``, else ``tune.storage``, else SQLite in the project store."""
+    return url or config.tune.storage or f"sqlite:///{Store.at(config.store).studies_db}"
+
+
 def open_storage(config: KeepfitConfig, url: str | None = None):
     """Optuna's RDB storage at ``url``, ``tune.storage`` or SQLite in the store, with heartbeats so a killed
     worker's trial is failed and retried (once its heartbeat is two ``tune.heartbeat_seconds`` old)."""
     optuna = _optuna()
     from optuna.storages import RDBStorage
 
-    store = Store.at(config.store)
-    url = _with_driver(url or config.tune.storage or f"sqlite:///{store.studies_db}")
+    url = _with_driver(storage_url(config, url))
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     beat = max(1, math.ceil(config.tune.heartbeat_seconds))
+    for attempt in range(3):  # workers starting together on a new database race to create its tables
+        try:
+            return _rdb_storage(optuna, RDBStorage, url, engine, beat)
+        except Exception as err:  # noqa: BLE001 - the loser of the race sees a duplicate key; try again
+            if attempt == 2 or not any(w in str(err) for w in ("UniqueViolation", "already exists")):
+                raise
+            time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")
+
+
+def _rdb_storage(optuna, RDBStorage, url: str, engine: dict, beat: int):
     try:
         with warnings.catch_warnings():  # heartbeats are marked experimental since Optuna 2.9
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -498,7 +513,7 @@ def tune(
     metric = best_metric_name(snap.task, config.train.metric_for_best)
     name = study_name or tc.study_name or f"tune-{snap.id[:12]}"
     store = Store.at(config.store)
-    url = storage or tc.storage or f"sqlite:///{store.studies_db}"
+    url = storage_url(config, storage)
     opened = open_storage(config, url)
     study = _open_study(config, opened, name, snap, metric)
     retried = _fail_dead_local_trials(study)

@@ -80,8 +80,11 @@ def test_two_workers_share_a_study_in_postgresql_and_one_finisher_registers_the_
     tmp_path, tiny_model, postgres_url
 ):
     space = {"lr": {"low": 1e-3, "high": 5e-2, "log": True}, "epochs": {"choices": [1, 2, 3]}}
-    project = write_tiny_project(tmp_path / "project", tiny_model,
-                                 tune={"space": space, "sampler": "tpe", "startup_trials": 2, "trials": 6})
+    # trials long enough (several seconds each) that the second worker's start-up, slow on a loaded machine, does
+    # not find the study already done
+    project = write_tiny_project(tmp_path / "project", tiny_model, train={"epochs": 8},
+                                 tune={"space": {"lr": space["lr"]}, "sampler": "tpe", "startup_trials": 2,
+                                       "trials": 6})
     args = ["--storage", postgres_url, "--study", "shared-tiny", "--quiet"]
     workers = [_keepfit(project, *args, "--worker") for _ in range(2)]
     for worker in workers:
