@@ -639,6 +639,8 @@ class KeepfitConfig(_Section):
             self.train.label_smoothing = 0.0
         if "metric_for_best" not in self.train.model_fields_set:
             self.train.metric_for_best = "loss"
+        if "freeze_embeddings" not in self.train.model_fields_set:  # tied to the output layer in most LMs
+            self.train.freeze_embeddings = False
         return self
 
     @property

@@ -20,7 +20,7 @@ import pandas as pd
 from keepfit.config import KeepfitConfig, config_hash
 from keepfit.errors import DataError, ModelError, RegistryError
 from keepfit.store import Store
-from keepfit.types import Snapshot
+from keepfit.types import COMPLETION, GENERATION, PROMPT, Snapshot, is_generation
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class EvaluateResult:
     result: Any
     outputs: tuple[list[str], np.ndarray] | None = None  # (labels, outputs) on the evaluated split
     thresholds: np.ndarray | None = None  # multi-label decision thresholds served with the model
+    generations: tuple[list[str], np.ndarray] | None = None  # text-generation: (answers, ended with EOS)
 
 
 @dataclass(frozen=True)
@@ -109,13 +110,22 @@ def resolve_snapshot(config: KeepfitConfig, snapshot: str | None = None) -> Snap
     if snapshot:
         return load_snapshot(store, snapshot)
     if config.data.train:
-        return snapshot_data(config, store=store)
+        return snapshot_data(config, store=store, count_tokens=token_counter_for(config))
     if store.head_file.exists():
         return load_snapshot(store, "HEAD")
     raise DataError(
         "No data to train on: expected data.train in keepfit.yaml or an existing snapshot, found neither. "
         "Run `keepfit init DATA` to write a config, or pass --snapshot ID."
     )
+
+
+def token_counter_for(config: KeepfitConfig):
+    """text-generation: the data check's token counter with the model's tokenizer (None for other tasks)."""
+    if not is_generation(config.task):
+        return None
+    from keepfit.train.causal import token_counter
+
+    return token_counter(config.model.name, config.model.revision)
 
 
 def resolve_model(config: KeepfitConfig, ref: str | Path) -> Path:
@@ -200,13 +210,15 @@ def _evaluate_model(
     from keepfit.evaluation import evaluate_outputs, write_evaluation_report
     from keepfit.train import load_predictor
 
-    predictor = load_predictor(model_dir)
     frame = snapshot.split(split)
     if len(frame) == 0:
         raise DataError(
             f"Snapshot {snapshot.id[:12]} has no {split} rows to evaluate on. "
             "Give a larger data set or set split.test above 0."
         )
+    if is_generation(snapshot.task):
+        return _evaluate_generation(config, model_dir, frame, out_dir, history=history, title=title)
+    predictor = load_predictor(model_dir)
     preds = predictor.predict(frame["text"].tolist(), batch_size=config.evaluate.batch_size)
     labels = preds.labels
     validation = None
@@ -231,6 +243,43 @@ def _evaluate_model(
     return EvaluateResult(
         metrics=dict(result.headline), report=report, result=result, outputs=(labels, preds.outputs),
         thresholds=preds.thresholds,
+    )
+
+
+GENERATION_BATCH = 32  # prompts per generate() call: left padding of a length-sorted batch wastes little
+
+
+def _generations(config: KeepfitConfig, model_dir: Path, frame: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """Greedy answers of the model in ``model_dir`` to the prompts of ``frame``, and which ended with EOS."""
+    from keepfit.train.generator import load_generator, prompt_messages
+
+    return load_generator(model_dir).answer(
+        prompt_messages(frame[PROMPT]), max_new_tokens=config.evaluate.max_new_tokens,
+        batch_size=min(config.evaluate.batch_size, GENERATION_BATCH),
+    )
+
+
+def _generation_scores(config: KeepfitConfig, frame: pd.DataFrame, answers: list[str], ended: np.ndarray):
+    """Per-example scores of ``answers`` against the frame's references (what "right" means: evaluate.*)."""
+    from keepfit.evaluation.generation import match_kind, score_generations
+
+    references = frame[COMPLETION].astype(str).tolist()
+    return score_generations(
+        references, answers, ended, match=match_kind(references, config.evaluate.generation_match),
+        threshold=config.evaluate.generation_threshold,
+    )
+
+
+def _evaluate_generation(config, model_dir: Path, frame: pd.DataFrame, out_dir: Path, *, history, title):
+    from keepfit.evaluation import write_evaluation_report
+    from keepfit.evaluation.generation import evaluate_generations
+
+    answers, ended = _generations(config, model_dir, frame)
+    result = evaluate_generations(frame, answers, ended, config.evaluate, seed=config.train.seed)
+    report = write_evaluation_report(result, out_dir, history=history, title=title)
+    return EvaluateResult(
+        metrics=dict(result.headline), report=report, result=result,
+        outputs=([], _generation_scores(config, frame, answers, ended)), generations=(answers, ended),
     )
 
 
@@ -300,7 +349,7 @@ def _fit_locked(config, store: Store, snapshot, resume, register: bool, progress
     run_dir = Path(resume) if resume else _new_run_dir(store, "fit")
     if resume is None:
         atomic_write_text(run_dir / RUN_SNAPSHOT_FILE, json.dumps({"snapshot": snap.id}))
-    issues = _training_label_issues(config, snap, run_dir)
+    issues = None if is_generation(snap.task) else _training_label_issues(config, snap, run_dir)
     trained = train_model(snap, config, run_dir, resume=resume is not None, progress=progress)
     return evaluate_and_register(config, snap, trained, run_dir, register=register, label_issues=issues, tags=tags)
 
@@ -428,6 +477,8 @@ def _compare_on(
     from keepfit.gate import apply_gate, compare_outputs, write_comparison_report
 
     frame = snapshot.test if frame is None else frame
+    if is_generation(snapshot.task):
+        return _compare_generations(config, old_dir, new_dir, frame, out_dir, groups, new_outputs, timings)
     labels_old, out_old, thresholds_old = _paired_outputs(config, old_dir, frame)
     # the candidate's test outputs are reused from its evaluation when given (same rows, same order)
     labels_new, out_new, thresholds_new = new_outputs or _paired_outputs(config, new_dir, frame)
@@ -448,6 +499,31 @@ def _compare_on(
     )
     decision = apply_gate(comparison, config.gate)
     report = write_comparison_report(comparison, decision, out_dir, interpolation=interpolation, timings=timings)
+    return CompareResult(comparison=comparison, decision=decision, report=report)
+
+
+def _compare_generations(config, old_dir: Path, new_dir: Path, frame: pd.DataFrame, out_dir: Path, groups,
+                         new_outputs: tuple[list[str], np.ndarray] | None, timings) -> CompareResult:
+    """Champion and candidate answer the same prompts; each answer is scored against the reference, and the
+    paired per-example scores go through the same comparison and gate as a classifier's."""
+    from keepfit.gate import apply_gate, compare_outputs, write_comparison_report
+
+    old_answers, old_ended = _generations(config, old_dir, frame)
+    new_answers, new_ended = new_outputs or _generations(config, new_dir, frame)
+    comparison = compare_outputs(
+        GENERATION,
+        [],
+        [],
+        np.zeros(len(frame)),
+        _generation_scores(config, frame, old_answers, old_ended),
+        _generation_scores(config, frame, new_answers, new_ended),
+        frame=frame.reset_index(drop=True).assign(output_old=old_answers, output_new=new_answers),
+        config=config.evaluate,
+        groups=groups,
+        seed=config.train.seed,
+    )
+    decision = apply_gate(comparison, config.gate)
+    report = write_comparison_report(comparison, decision, out_dir, timings=timings)
     return CompareResult(comparison=comparison, decision=decision, report=report)
 
 
@@ -726,7 +802,9 @@ def _update_locked(config, data: Path, store: Store, force, drop_pending, progre
         t0 = time.perf_counter()
         compared = _compare_on(
             config, champion_dir, model_dir, snapshot, run_dir / "comparison",
-            groups=_test_groups(judged, snapshot), new_outputs=(*evaluation.outputs, evaluation.thresholds),
+            groups=_test_groups(judged, snapshot),
+            new_outputs=evaluation.generations if is_generation(snapshot.task)
+            else (*evaluation.outputs, evaluation.thresholds),
             interpolation=interpolation, timings=dict(timings),
         )
         timings["compare_s"] = time.perf_counter() - t0

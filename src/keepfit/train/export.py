@@ -5,6 +5,7 @@ predictor applies to the outputs, :mod:`keepfit.train.postprocess`) and a model 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +88,10 @@ def export_model(
     meta: dict[str, Any],
     card: str,
     postprocessing: Postprocessing | None = None,
+    extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write the model folder atomically (an existing one is replaced only once the new one is complete)."""
+    """Write the model folder atomically (an existing one is replaced only once the new one is complete);
+    ``extra`` writes more files into the folder before it is complete (a LoRA adapter)."""
     from keepfit.train.model import quiet_transformers
 
     with atomic_dir(Path(out), overwrite=True) as tmp, quiet_transformers():
@@ -98,4 +101,6 @@ def export_model(
         (tmp / "README.md").write_text(card, encoding="utf-8")
         if postprocessing is not None:
             (tmp / POSTPROCESS_FILE).write_text(postprocessing.to_json(), encoding="utf-8")
+        if extra is not None:
+            extra(tmp)
     return Path(out)

@@ -40,6 +40,7 @@ from keepfit.train.checkpoint import (
 from keepfit.train.export import export_model, model_card
 from keepfit.train.head import HeadModel, cached_features
 from keepfit.train.inference import autocast, choose_precision, sorted_forward
+from keepfit.train.job import Job
 from keepfit.train.losses import focal_distillation_loss, task_loss
 from keepfit.train.memory import TRIM_EVERY_STEPS, release_free_memory
 from keepfit.train.metrics import LOWER_IS_BETTER, best_metric_name, eval_metrics
@@ -54,7 +55,7 @@ from keepfit.train.model import (
 )
 from keepfit.train.optim import build_optimizer, build_scheduler
 from keepfit.train.postprocess import Postprocessing, fit_postprocessing
-from keepfit.types import Snapshot
+from keepfit.types import Snapshot, is_generation
 
 __all__ = ["TrainResult", "EvalHook", "train_model", "seed_everything"]
 
@@ -85,32 +86,6 @@ class TrainResult:
     max_length: int = 0
     phases: dict[str, float] = field(default_factory=dict)  # seconds: setup, teacher, loop, export
     stopped_by: str | None = None  # "stop" or "pause" when on_eval ended the run ("pause": nothing exported)
-
-
-@dataclass
-class Job:
-    """Everything the loop needs, built once."""
-
-    config: KeepfitConfig
-    run_dir: Path
-    task: str
-    labels: list[str]
-    model: nn.Module  # what trains: the full model, its peft wrapper, or a HeadModel on cached features
-    full_model: nn.Module
-    tokenizer: Any
-    train: prepare.Encoded
-    val: prepare.Encoded
-    inputs: Callable[[np.ndarray], dict[str, torch.Tensor]]
-    val_logits: Callable[[nn.Module], torch.Tensor]
-    precision: str
-    max_length: int
-    mean: float = 0.0
-    std: float = 1.0
-    weights: torch.Tensor | None = None
-    teacher_logits: torch.Tensor | None = None
-    teacher_correct: torch.Tensor | None = None
-    teacher_index: torch.Tensor | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------- small helpers
@@ -418,6 +393,8 @@ def _imprint_new_labels(model, train, n_old: int, pad: int, precision: str, devi
 
 
 def _loss(job: Job, logits: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+    if job.loss_fn is not None:
+        return job.loss_fn(logits, rows)
     tc = job.config.train
     index = torch.from_numpy(rows)
     target = job.train.targets[index].to(logits.device)
@@ -439,7 +416,10 @@ def _evaluate(job: Job, model: nn.Module) -> dict[str, float]:
     if len(job.val.ids) == 0:
         return {}
     model.eval()
-    metrics = eval_metrics(job.task, job.val_logits(model), job.val.targets, job.mean, job.std)
+    if job.evaluate_fn is not None:
+        metrics = job.evaluate_fn(model)
+    else:
+        metrics = eval_metrics(job.task, job.val_logits(model), job.val.targets, job.mean, job.std)
     model.train()
     return metrics
 
@@ -710,7 +690,9 @@ def _average_checkpoints(job: Job, state: TrainState, metric: str) -> None:
 
 def _export(job: Job, snapshot: Snapshot, state: TrainState, metric: str) -> Path:
     """Best weights into the full model, adapters merged, written as a Hugging Face folder with the
-    post-processing fitted on validation."""
+    post-processing fitted on validation (a task kind's own export when it has one)."""
+    if job.export_fn is not None:
+        return job.export_fn(job, snapshot, state, metric)
     tc = job.config.train
     load_best(job.run_dir / "checkpoints", job.model)
     if tc.average_checkpoints > 1:
@@ -784,7 +766,10 @@ def train_model(
             raise TrainingError(
                 f"Snapshot {snapshot.id[:12]} has no training rows. Add data or change the split."
             )
-        job = build_job(
+        builder = build_job
+        if is_generation(snapshot.task):
+            from keepfit.train.sft import build_sft_job as builder
+        job = builder(
             snapshot,
             config,
             run_dir,

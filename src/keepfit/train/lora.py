@@ -18,12 +18,13 @@ def lora_targets(model: nn.Module) -> list[str] | str:
     return "all-linear"
 
 
-def add_lora(model: nn.Module, config: TrainConfig) -> nn.Module:
-    """The model with LoRA adapters; only adapters and the classification head train."""
+def add_lora(model: nn.Module, config: TrainConfig, *, causal: bool = False) -> nn.Module:
+    """The model with LoRA adapters; only adapters (and a classifier's head) train. ``causal``: a causal LM,
+    whose output layer stays frozen (it is the tied input embedding)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
     lora = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
+        task_type=TaskType.CAUSAL_LM if causal else TaskType.SEQ_CLS,
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,

@@ -12,11 +12,14 @@ from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, r2_sc
 __all__ = ["eval_metrics", "best_metric_name", "LOWER_IS_BETTER", "TASK_DEFAULT_METRIC"]
 
 LOWER_IS_BETTER = {"loss", "mae", "rmse"}
-TASK_DEFAULT_METRIC = {"single-label": "accuracy", "multi-label": "micro_f1", "regression": "r2"}
+TASK_DEFAULT_METRIC = {
+    "single-label": "accuracy", "multi-label": "micro_f1", "regression": "r2", "text-generation": "loss"
+}
 _METRICS = {
     "single-label": {"accuracy", "macro_f1", "loss"},
     "multi-label": {"accuracy", "micro_f1", "macro_f1", "loss"},
     "regression": {"mae", "rmse", "r2", "loss"},
+    "text-generation": {"loss", "token_accuracy"},  # on the validation answers' tokens (keepfit.train.sft)
 }
 log = logging.getLogger("keepfit.train")
 

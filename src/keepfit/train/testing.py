@@ -11,7 +11,8 @@ import pandas as pd
 from keepfit.config import KeepfitConfig
 from keepfit.types import Snapshot
 
-__all__ = ["make_tiny_model", "sentiment_frame", "all_texts", "snapshot_of", "config_for", "write_tiny_project"]
+__all__ = ["make_tiny_model", "sentiment_frame", "all_texts", "snapshot_of", "config_for", "write_tiny_project",
+           "make_tiny_causal_lm", "chat_frame", "chat_texts", "CHATML_TEMPLATE"]
 
 KEYWORDS = {
     "neg": ["bad", "awful", "hate", "sad", "poor"],
@@ -169,3 +170,69 @@ def write_tiny_project(folder: Path, model: Path, rows: int = 300, **settings) -
     path = folder / "keepfit.yaml"
     path.write_text("# a tiny test project\n" + yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return path
+
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>'"
+    " + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+INTENT_WORDS = {"refund": ["refund", "money", "back"], "track": ["where", "track", "parcel"],
+                "cancel": ["cancel", "stop", "undo"]}
+SYSTEM_PROMPT = "Answer with the intent as JSON."
+
+
+def chat_frame(n: int, seed: int, intents: tuple[str, ...] = ("refund", "track")) -> pd.DataFrame:
+    """A tiny text-generation task in the canonical columns: a message of filler words and one intent word in,
+    ``{"intent": "<intent>"}`` out (an easy task a tiny causal LM learns in a few epochs)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        intent = intents[i % len(intents)]
+        words = list(rng.choice(FILLER, size=int(rng.integers(2, 7)))) + [str(rng.choice(INTENT_WORDS[intent]))]
+        rng.shuffle(words)
+        text = " ".join(words)
+        prompt = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": text}]
+        rows.append({"row": i + 2, "source": "chat.jsonl", "text": text, "prompt": json.dumps(prompt),
+                     "completion": json.dumps({"intent": intent})})
+    return pd.DataFrame(rows)
+
+
+def chat_texts() -> list[str]:
+    """Texts covering every word and character of :func:`chat_frame` (to train the tiny tokenizer on)."""
+    words = FILLER + [w for ws in INTENT_WORDS.values() for w in ws]
+    answers = [json.dumps({"intent": k}) for k in INTENT_WORDS]
+    return [" ".join(words), SYSTEM_PROMPT, "system user assistant", *answers] * 5
+
+
+def make_tiny_causal_lm(folder: Path, texts: list[str], *, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """Save a random tiny Llama and a byte-level BPE tokenizer with a ChatML chat template to ``folder`` (EOS is
+    the end-of-turn token ``<|im_end|>`` and also the pad token, as in SmolLM2). Returns ``folder``."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=special,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(list(texts), trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|im_end|>",
+                                   bos_token="<|im_start|>", unk_token="<|endoftext|>", model_max_length=256)
+    fast.chat_template = CHATML_TEMPLATE
+    fast.save_pretrained(str(folder))
+    config = LlamaConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256, tie_word_embeddings=True,
+        eos_token_id=tok.token_to_id("<|im_end|>"), pad_token_id=tok.token_to_id("<|im_end|>"),
+        bos_token_id=tok.token_to_id("<|im_start|>"),
+    )
+    torch.manual_seed(seed)
+    from keepfit.train.model import quiet_transformers
+
+    with quiet_transformers():
+        LlamaForCausalLM(config).save_pretrained(str(folder))
+    return folder
