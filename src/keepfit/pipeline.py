@@ -442,11 +442,21 @@ def predict(
     text_column: str | None = None,
     top_k: int | None = None,
 ):
-    """Predict a file with a model (folder, run or registry reference); returns the predict report."""
+    """Predict a file with a model (folder, run or registry reference); returns the predict report. A
+    text-generation model answers each row's prompt (``text_column`` or data.prompt_column, or chat messages)."""
     from keepfit.train import predict_file
+    from keepfit.train.model import read_meta
 
+    model_dir = resolve_model(config, model)
+    if is_generation(read_meta(model_dir).get("task", config.task)):
+        from keepfit.train.generator import generate_file
+
+        d = config.data
+        return generate_file(model_dir, in_path, out_path, prompt_column=text_column or d.prompt_column,
+                             messages_column=d.messages_column, system_column=d.system_column,
+                             batch_size=min(config.evaluate.batch_size, GENERATION_BATCH))
     return predict_file(
-        resolve_model(config, model),
+        model_dir,
         in_path,
         out_path,
         text_column=text_column or config.data.text_column,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -31,7 +31,10 @@ from keepfit.data.split import SplitResult, split_frame
 from keepfit.data.validate import QUARANTINE_COLUMNS, CheckedRows, load_and_validate
 from keepfit.errors import DataError
 from keepfit.store import Store
-from keepfit.types import LABEL, LABELS, SPLIT, Snapshot
+from keepfit.types import LABEL, LABELS, SPLIT, Snapshot, is_generation
+
+if TYPE_CHECKING:
+    from keepfit.data.chat import TokenCounter
 
 __all__ = ["CheckResult", "check_data", "check_files", "snapshot_data", "write_check_outputs"]
 
@@ -62,8 +65,13 @@ def _concat_quarantine(parts: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat([p[QUARANTINE_COLUMNS].astype({"row": "int64"}) for p in parts], ignore_index=True)
 
 
+def _has_labels(config: KeepfitConfig) -> bool:
+    """Whether the task's answers are labels (not a number, not a generated text)."""
+    return config.task != "regression" and not is_generation(config.task)
+
+
 def _labels(kept: pd.DataFrame, config: KeepfitConfig, known: list[str] | None) -> list[str]:
-    if config.task == "regression":
+    if not _has_labels(config):
         return []
     if config.labels:
         return list(config.labels)
@@ -78,7 +86,7 @@ def _found_counts(findings: list[Finding], quarantine: pd.DataFrame) -> dict[str
     """Counts a user can hold against what was planted: one per finding kind and per quarantine reason."""
     counts = {f.kind: int(f.count) for f in findings if f.kind != "label_distribution"}
     for reason, n in quarantine["reason"].value_counts().items():
-        if reason not in ("duplicate", "conflicting_labels", "near_duplicate", "leakage"):
+        if reason not in ("duplicate", "conflicting_labels", "conflicting_completions", "near_duplicate", "leakage"):
             counts[str(reason)] = int(n)
     return counts
 
@@ -135,22 +143,26 @@ def check_files(
     test: str | Path | None = None,
     known_labels: list[str] | None = None,
     split: bool = False,
+    count_tokens: TokenCounter | None = None,
 ) -> CheckResult:
     """Check a training file and optional validation/test files together; with ``split``, split the training
-    rows (user-given splits honoured) and look for leakage across splits."""
+    rows (user-given splits honoured) and look for leakage across splits.
+
+    ``count_tokens`` (text-generation) counts the tokens of each conversation in the model's chat template; rows
+    above ``data.max_tokens`` (or the counter's ``max_tokens``) are quarantined as ``too_long``. Without it only
+    characters are checked (``data.max_chars``).
+    """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    main = load_and_validate(train, config, known_labels=known_labels)
+    main = load_and_validate(train, config, known_labels=known_labels, count_tokens=count_tokens)
     checked = [main]
     frames = [main.kept]
     given: set[str] = set()
-    known = (
-        known_labels if known_labels is not None else (main.labels if config.task != "regression" else None)
-    )
+    known = known_labels if known_labels is not None else (main.labels if _has_labels(config) else None)
     for name, path in (("validation", validation), ("test", test)):
         if path is None:
             continue
-        rows = load_and_validate(path, config, known_labels=known)
+        rows = load_and_validate(path, config, known_labels=known, count_tokens=count_tokens)
         checked.append(rows)
         frames.append(_with_split(rows, name))
         given.add(name)
@@ -241,11 +253,12 @@ def snapshot_data(
     store: Store | None = None,
     train: str | Path | None = None,
     known_labels: list[str] | None = None,
+    count_tokens: TokenCounter | None = None,
 ) -> Snapshot:
     """Check ``data.train`` (and ``data.validation``/``data.test`` when set), split, and store a snapshot.
 
     Returns the snapshot (an existing one when the content is identical). Raises DataError when no training
-    file is configured.
+    file is configured. ``count_tokens``: see :func:`check_files`.
     """
     from keepfit.data.snapshot import create_snapshot
 
@@ -263,6 +276,7 @@ def snapshot_data(
         test=config.data.test,
         known_labels=known_labels,
         split=True,
+        count_tokens=count_tokens,
     )
     return create_snapshot(
         result.kept,

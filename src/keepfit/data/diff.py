@@ -2,7 +2,8 @@
 and the shift in the label and text-length distributions (with the tests that say how large it is).
 
 Rows are matched by their normalised text over all splits: a text in B but not in A is added, in A but not B
-removed, in both with a different answer relabelled.
+removed, in both with a different answer relabelled. For text-generation rows are matched by their prompt (the
+whole conversation before the answer), "relabelled" means a new completion, and there are no labels to shift.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import pandas as pd
 from rich.console import Group, RenderableType
 from rich.table import Table
 
-from keepfit.data.quality import MAX_EXAMPLES, answer_strings
-from keepfit.types import LABEL, LABELS, ROW, SOURCE, SPLIT, SPLITS, TEXT, Snapshot
+from keepfit.data.quality import MAX_EXAMPLES, answer_strings, identity_column
+from keepfit.types import LABEL, LABELS, ROW, SOURCE, SPLIT, SPLITS, TEXT, Snapshot, is_generation
 
 __all__ = ["SnapshotDiff", "diff_snapshots", "diff_renderable", "diff_to_json"]
 
@@ -50,13 +51,18 @@ class SnapshotDiff:
         return asdict(self)
 
 
+_KEY = "_key"
+
+
 def _rows(snapshot: Snapshot) -> pd.DataFrame:
+    """One row per distinct identity (text; prompt for text-generation), indexed by it."""
     parts = []
     for name in SPLITS:
         frame = snapshot.split(name)
         parts.append(
             pd.DataFrame(
                 {
+                    _KEY: frame[identity_column(frame)].astype(str).to_numpy(dtype=object),
                     TEXT: frame[TEXT].astype(str).to_numpy(dtype=object),
                     "answer": answer_strings(frame, snapshot.task).to_numpy(dtype=object),
                     SPLIT: name,
@@ -66,12 +72,12 @@ def _rows(snapshot: Snapshot) -> pd.DataFrame:
             )
         )
     out = pd.concat(parts, ignore_index=True)
-    return out.drop_duplicates(TEXT, keep="first").set_index(TEXT, drop=False)
+    return out.drop_duplicates(_KEY, keep="first").set_index(_KEY, drop=False)
 
 
 def _label_counts(snapshot: Snapshot) -> pd.Series:
     frames = [snapshot.split(n) for n in SPLITS]
-    if snapshot.task == "regression":
+    if snapshot.task == "regression" or is_generation(snapshot.task):
         return pd.Series(dtype=int)
     if snapshot.task == "multi-label":
         values = (
@@ -141,7 +147,7 @@ def _examples(frame: pd.DataFrame) -> list[dict[str, Any]]:
             "source": r[SOURCE],
             "split": r[SPLIT],
             "text": r[TEXT][:200],
-            "label": r["answer"],
+            "label": r["answer"][:200],
         }
         for _, r in frame.head(MAX_EXAMPLES).iterrows()
     ]
@@ -157,7 +163,7 @@ def diff_snapshots(a: Snapshot, b: Snapshot) -> SnapshotDiff:
     changed = both["answer"].to_numpy() != old_answer
     relabelled = both[changed]
     relabel_examples = [
-        {"text": t[:200], "old": o, "new": n, "split_b": s}
+        {"text": t[:200], "old": o[:200], "new": n[:200], "split_b": s}
         for t, o, n, s in zip(
             relabelled[TEXT][:MAX_EXAMPLES],
             old_answer[changed][:MAX_EXAMPLES],

@@ -10,6 +10,10 @@ The rules, applied to the first ``SAMPLE_ROWS`` records:
   **single-label**. Two or more 0/1 columns and no label column mean multi-label with one column per label.
 - **group / time / split**: by name (customer_id, session, ...; date, timestamp, ...; split) and content
   (groups repeat, times parse as dates, split values are train/validation/test).
+- **text-generation** comes first: a column of conversations (lists of ``{role, content}`` objects, the chat
+  shape of hosted fine-tuning services) makes ``data.messages_column``; a prompt-like column (prompt,
+  instruction, question, query, input) next to an answer-like one (completion, response, output, answer) whose
+  values are free text (mostly distinct, not numbers) makes ``data.prompt_column``/``data.completion_column``.
 
 Every choice is explained in the notes, which :func:`write_config_file` puts into the YAML as comments.
 """
@@ -32,7 +36,7 @@ import pyarrow as pa
 import yaml
 from pydantic import BaseModel
 
-from keepfit.config import KeepfitConfig
+from keepfit.config import DataConfig, KeepfitConfig
 from keepfit.data.load import KIND_LIST, KIND_TEXT, DataSource, open_source
 from keepfit.data.normalize import MISSING_TOKENS
 from keepfit.errors import ConfigError, DataError
@@ -108,6 +112,9 @@ _TIME_HINTS = (
     "day",
     "when",
 )
+_PROMPT_HINTS = ("prompt", "instruction", "question", "query", "input")
+_COMPLETION_HINTS = ("completion", "response", "output", "answer")
+_SYSTEM_HINTS = ("system", "system_prompt", "system_message")
 _SPLIT_VALUES = {"train", "training", "validation", "valid", "val", "dev", "test", "testing"}
 _SEPARATORS = ("|", ";", ",")
 _MAX_CLASSES = 1000
@@ -379,6 +386,111 @@ def _pick_split(profiles: dict[str, _Profile], taken: set[str], notes: list[str]
     return None
 
 
+def _json_items(p: _Profile, limit: int = 200) -> list[Any]:
+    """The sample's values parsed as JSON lists (the others left out)."""
+    out = []
+    for v in p.values[:limit]:
+        if v.startswith("["):
+            try:
+                value = json.loads(v)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, list):
+                out.append(value)
+    return out
+
+
+def _turn_share(p: _Profile, keys: tuple[str, str]) -> float:
+    """The share of sampled values that are lists of objects holding both ``keys`` (a conversation)."""
+    lists = _json_items(p)
+    good = sum(1 for v in lists if v and all(isinstance(m, dict) and keys[0] in m and keys[1] in m for m in v))
+    return good / max(min(p.filled, 200), 1)
+
+
+def _pick_messages(profiles: dict[str, _Profile], wanted: str | None) -> str | None:
+    """The column of conversations: lists of {role, content} in at least 90% of the sampled rows."""
+    found = [p.name for p in profiles.values() if p.filled and p.is_list and _turn_share(p, ("role", "content")) >= 0.9]
+    if wanted in found:
+        return wanted
+    return found[0] if found else None
+
+
+def _sharegpt_column(profiles: dict[str, _Profile]) -> str | None:
+    return next(
+        (p.name for p in profiles.values() if p.filled and p.is_list and _turn_share(p, ("from", "value")) >= 0.9),
+        None,
+    )
+
+
+def _free_text(p: _Profile) -> bool:
+    """Mostly distinct non-numeric values: answers a model writes, not classes it picks."""
+    return p.filled > 0 and not p.numeric and p.distinct > 2 and p.distinct >= 0.5 * p.filled
+
+
+def _pick_prompt_completion(profiles: dict[str, _Profile]) -> tuple[str, str] | None:
+    def ranked(hints: tuple[str, ...]) -> list[_Profile]:
+        named = [p for p in profiles.values() if p.filled and _hinted(p.name, hints) is not None]
+        return sorted(named, key=lambda p: (_hinted(p.name, hints), p.name))
+
+    for prompt in ranked(_PROMPT_HINTS):
+        if prompt.numeric:
+            continue
+        for completion in ranked(_COMPLETION_HINTS):
+            if completion.name == prompt.name:
+                continue
+            exact = prompt.name.casefold() == "prompt" and completion.name.casefold() == "completion"
+            if exact or _free_text(completion):
+                return prompt.name, completion.name
+    return None
+
+
+def _generation_settings(
+    profiles: dict[str, _Profile], notes: list[str], required: bool
+) -> tuple[dict[str, Any], set[str]] | None:
+    """The data settings of a text-generation config, and the columns they use; None when neither shape is
+    there (a DataError when ``required``, i.e. --task text-generation)."""
+    settings: dict[str, Any] = {"label_column": None}
+    messages = _pick_messages(profiles, DataConfig.model_fields["messages_column"].default)
+    table = None if messages else _pick_prompt_completion(profiles)
+    if messages:
+        settings["messages_column"] = messages
+        notes.append(
+            f"task: text-generation, chat shape: {messages!r} holds conversations (lists of {{role, content}}); "
+            "the last assistant turn of each is the answer to learn"
+        )
+    elif table:
+        settings["prompt_column"], settings["completion_column"] = table
+        notes.append(f"task: text-generation, prompt column {table[0]!r} and completion column {table[1]!r}")
+        unused = [p for p in profiles if p not in table and _hinted(p, _PROMPT_HINTS) is not None]
+        if unused:
+            notes.append(
+                f"prompt column: {table[0]!r}; {unused} also read like prompt parts but are not used: join them "
+                "into the prompt column if they carry context"
+            )
+    else:
+        sharegpt = _sharegpt_column(profiles)
+        if sharegpt or required:
+            hint = (
+                f" Column {sharegpt!r} holds turns as {{from, value}} (ShareGPT): write them as {{role, content}} "
+                "with roles user/assistant."
+                if sharegpt
+                else ""
+            )
+            raise DataError(
+                f"No text-generation columns found: expected a column of conversations (lists of "
+                f"{{role, content}}) or a prompt column (prompt, instruction, question) next to an answer column "
+                f"(completion, response, output, answer); columns: {list(profiles)}.{hint}"
+            )
+        return None
+    used = {v for v in settings.values() if isinstance(v, str)}
+    system = next((p for p in profiles if p.strip().casefold() in _SYSTEM_HINTS and p not in used), None)
+    if system:
+        settings["system_column"] = system
+        notes.append(f"system column: {system!r}, a system prompt placed before each conversation")
+        used.add(system)
+    return settings, used
+
+
 def _label_note(p: _Profile, task: str, settings: dict[str, Any]) -> tuple[str, list[str]]:
     if task == "multi-label" and settings.get("label_columns"):
         names = list(settings["label_columns"])
@@ -481,6 +593,11 @@ def infer(
     if src.encoding not in ("utf-8", "utf_8"):
         data["encoding"] = src.encoding
         notes.append(f"encoding: {src.encoding} (detected; UTF-8 is the default)")
+    explicit = bool(text_column or label_column or target_column)
+    if task == "text-generation" or (task is None and not explicit):
+        generation = _generation_settings(profiles, notes, required=task == "text-generation")
+        if generation is not None:
+            return _generation_inference(profiles, data, notes, *generation)
     text = text_column or _pick_text(profiles, notes)
     if text_column:
         notes.append(f"text column: {text!r} (given)")
@@ -535,6 +652,32 @@ def infer(
     return Inference(config, notes, labels)
 
 
+def _generation_inference(
+    profiles: dict[str, _Profile], data: dict[str, Any], notes: list[str], settings: dict[str, Any], used: set[str]
+) -> Inference:
+    """The text-generation config: the shape's columns, and the usual split/group/time columns."""
+    data.update(settings)
+    split_col = _pick_split(profiles, used, notes)
+    if split_col:
+        data["split_column"] = split_col
+        used.add(split_col)
+    group = _pick_group(profiles, used, notes)
+    if group:
+        data["group_column"] = group
+        used.add(group)
+    time_col = _pick_time(profiles, used, notes)
+    if time_col:
+        data["time_column"] = time_col
+    raw: dict[str, Any] = {"task": "text-generation", "data": data}
+    if split_col:
+        raw["split"] = {"method": "given"}
+    try:
+        config = KeepfitConfig.model_validate(raw)
+    except Exception as err:  # pydantic ValidationError: report as a config problem
+        raise ConfigError(f"The inferred config is not valid ({err}). Pass the columns explicitly.") from None
+    return Inference(config, notes, [])
+
+
 # --------------------------------------------------------------------------------------------------- writing
 
 
@@ -552,7 +695,7 @@ _SECTION_HELP = {
 }
 _TOP_HELP = {
     "store": "Project store: data snapshots, runs, checkpoints, registry.",
-    "task": "single-label | multi-label | regression",
+    "task": "single-label | multi-label | regression | text-generation",
     "labels": "Known labels. Empty: taken from the data. Listed: any other label is quarantined as unknown.",
 }
 
@@ -639,10 +782,13 @@ def render_config_yaml(
         ]
     column_notes = {
         "text_column": _note_for(notes, "text column"),
-        "label_column": _note_for(notes, "task:"),
+        "label_column": _note_for(notes, "task:") if config.task != "text-generation" else None,
         "group_column": _note_for(notes, "group column"),
         "time_column": _note_for(notes, "time column"),
         "split_column": _note_for(notes, "split column"),
+        "messages_column": _note_for(notes, "task: text-generation, chat"),
+        "prompt_column": _note_for(notes, "task: text-generation, prompt"),
+        "system_column": _note_for(notes, "system column"),
     }
     for name, help_text in _SECTION_HELP.items():
         section = d if name == "data" else getattr(config, name)

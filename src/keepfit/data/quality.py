@@ -19,6 +19,12 @@ runs after splitting (:func:`check_leakage`).
 
 Duplicate checks work within a split when the table already has one (user-given splits), so a copy in the test
 split is never dropped in favour of a training copy; copies across splits are leakage.
+
+For text-generation the same checks read the prompt where classification reads the text: an exact duplicate
+has the same ``prompt`` (the whole JSON, system turn included) and the same completion, a conflict the same
+prompt with different completions (reason ``conflicting_completions``), exact leakage the same prompt in two
+splits; near-duplicates and near leakage compare ``text`` (the prompt's non-system turns). There is no label
+distribution: the ``label_distribution`` finding reports the completion lengths instead.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import pyarrow.compute as pc
 from keepfit.config import KeepfitConfig
 from keepfit.data.validate import QUARANTINE_COLUMNS
 from keepfit.errors import DataError
-from keepfit.types import ROW, SOURCE, SPLIT, TARGET, TEXT, Task, label_column_for
+from keepfit.types import COMPLETION, PROMPT, ROW, SOURCE, SPLIT, TARGET, TEXT, Task, is_generation, label_column_for
 
 __all__ = [
     "Finding",
@@ -158,16 +164,22 @@ def first_positions(code: np.ndarray) -> np.ndarray:
 TEXT_CODE, NEAR_KEY = "_text_code", "_near_key"
 
 
+def identity_column(frame: pd.DataFrame) -> str:
+    """The column that says two rows ask the same thing: the prompt (text-generation: the whole conversation
+    before the answer, system turn included) where the table has one, else the text."""
+    return PROMPT if PROMPT in frame else TEXT
+
+
 def text_codes(frame: pd.DataFrame) -> np.ndarray:
-    """Codes of the text column (numbered by first appearance in this frame)."""
+    """Codes of the identity column (text; prompt for text-generation), numbered by first appearance here."""
     if TEXT_CODE in frame:
         return pd.factorize(frame[TEXT_CODE].to_numpy())[0].astype(np.int64)
-    return codes(frame[TEXT])
+    return codes(frame[identity_column(frame)])
 
 
 def add_derived_columns(frame: pd.DataFrame, config: KeepfitConfig) -> pd.DataFrame:
     """The frame with the text codes (and, above the near-duplicate row limit, the normalised keys) added."""
-    out = frame.assign(**{TEXT_CODE: codes(frame[TEXT])})
+    out = frame.assign(**{TEXT_CODE: codes(frame[identity_column(frame)])})
     if _near_method(len(frame), config) != "minhash":
         out[NEAR_KEY] = pd.Series(pd.arrays.ArrowExtensionArray(_key_array(frame[TEXT])), index=out.index)
     return out
@@ -202,7 +214,7 @@ def _example(frame: pd.DataFrame, pos: int, answers: pd.Series, **extra: Any) ->
         "row": int(frame[ROW].iat[pos]),
         "source": str(frame[SOURCE].iat[pos]) if SOURCE in frame else "",
         "text": str(frame[TEXT].iat[pos])[:200],
-        "label": str(answers.iat[pos]),
+        "label": str(answers.iat[pos])[:200],
     }
     if SPLIT in frame:
         out["split"] = str(frame[SPLIT].iat[pos])
@@ -357,6 +369,9 @@ class ConflictingLabels:
     def run(self, frame: pd.DataFrame, config: KeepfitConfig) -> Finding:
         action = config.quality.conflicting_duplicates
         answers = answer_strings(frame, config.task)
+        generation = is_generation(config.task)
+        reason = "conflicting_completions" if generation else "conflicting_labels"
+        what, answer = ("prompts", "completions") if generation else ("texts", "labels")
         text_code = text_codes(frame)
         pair = combine_codes(text_code, codes(answers))
         distinct_pairs = first_positions(pair)
@@ -365,32 +380,32 @@ class ConflictingLabels:
         )
         flagged = np.flatnonzero(n_answers[text_code] > 1) if len(frame) else np.empty(0, dtype=np.int64)
         if len(flagged) == 0:
-            return Finding(
-                self.name, 0, action, "no text carries two different labels", reason="conflicting_labels"
-            )
+            return Finding(self.name, 0, action, f"no {what[:-1]} carries two different {answer}", reason=reason)
+        shown = 200 if generation else None  # a completion can be long; a label never is
         sub = pd.DataFrame(
             {
+                "code": text_code[flagged],
                 "text": frame[TEXT].iloc[flagged].to_numpy(dtype=object),
-                "answer": answers.iloc[flagged].to_numpy(dtype=object),
+                "answer": [str(a)[:shown] for a in answers.iloc[flagged].to_numpy(dtype=object)],
                 "row": frame[ROW].iloc[flagged].to_numpy(),
             }
         )
-        per_text = sub.groupby("text", sort=False).agg(
-            answers=("answer", lambda s: sorted(set(s))), rows=("row", list)
+        per_text = sub.groupby("code", sort=False).agg(
+            text=("text", "first"), answers=("answer", lambda s: sorted(set(s))), rows=("row", list)
         )
-        details_by_text = {
-            t: "labels "
+        details_by_code = {
+            c: f"{answer} "
             + ", ".join(repr(a) for a in r.answers)
             + " on rows "
             + ", ".join(str(x) for x in r.rows[:6])
-            for t, r in per_text.iterrows()
+            for c, r in per_text.iterrows()
         }
-        flag_detail = [details_by_text[t] for t in sub["text"]]
+        flag_detail = [details_by_code[c] for c in sub["code"]]
         examples = []
-        for t, r in per_text.head(MAX_EXAMPLES).iterrows():
+        for _, r in per_text.head(MAX_EXAMPLES).iterrows():
             examples.append(
                 {
-                    "text": str(t)[:200],
+                    "text": str(r.text)[:200],
                     "labels": list(r.answers),
                     "rows": [int(x) for x in r.rows[:10]],
                     "source": str(frame[SOURCE].iat[int(flagged[0])]) if SOURCE in frame else "",
@@ -398,9 +413,9 @@ class ConflictingLabels:
             )
         n_texts = len(per_text)
         summary = (
-            f"{len(flagged)} rows ({n_texts} texts) carry conflicting labels; "
+            f"{len(flagged)} rows ({n_texts} {what}) carry conflicting {answer}; "
             f"{_action_word(action)}"
-            + (" (all copies: which label is right is unknown)" if action == "drop" else "")
+            + (f" (all copies: which {answer[:-1]} is right is unknown)" if action == "drop" else "")
         )
         return Finding(
             self.name,
@@ -408,8 +423,8 @@ class ConflictingLabels:
             action,
             summary,
             examples,
-            {"texts": n_texts},
-            reason="conflicting_labels",
+            {what: n_texts},
+            reason=reason,
             flagged=flagged,
             flag_detail=flag_detail,
         )
@@ -436,7 +451,8 @@ class ExactDuplicates:
             for p, f in zip(flagged[:MAX_EXAMPLES], firsts[:MAX_EXAMPLES], strict=True)
         ]
         n_texts = len(np.unique(key[flagged]))
-        summary = f"{len(flagged)} exact duplicate rows (copies of {n_texts} texts); {_action_word(action)}"
+        what = "prompts with the same completion" if is_generation(config.task) else "texts"
+        summary = f"{len(flagged)} exact duplicate rows (copies of {n_texts} {what}); {_action_word(action)}"
         return Finding(
             self.name,
             len(flagged),
@@ -538,6 +554,8 @@ class LabelDistribution:
     def run(self, frame: pd.DataFrame, config: KeepfitConfig) -> Finding:
         if config.task == "regression":
             return self._target(frame)
+        if is_generation(config.task):
+            return self._completion_lengths(frame)
         column = label_column_for(config.task)
         values = frame[column].explode() if config.task == "multi-label" else frame[column]
         counts = values.dropna().astype(str).value_counts()
@@ -582,6 +600,23 @@ class LabelDistribution:
         summary = f"target: median {q[2]:.4g}, range {q[0]:.4g} to {q[4]:.4g}"
         return Finding("label_distribution", 0, "report", summary, [], details)
 
+    @staticmethod
+    def _completion_lengths(frame: pd.DataFrame) -> Finding:
+        """text-generation has no labels: the length of the answers (characters) stands in for their spread."""
+        values = frame[COMPLETION].astype(str).str.len() if COMPLETION in frame else pd.Series([], dtype=float)
+        q = values.quantile([0.0, 0.25, 0.5, 0.75, 0.95, 1.0]).tolist() if len(values) else [0.0] * 6
+        details = {
+            "n": len(values),
+            "unit": "characters",
+            "mean": float(values.mean()) if len(values) else 0.0,
+            "quantiles": dict(zip(["min", "q25", "median", "q75", "q95", "max"], map(float, q), strict=True)),
+        }
+        summary = (
+            f"completion length: median {q[2]:.0f} characters, 95% within {q[4]:.0f}, range {q[0]:.0f} to "
+            f"{q[5]:.0f} (no labels: text-generation)"
+        )
+        return Finding("label_distribution", 0, "report", summary, [], details)
+
 
 class Leakage:
     """Texts shared between splits (exact, or near-duplicate): the training-side copy is flagged, never
@@ -617,8 +652,9 @@ class Leakage:
         rows = frame[ROW].to_numpy()
         same = matcher.text_code[flagged] == matcher.text_code[partner[flagged]]
         exact = int(same.sum())
+        same_what = "same prompt as " if PROMPT in frame else "same text as "
         flag_detail = [
-            ("same text as " if s else "near-duplicate of ") + f"{splits[o]} row {int(rows[o])}"
+            (same_what if s else "near-duplicate of ") + f"{splits[o]} row {int(rows[o])}"
             for s, o in zip(same.tolist(), partner[flagged].tolist(), strict=True)
         ]
         examples = [

@@ -23,11 +23,20 @@ _REASON_HELP = {
     "missing_label": "no label",
     "unknown_label": "label not known (or a rare spelling variant)",
     "unparseable": "the record could not be parsed",
-    "too_long": "text longer than data.max_chars",
+    "too_long": "text longer than data.max_chars (text-generation: or data.max_tokens)",
     "wrong_type": "a value of the wrong kind",
     "bad_target": "regression target not a finite number",
     "bad_multilabel": "multi-label cell that cannot be parsed",
     "bad_split": "split value not train/validation/test",
+    # text-generation (keepfit.data.chat)
+    "conflicting_completions": "same prompt with different completions (all copies)",
+    "bad_messages": "messages not a list of {role, content} turns with text contents",
+    "missing_role": "a turn without a role",
+    "unknown_role": "a role other than system, user or assistant",
+    "system_not_first": "a system turn after the first turn",
+    "no_answer": "no user turn, or not ending with the assistant's answer to one",
+    "empty_content": "an empty turn (or prompt)",
+    "empty_completion": "an empty answer",
 }
 
 

@@ -30,7 +30,7 @@ from keepfit.data.report import render_html
 from keepfit.data.validate import QUARANTINE_COLUMNS
 from keepfit.errors import DataError
 from keepfit.store import Store
-from keepfit.types import LABEL, LABELS, SPLIT, SPLITS, Snapshot, Task
+from keepfit.types import LABEL, LABELS, SPLIT, SPLITS, Snapshot, Task, is_generation
 
 __all__ = [
     "SnapshotInfo",
@@ -142,7 +142,7 @@ def _as_frames(frames: dict[str, pd.DataFrame] | pd.DataFrame) -> dict[str, pd.D
 
 
 def _labels_of(frames: dict[str, pd.DataFrame], task: Task, config: KeepfitConfig) -> list[str]:
-    if task == "regression":
+    if task == "regression" or is_generation(task):
         return []
     if config.labels:
         return list(config.labels)

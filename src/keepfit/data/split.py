@@ -9,7 +9,8 @@ Methods (``split.method``):
                   put in train with a warning. Multi-label: iterative stratification (iterstrat).
 - ``random``      regression (stratified on target quantile bins when there are enough rows), or any task
 - ``auto``        given if present, else group if a group column, else time if a time column, else
-                  stratified (single-/multi-label) or random (regression)
+                  stratified (single-/multi-label) or random (regression, text-generation: no classes to
+                  stratify on; a configured ``stratified`` also splits at random there, with a warning)
 
 The same rows and seed give the same split, whatever order the rows come in.
 """
@@ -24,7 +25,7 @@ import pandas as pd
 from keepfit.config import KeepfitConfig
 from keepfit.data.quality import codes, combine_codes, first_positions
 from keepfit.errors import DataError
-from keepfit.types import GROUP, LABEL, LABELS, ROW, SOURCE, SPLIT, SPLITS, TARGET, TEXT, TIME
+from keepfit.types import GROUP, LABEL, LABELS, ROW, SOURCE, SPLIT, SPLITS, TARGET, TEXT, TIME, is_generation
 
 __all__ = ["SplitResult", "split_rows", "split_frame", "resolve_method"]
 
@@ -56,7 +57,7 @@ def resolve_method(frame: pd.DataFrame, config: KeepfitConfig) -> str:
         return "group"
     if TIME in frame and frame[TIME].notna().any():
         return "time"
-    return "random" if config.task == "regression" else "stratified"
+    return "random" if config.task == "regression" or is_generation(config.task) else "stratified"
 
 
 def split_rows(frame: pd.DataFrame, config: KeepfitConfig) -> pd.DataFrame:
@@ -83,6 +84,9 @@ def split_frame(frame: pd.DataFrame, config: KeepfitConfig) -> SplitResult:
     elif method == "stratified" and config.task == "single-label":
         assigned = _stratified(ordered, config, warnings)
     else:
+        if method == "stratified" and is_generation(config.task):
+            warnings.append("split.method is stratified, but text-generation has no labels to stratify on; "
+                            "the rows were split at random")
         assigned = _random(ordered, config, warnings)
         if method == "stratified":
             method = "random"

@@ -16,6 +16,8 @@ Reason codes (one per quarantined row; the first rule that fails wins, in this o
 - ``bad_split``      a split value other than train/validation/test (or val/dev/valid, training/testing)
 - ``unknown_label``  a label outside the known labels, or a rare spelling variant of a frequent one (below)
 
+``task: text-generation`` reads conversations instead, with reasons of its own: see :mod:`keepfit.data.chat`.
+
 Known labels come from ``known_labels`` or ``config.labels``. With them, any other label is ``unknown_label``
 with a "did you mean" for case, whitespace or small-typo variants (difflib). Without them every non-empty
 label is accepted, except a *rare spelling variant*: when two labels differ only in case, whitespace, ``_`` or
@@ -31,6 +33,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -50,7 +53,10 @@ from keepfit.data.load import (
 )
 from keepfit.data.normalize import MISSING_TOKENS, normalize_text
 from keepfit.errors import DataError
-from keepfit.types import GROUP, LABEL, LABELS, ROW, SLICE_PREFIX, SOURCE, SPLIT, TARGET, TEXT, TIME
+from keepfit.types import GROUP, LABEL, LABELS, ROW, SLICE_PREFIX, SOURCE, SPLIT, TARGET, TEXT, TIME, is_generation
+
+if TYPE_CHECKING:
+    from keepfit.data.chat import TokenCounter
 
 __all__ = [
     "CheckedRows",
@@ -765,14 +771,22 @@ def load_and_validate(
     known_labels: list[str] | None = None,
     require_answer: bool = True,
     split: str | None = None,
+    count_tokens: TokenCounter | None = None,
 ) -> CheckedRows:
     """Read ``path`` and keep or quarantine every record (see the module docstring for the rules).
 
     ``known_labels`` (else ``config.labels``) turns labels outside the set into ``unknown_label`` rows.
     ``require_answer=False`` lets a file without the label/target column through (for prediction); ``split``
     picks the split of a saved DatasetDict ('train' when empty). Raises DataError for file-level problems
-    only.
+    only. ``task: text-generation`` has rules of its own (:mod:`keepfit.data.chat`), where ``count_tokens``
+    adds the token-length rule.
     """
+    if is_generation(config.task):
+        from keepfit.data.chat import load_conversations  # chat builds on this module's checker
+
+        return load_conversations(
+            path, config, require_answer=require_answer, split=split, count_tokens=count_tokens
+        )
     src = open_source(path, config, split=split)
     roles, warnings = resolve_columns(src, config, require_answer=require_answer)
     known = (

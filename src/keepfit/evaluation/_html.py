@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["page", "table", "figure", "fmt", "fmt_interval", "esc"]
+__all__ = ["page", "table", "figure", "fmt", "fmt_interval", "esc", "text_cell"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
@@ -23,6 +23,14 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 
 def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+def text_cell(value: Any, limit: int = 2000) -> tuple[str, str]:
+    """A table cell for a longer text (a prompt, a generated answer): escaped, line breaks kept, cut after
+    ``limit`` characters with a note saying how many were left out."""
+    text = str(value)
+    cut = f" [... {len(text) - limit} more characters]" if len(text) > limit else ""
+    return "html", f'<span style="white-space:pre-wrap">{esc(text[:limit])}</span>{esc(cut)}'
 
 
 def fmt(value: Any, digits: int = 4) -> str:

@@ -31,16 +31,21 @@ _INTERVAL_METRICS = {
     "single-label": ("accuracy", "macro_f1", "weighted_f1", "top_k_accuracy"),
     "multi-label": ("subset_accuracy", "hamming_loss", "micro_f1", "macro_f1"),
     "regression": ("mae", "rmse", "r2"),
+    "text-generation": ("accuracy", "exact_match", "token_f1", "field_match", "json_valid", "rouge_l", "eos_rate"),
 }
-# The metric reported (with an interval) for every slice.
-SLICE_METRIC = {"single-label": "accuracy", "multi-label": "subset_accuracy", "regression": "mae"}
+# The metric reported (with an interval) for every slice (text-generation: the share of right answers).
+SLICE_METRIC = {
+    "single-label": "accuracy", "multi-label": "subset_accuracy", "regression": "mae", "text-generation": "accuracy"
+}
 
 
 @dataclass
 class EvaluationResult:
     """Everything `keepfit evaluate` reports. Shapes: ``confusion`` [C][C] (rows = truth) for single-label,
     [C][2][2] (per label ``[[tn, fp], [fn, tp]]``) for multi-label, None for regression. ``open_set``: what
-    abstaining does (:func:`keepfit.evaluation.open_set.open_set_metrics`), None when not asked for."""
+    abstaining does (:func:`keepfit.evaluation.open_set.open_set_metrics`), None when not asked for.
+    text-generation results come from :func:`keepfit.evaluation.generation.evaluate_generations`: no labels, per
+    JSON field ``per_class`` {accuracy, n}, the generated answers in ``predicted``."""
 
     task: str
     labels: list[str]

@@ -68,6 +68,14 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "nll": False,
     "recall": True,
     "f1": True,
+    # text-generation (keepfit.evaluation.generation): shares of examples, all higher-is-better
+    "exact_match": True,
+    "token_f1": True,
+    "field_match": True,
+    "json_valid": True,
+    "rouge_l": True,
+    "eos_rate": True,
+    "field_accuracy": True,
 }
 
 

@@ -10,9 +10,10 @@ import numpy as np
 
 from keepfit._io import atomic_write_text
 from keepfit.evaluation import figures as fg
-from keepfit.evaluation._html import esc, figure, fmt, fmt_interval, page, table
+from keepfit.evaluation._html import esc, figure, fmt, fmt_interval, page, table, text_cell
 from keepfit.evaluation._json import jsonable
 from keepfit.evaluation.evaluation import EvaluationResult
+from keepfit.types import is_generation
 
 __all__ = ["write_evaluation_report", "EVALUATION_JSON", "REPORT_HTML"]
 
@@ -32,7 +33,9 @@ def write_evaluation_report(
     ``history`` is the per-epoch (or per-evaluation) training log: dicts with ``epoch`` or ``step`` and
     numeric values; keys containing "loss" are drawn as loss curves, keys starting with "val" as validation
     metrics.
-    The HTML embeds its figures as base64 PNG and references nothing outside itself.
+    The HTML embeds its figures as base64 PNG and references nothing outside itself. A text-generation result
+    (:func:`keepfit.evaluation.generation.evaluate_generations`) shows its headline, per-field table, slices and
+    the wrong answers (prompt, reference, output, score); it has no confusion or calibration.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -47,8 +50,10 @@ def write_evaluation_report(
 
 
 def _sections(result: EvaluationResult, history: list[dict]) -> list[str]:
+    generation = is_generation(result.task)
+    what = _generation_note(result.settings) if generation else f"{len(result.labels)} labels"
     out = [
-        f'<p class="note">{esc(result.task)}, {result.n} examples, {len(result.labels)} labels. '
+        f'<p class="note">{esc(result.task)}, {result.n} examples, {esc(what)}. '
         f"Intervals: {int(result.settings.get('confidence', 0.95) * 100)}% percentile bootstrap, "
         f"{result.settings.get('bootstrap')} resamples, seed {result.settings.get('seed')}.</p>"
     ]
@@ -70,7 +75,14 @@ def _sections(result: EvaluationResult, history: list[dict]) -> list[str]:
         out.append(_calibration_section(result.calibration))
     if result.open_set:
         out.append(_open_set_section(result.open_set))
-    if result.per_class:
+    if result.per_class and generation:
+        out.append(
+            "<h2>Per field</h2>"
+            '<p class="note">Per top-level field of the JSON references: the share of the rows whose reference '
+            "has the field that the answer got right (n: those rows).</p>"
+            + table(["field", "accuracy", "n"], [[k, r["accuracy"], r["n"]] for k, r in result.per_class.items()])
+        )
+    elif result.per_class:
         keys = [
             k
             for k in ("precision", "recall", "f1", "support", "threshold")
@@ -95,7 +107,9 @@ def _sections(result: EvaluationResult, history: list[dict]) -> list[str]:
                 ],
             )
         )
-    if result.errors:
+    if result.errors and generation:
+        out.append(_generation_errors(result))
+    elif result.errors:
         keys = [k for k in result.errors[0] if k != "index"]
         out.append(
             "<h2>Largest errors</h2>"
@@ -106,6 +120,29 @@ def _sections(result: EvaluationResult, history: list[dict]) -> list[str]:
             )
         )
     return out
+
+
+def _generation_note(settings: dict[str, Any]) -> str:
+    match, threshold = settings.get("match"), settings.get("threshold")
+    return (
+        f"an answer is right when its {match} score is at least {threshold} (accuracy, slices); answers are "
+        f"generated up to {settings.get('max_new_tokens')} new tokens; eos_rate is the share that ended "
+        "before the limit"
+    )
+
+
+def _generation_errors(result: EvaluationResult) -> str:
+    """The wrong answers, lowest score first: the prompt as chat text, the reference and what was generated."""
+    rows = [
+        [e["index"], text_cell(e.get("prompt", "")), text_cell(e["reference"]), text_cell(e["output"]), e["score"],
+         "yes" if e.get("ended") else "no (cut at the limit)"]
+        for e in result.errors
+    ]
+    return (
+        f"<h2>Largest errors</h2><p class=\"note\">The {len(rows)} wrong answers with the lowest "
+        f"{esc(result.settings.get('match'))} score, lowest first.</p>"
+        + table(["row", "prompt", "reference", "output", "score", "ended"], rows, numeric_from=99)
+    )
 
 
 def _cell(value: Any) -> Any:
@@ -183,7 +220,15 @@ def _figures(result: EvaluationResult, history: list[dict]) -> list[tuple[str, s
                 "Reliability diagram: accuracy against confidence per bin.",
             )
         )
-    if result.per_class:
+    if result.per_class and is_generation(result.task):
+        share = {name: row["accuracy"] for name, row in result.per_class.items()}
+        figs.append(
+            (
+                fg.to_data_uri(fg.per_class_figure(share, "Right per field", "share of rows with the field")),
+                "Share of rows whose answer has the reference's value, per JSON field, lowest first.",
+            )
+        )
+    elif result.per_class:
         f1 = {name: row["f1"] for name, row in result.per_class.items()}
         figs.append((fg.to_data_uri(fg.per_class_figure(f1)), "F1 per class, lowest first."))
     if result.task == "regression" and result.truth is not None:

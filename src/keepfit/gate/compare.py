@@ -11,14 +11,20 @@ What "right" means per example (used for flips, McNemar and slices):
   (``thresholds_old`` / ``thresholds_new``, the tuned thresholds the model is served with; 0.5 when not given) -
   a flip is an example that was fully right and now is not (or the reverse);
 - regression: ``|prediction - target| <= tolerance`` (``EvaluateConfig.regression_tolerance``, else half the
-  standard deviation of the targets); a negative flip is an example whose error grew beyond the tolerance.
+  standard deviation of the targets); a negative flip is an example whose error grew beyond the tolerance;
+- text-generation: the ``right`` column of the score matrices of
+  :func:`keepfit.evaluation.generation.score_generations` (the configured match score at least its threshold);
+  the outputs are those [n, 7] matrices, the generated texts travel in ``frame`` (columns :data:`OUTPUT_OLD`,
+  :data:`OUTPUT_NEW` beside the reference ``completion``), and there are no labels.
 
 Labels are aligned by **name**: the new model may know labels the old one never saw. ``y_true`` indexes the
 union ``labels_new + [labels of the old model that the new one lacks]``. An old model's prediction can never
 be a label it does not know, so examples of new labels always count as wrong for the old model.
 
 Per class the compared metric is recall (accuracy on the class's examples) for single-label and F1 for
-multi-label; per slice it is the rate of right examples as defined above. Per class and per slice the paired
+multi-label; for text-generation with JSON references the "classes" are the reference objects' top-level fields
+and the metric is ``field_accuracy`` (the share of the rows whose reference has the field that the answer gets
+right; recall-like); per slice it is the rate of right examples as defined above. Per class and per slice the paired
 counts are kept too: ``old_right`` (rows the old model got right), ``old_right_new_wrong`` (negative flips) and
 ``old_wrong_new_right``; for a class, "right" means the class is predicted for a row that has it.
 
@@ -39,11 +45,12 @@ from scipy.stats import binomtest
 from keepfit.config import EvaluateConfig
 from keepfit.errors import ConfigError, DataError
 from keepfit.evaluation import calibration as cal
+from keepfit.evaluation import generation as gen
 from keepfit.evaluation import metrics as m
 from keepfit.evaluation._json import jsonable
 from keepfit.evaluation.bootstrap import bootstrap_sums, percentile_interval
 from keepfit.evaluation.slices import slice_masks
-from keepfit.types import TEXT
+from keepfit.types import COMPLETION, GENERATION, PROMPT, TEXT, is_generation
 
 __all__ = [
     "Comparison",
@@ -53,6 +60,8 @@ __all__ = [
     "mcnemar_exact",
     "DELTA_METRICS",
     "MAX_LISTED_FLIPS",
+    "OUTPUT_OLD",
+    "OUTPUT_NEW",
     "ALL",
     "EARLIER",
     "NEW",
@@ -64,13 +73,19 @@ ALL = "all"
 EARLIER = "earlier test set"  # test rows the champion was judged on before (what it could already do)
 NEW = "new test set"  # test rows that came with the batch
 MAX_LISTED_FLIPS = 200
+# text-generation: the frame columns holding the two models' generated answers
+OUTPUT_OLD, OUTPUT_NEW = "output_old", "output_new"
 DELTA_METRICS = {
     "single-label": ("accuracy", "macro_f1", "weighted_f1", "top_k_accuracy"),
     "multi-label": ("subset_accuracy", "hamming_loss", "micro_f1", "macro_f1"),
     "regression": ("mae", "rmse", "r2", "within_tolerance"),
+    GENERATION: ("accuracy", "exact_match", "field_match", "token_f1", "rouge_l", "eos_rate"),
 }
-CLASS_METRIC = {"single-label": "recall", "multi-label": "f1"}
-SLICE_METRIC = {"single-label": "accuracy", "multi-label": "exact match", "regression": "within tolerance"}
+CLASS_METRIC = {"single-label": "recall", "multi-label": "f1", GENERATION: "field_accuracy"}
+SLICE_METRIC = {
+    "single-label": "accuracy", "multi-label": "exact match", "regression": "within tolerance",
+    GENERATION: "share right",
+}
 
 
 @dataclass
@@ -195,7 +210,14 @@ def compare_outputs(
     missing. In the ``"all"`` group the other groups also appear as slices. ``thresholds_old`` /
     ``thresholds_new`` (multi-label only): per-label decision thresholds [len(labels_old)] /
     [len(labels_new)], aligned with each model's own labels; 0.5 when None.
+
+    text-generation: ``labels_old``/``labels_new`` are [] and ``y_true`` is ignored; ``outputs_old`` /
+    ``outputs_new`` are the [n, 7] score matrices of :func:`keepfit.evaluation.generation.score_generations`;
+    ``frame`` (optional) holds the rows with ``completion`` and the generated texts in :data:`OUTPUT_OLD` /
+    :data:`OUTPUT_NEW`, for the flips' texts and, when the references are JSON objects, the per-field table.
     """
+    if is_generation(task):
+        return _compare_generation(outputs_old, outputs_new, frame=frame, config=config, groups=groups, seed=seed)
     union = union_labels(labels_old, labels_new) if task != "regression" else []
     y, old = m.check_outputs(
         task,
@@ -310,6 +332,7 @@ class _Scored:
     correct: np.ndarray
     stats: np.ndarray
     class_right: np.ndarray | None = None  # [n, C] bool: the row has the class and the model predicts it
+    class_truth: np.ndarray | None = None  # [n, C] bool: the row has the class (text-generation: the field)
 
 
 def _truth(task: str, y: np.ndarray, c: int) -> np.ndarray:
@@ -350,6 +373,8 @@ def _from_sums(task: str, c: int):
         return lambda s: m.single_from_sums(s, c)
     if task == "multi-label":
         return lambda s: m.multi_from_sums(s, c)
+    if task == GENERATION:
+        return lambda s: gen.generation_from_sums(s, c)
     return m.regression_from_sums
 
 
@@ -432,7 +457,7 @@ def _per_class(
     key = f"{CLASS_METRIC[task]}_per_class"
     diffs = samples[1][key] - samples[0][key] if samples is not None else None
     old_hit, new_hit = a.class_right[rows], b.class_right[rows]
-    truth = _truth(task, y, len(union))
+    truth = a.class_truth[rows] if a.class_truth is not None else _truth(task, y, len(union))
     counts = {
         "old_right": old_hit.sum(axis=0),
         "old_right_new_wrong": (old_hit & ~new_hit).sum(axis=0),
@@ -478,7 +503,7 @@ def _per_slice(masks, ca, cb, config: EvaluateConfig, seed: int) -> dict[str, di
 
 
 def _calibration(task, y, old, new, n_bins: int) -> dict[str, float] | None:
-    if task == "regression":
+    if task in ("regression", GENERATION):
         return None
     ece_old = cal.expected_calibration_error(*cal.confidence_and_correct(task, y, old), n_bins)
     ece_new = cal.expected_calibration_error(*cal.confidence_and_correct(task, y, new), n_bins)
@@ -494,6 +519,8 @@ def _describe(task, union, value) -> Any:
 
 
 def _flips(rows: np.ndarray, task, union, y, a: _Scored, b: _Scored, frame) -> list[dict[str, Any]]:
+    if task == GENERATION:
+        return _generation_flips(rows, a, b, frame)
     texts = frame[TEXT].astype(str).to_numpy() if frame is not None and TEXT in frame.columns else None
     out = []
     for i in rows[:MAX_LISTED_FLIPS]:
@@ -505,5 +532,128 @@ def _flips(rows: np.ndarray, task, union, y, a: _Scored, b: _Scored, frame) -> l
         }
         if texts is not None:
             row["text"] = str(texts[i])
+        out.append(row)
+    return out
+
+
+# ---- text-generation: the same paired comparison over per-example answer scores ----
+
+
+def _compare_generation(
+    outputs_old: np.ndarray,
+    outputs_new: np.ndarray,
+    *,
+    frame: pd.DataFrame | None,
+    config: EvaluateConfig,
+    groups: dict[str, np.ndarray] | None,
+    seed: int,
+) -> Comparison:
+    """:func:`compare_outputs` for text-generation: "right" is the score matrices' ``right`` column as given."""
+    old = _generation_scores(outputs_old, "old model outputs")
+    new = _generation_scores(outputs_new, "new model outputs")
+    n = len(old)
+    if new.shape != old.shape:
+        raise DataError(
+            f"new model outputs have {len(new)} rows but the old model's have {n}; score both models' answers on "
+            "the same rows, in the same order."
+        )
+    if frame is not None and len(frame) != n:
+        raise DataError(
+            f"The frame has {len(frame)} rows but the outputs have {n}; pass the rows that were "
+            "scored, in the same order."
+        )
+    texts = _generation_texts(frame)
+    references = texts[COMPLETION] if texts is not None else None
+    fields_old: dict[str, np.ndarray] = {}
+    fields_new: dict[str, np.ndarray] = {}
+    if references is not None and gen.match_kind(references, "auto") == "field":
+        fields_old = gen.field_scores(references, texts[OUTPUT_OLD])
+        fields_new = gen.field_scores(references, texts[OUTPUT_NEW])
+    fields = list(fields_old)
+    match = gen.match_kind(references, config.generation_match) if references is not None else None
+    # the flips show each answer's match score; without references to resolve "auto", the right column (0/1)
+    column = gen.SCORE_COLUMNS.index(gen.MATCH_COLUMN[match]) if match in gen.MATCH_COLUMN else 0
+    model_old = _generation_scored(old, fields_old, column)
+    model_new = _generation_scored(new, fields_new, column)
+    masks = _groups(groups, n)
+    y = np.zeros(n)  # no labels: the references are in the frame, "right" in the score matrices
+    out = {}
+    for name, mask in masks.items():
+        extra = {k: v for k, v in masks.items() if k != ALL} if name == ALL else None
+        out[name] = _compare_group(
+            name, mask, GENERATION, fields, y, old, new, model_old, model_new, frame, extra, config, seed
+        )
+    settings = {
+        "bootstrap": config.bootstrap,
+        "confidence": config.confidence,
+        "seed": seed,
+        "class_metric": CLASS_METRIC[GENERATION] if fields else None,
+        "slice_metric": SLICE_METRIC[GENERATION],
+        "regression_tolerance": None,
+        "length_unit": "characters",
+        "length_bins": config.length_bins,
+        "thresholds": None,
+        "match": match or config.generation_match,
+        "threshold": config.generation_threshold,
+        "fields": fields,
+    }
+    return Comparison(task=GENERATION, labels=[], labels_old=[], labels_new=[], n=n, groups=out, settings=settings)
+
+
+def _generation_scores(outputs: np.ndarray, what: str) -> np.ndarray:
+    """A score matrix [n, 7] of :func:`keepfit.evaluation.generation.score_generations`, checked."""
+    scores = np.asarray(outputs, dtype=float)
+    k = len(gen.SCORE_COLUMNS)
+    if scores.ndim != 2 or scores.shape[1] != k:
+        raise DataError(
+            f"{what}: text-generation expects the score matrix of score_generations, shape [n, {k}] (columns "
+            f"{', '.join(gen.SCORE_COLUMNS)}), got shape {list(scores.shape)}."
+        )
+    if len(scores) == 0:
+        raise DataError(f"Nothing to compare: {what} has 0 rows. Compare on a split with at least one row.")
+    if not np.isfinite(scores).all() or (scores < 0).any() or (scores > 1).any():
+        raise DataError(f"{what}: every score must be a finite number in [0, 1]; rescore with score_generations.")
+    if not np.isin(scores[:, 0], (0.0, 1.0)).all():
+        raise DataError(f"{what}: the 'right' column must hold 0 or 1; rescore with score_generations.")
+    return scores
+
+
+def _generation_texts(frame: pd.DataFrame | None) -> dict[str, list[str]] | None:
+    if frame is None:
+        return None
+    needed = (COMPLETION, OUTPUT_OLD, OUTPUT_NEW)
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"A text-generation comparison's frame needs the columns {list(needed)} (the reference and both "
+            f"models' generated answers); it lacks {missing}. Add the answers as columns {OUTPUT_OLD!r} and "
+            f"{OUTPUT_NEW!r}, or pass frame=None."
+        )
+    return {c: ["" if v is None or v != v else str(v) for v in frame[c].tolist()] for c in needed}
+
+
+def _generation_scored(scores: np.ndarray, fields: dict[str, np.ndarray], column: int) -> _Scored:
+    """One model's answers: ``pred`` holds the match score per row, classes are the JSON fields."""
+    table = np.column_stack(list(fields.values())) if fields else np.zeros((len(scores), 0))
+    return _Scored(
+        pred=scores[:, column].copy(),
+        correct=scores[:, 0].copy(),
+        stats=gen.generation_stats(scores, fields),
+        class_right=table == 1,
+        class_truth=np.isfinite(table),
+    )
+
+
+def _generation_flips(rows: np.ndarray, a: _Scored, b: _Scored, frame) -> list[dict[str, Any]]:
+    """Flipped answers with their texts (when the frame is given) and both models' match scores."""
+    out = []
+    for i in rows[:MAX_LISTED_FLIPS]:
+        row: dict[str, Any] = {"index": int(i)}
+        if frame is not None:
+            record = frame.iloc[int(i)]
+            row["prompt"] = gen.chat_text(record[PROMPT]) if PROMPT in frame.columns else ""
+            row["reference"] = str(record[COMPLETION])
+            row[OUTPUT_OLD], row[OUTPUT_NEW] = str(record[OUTPUT_OLD]), str(record[OUTPUT_NEW])
+        row["score_old"], row["score_new"] = float(a.pred[i]), float(b.pred[i])
         out.append(row)
     return out

@@ -17,9 +17,17 @@ import matplotlib.pyplot as plt
 
 from keepfit._io import atomic_write_text
 from keepfit.evaluation import figures as fg
-from keepfit.evaluation._html import esc, figure, fmt_interval, page, table
-from keepfit.gate.compare import Comparison, GroupComparison, describe_group, negative_flip_sentence
+from keepfit.evaluation._html import esc, figure, fmt_interval, page, table, text_cell
+from keepfit.gate.compare import (
+    OUTPUT_NEW,
+    OUTPUT_OLD,
+    Comparison,
+    GroupComparison,
+    describe_group,
+    negative_flip_sentence,
+)
 from keepfit.gate.rules import GateDecision
+from keepfit.types import is_generation
 
 __all__ = ["write_comparison_report", "rewrite_timings", "COMPARE_JSON", "COMPARE_HTML"]
 
@@ -53,7 +61,8 @@ def write_comparison_report(
     ``interpolation``: an update's BCWI result (``keepfit.train.interpolate.Interpolation`` or its
     ``to_dict()``): its curve, chosen weight and plot are shown. ``timings``: seconds per step (``data_s``,
     ``train_s``, ..., ``total_s``), shown with each step's share of the total. Both are optional, and both
-    are also written to compare.json.
+    are also written to compare.json. A text-generation comparison lists its flips with the prompt, the
+    reference and both models' answers, and judges JSON fields where classification judges classes.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -191,7 +200,23 @@ def _verdict(decision: GateDecision) -> str:
     )
 
 
-def _class_checks(decision: GateDecision) -> str:
+_CLASS_NOTE = (
+    "old/new: recall (F1 for multi-label) per class, rate of right rows per slice. "
+    "flips: rows the old model got right that the new one gets wrong; p: exact McNemar, one-sided "
+    "(candidate worse), and Holm-adjusted across the classes and slices with a discordant pair. detectable: "
+    "the fewest flips (share of the class's rows) the gate rejects for sure; none: too few rows to protect "
+    "it."
+)
+_FIELD_NOTE = (
+    "old/new: per JSON field, the share of the rows whose reference has the field that the answer gets right; "
+    "per slice, the share of right answers. flips: rows right before (the field, or the answer) that are wrong "
+    "now; p: exact McNemar, one-sided (candidate worse), and Holm-adjusted across the fields and slices with a "
+    "discordant pair. detectable: the fewest flips (share of the rows) the gate rejects for sure; none: too few "
+    "rows to protect it."
+)
+
+
+def _class_checks(decision: GateDecision, generation: bool = False) -> str:
     """The per-class/per-slice checks of the judged group, with the smallest drop each could detect."""
     if not decision.classes:
         return ""
@@ -212,15 +237,11 @@ def _class_checks(decision: GateDecision) -> str:
         for u in decision.classes
     ]
     return (
-        f"<h2>Classes and slices of {esc(describe_group(decision.group))}</h2>"
-        '<p class="note">old/new: recall (F1 for multi-label) per class, rate of right rows per slice. '
-        "flips: rows the old model got right that the new one gets wrong; p: exact McNemar, one-sided "
-        "(candidate worse), and Holm-adjusted across the classes and slices with a discordant pair. detectable: "
-        "the fewest flips (share of the class's rows) the gate rejects for sure; none: too few rows to protect "
-        "it.</p>"
+        f"<h2>{'Fields' if generation else 'Classes'} and slices of {esc(describe_group(decision.group))}</h2>"
+        f'<p class="note">{_FIELD_NOTE if generation else _CLASS_NOTE}</p>'
         + table(
-            ["class / slice", "n", "old", "new", "old right", "flips", "fixed", "p", "p (Holm)", "detectable",
-             "failed by"],
+            ["field / slice" if generation else "class / slice", "n", "old", "new", "old right", "flips", "fixed",
+             "p", "p (Holm)", "detectable", "failed by"],
             rows,
         )
     )
@@ -234,7 +255,7 @@ def _sections(c: Comparison, decision: GateDecision, interpolation: str = "") ->
         f"({s.get('bootstrap')} resamples, "
         f"seed {s.get('seed')}, the same resamples for both models).</p>",
         _verdict(decision),
-        _class_checks(decision),
+        _class_checks(decision, is_generation(c.task)),
         interpolation,
     ]
     figs = [
@@ -251,10 +272,11 @@ def _sections(c: Comparison, decision: GateDecision, interpolation: str = "") ->
             ),
             key=lambda t: t[1],
         )
+        unit = "field" if is_generation(c.task) else "class"
         figs.append(
             (
-                fg.to_data_uri(fg.interval_figure(rows, f"{s.get('class_metric')} per class ({g.name})")),
-                "Per-class deltas, worst first.",
+                fg.to_data_uri(fg.interval_figure(rows, f"{s.get('class_metric')} per {unit} ({g.name})")),
+                f"Per-{unit} deltas, worst first.",
             )
         )
     slice_rows = sorted(
@@ -329,10 +351,11 @@ def _group_section(c: Comparison, g: GroupComparison) -> str:
         rows = sorted(
             g.per_class.items(), key=lambda kv: kv[1]["delta"] if kv[1]["delta"] == kv[1]["delta"] else 9.0
         )
+        unit = "field" if is_generation(c.task) else "class"
         parts.append(
-            f"<h3>Per class ({esc(c.settings.get('class_metric'))})</h3>"
+            f"<h3>Per {unit} ({esc(c.settings.get('class_metric'))})</h3>"
             + table(
-                ["label", "n", "old", "new", "delta", "interval"],
+                ["field" if unit == "field" else "label", "n", "old", "new", "delta", "interval"],
                 [[k, r["n"], r["old"], r["new"], r["delta"], fmt_interval(r["interval"])] for k, r in rows],
             )
         )
@@ -351,7 +374,9 @@ def _group_section(c: Comparison, g: GroupComparison) -> str:
         ("Negative flips (old right, new wrong)", g.negative_flips),
         ("Positive flips (old wrong, new right)", g.positive_flips),
     ):
-        if flips:
+        if flips and is_generation(c.task):
+            parts.append(_generation_flips(title, flips[:_LISTED_IN_HTML]))
+        elif flips:
             keys = [k for k in ("text", "true", "old", "new") if k in flips[0]]
             shown = flips[:_LISTED_IN_HTML]
             parts.append(
@@ -363,6 +388,16 @@ def _group_section(c: Comparison, g: GroupComparison) -> str:
                 )
             )
     return "".join(parts)
+
+
+def _generation_flips(title: str, flips: list[dict[str, Any]]) -> str:
+    """Flipped answers: the prompt as chat text, the reference, the old and the new answer, both scores."""
+    texts = [k for k in ("prompt", "reference", OUTPUT_OLD, OUTPUT_NEW) if k in flips[0]]
+    header = {"prompt": "prompt", "reference": "reference", OUTPUT_OLD: "old output", OUTPUT_NEW: "new output"}
+    rows = [[f["index"], *[text_cell(f[k]) for k in texts], f["score_old"], f["score_new"]] for f in flips]
+    return f"<h3>{title}: first {len(flips)}</h3>" + table(
+        ["row", *[header[k] for k in texts], "old score", "new score"], rows, numeric_from=len(texts) + 1
+    )
 
 
 def _cell(value):

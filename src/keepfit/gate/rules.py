@@ -30,6 +30,11 @@ A group the comparison lacks, or that has no rows, falls back: the earlier and t
 (plain ``keepfit compare A B``, or an update without new test rows); the rule's detail says which group it
 judged. Without bootstrap resamples there is no interval, and the interval rules fail (set evaluate.bootstrap).
 ``accuracy`` means subset accuracy for multi-label and MAE for regression (said in the detail).
+
+text-generation comparisons are judged by the same rules: ``accuracy`` is the share of right answers (the
+configured match score at least its threshold), flips and McNemar count right answers; class_regression judges
+the per-field table (top-level fields of JSON references, kind "field") and the slices, and is skipped when
+there is neither; new_label_recall does not apply (there are no labels) and passes with a note.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from keepfit.gate.compare import (
     describe_group,
     negative_flip_sentence,
 )
+from keepfit.types import is_generation
 
 __all__ = [
     "RuleResult",
@@ -279,12 +285,18 @@ def _old_right(g: GroupComparison) -> int:
     return int(mc.get("old_right", mc["both_right"] + mc["old_right_new_wrong"]))
 
 
+def _unit_kind(comparison: Comparison) -> str:
+    """What a per-class entry is: a label ("class"), or for text-generation a JSON field ("field")."""
+    return "field" if is_generation(comparison.task) else "class"
+
+
 def _units(comparison: Comparison, g: GroupComparison) -> list[dict[str, Any]]:
-    """Classes the old model knows and slice values, with rows in ``g``."""
-    known = set(comparison.labels_old)
+    """Classes the old model knows (text-generation: every JSON field) and slice values, with rows in ``g``."""
+    kind = _unit_kind(comparison)
+    known = set(g.per_class) if kind == "field" else set(comparison.labels_old)
     metric = comparison.settings.get("class_metric") or "metric"
     units = [
-        {"kind": "class", "name": name, "metric": metric, **row}
+        {"kind": kind, "name": name, "metric": metric, **row}
         for name, row in g.per_class.items()
         if name in known and row["n"] > 0
     ]
@@ -385,17 +397,27 @@ class ClassRegression:
     def evaluate(self, comparison: Comparison, policy: GateConfig, *, group: str | None = None) -> RuleResult:
         g, note = judged_group(comparison, policy, self.name, group)
         units = class_checks(comparison, g, policy)
+        kind = _unit_kind(comparison)
+        noun = "fields" if kind == "field" else "classes"
+        if kind == "field" and not g.per_class:
+            note += " (no per-field table: the references are not JSON objects)"
+            if not units:
+                return RuleResult(
+                    self.name, True, None, 0.0,
+                    f"nothing to check on {describe_group(g.name)}{note}, and no slices; flips are judged by "
+                    "max_negative_flip_rate.", skipped=True, group=g.name,
+                )
         failing = [u for u in units if u["failed_by"]]
-        classes = sum(u["kind"] == "class" for u in units)
+        classes = sum(u["kind"] == kind for u in units)
         tested = sum(u["old_right_new_wrong"] + u["old_wrong_new_right"] > 0 for u in units)
-        blind = sum(u["detectable_flips"] is None for u in units if u["kind"] == "class")
+        blind = sum(u["detectable_flips"] is None for u in units if u["kind"] == kind)
         head = (
-            f"{classes} classes and {len(units) - classes} slice values of {describe_group(g.name)}{note} checked: "
+            f"{classes} {noun} and {len(units) - classes} slice values of {describe_group(g.name)}{note} checked: "
             f"exact McNemar (one-sided, candidate worse) with Holm correction across the {tested} with a "
             f"discordant pair (family-wise alpha {policy.alpha}), and a flip budget (at least "
             f"{policy.class_min_flips} negative flips that are more than {policy.max_class_flip_share:.0%} of its "
             f"previously-right rows)"
-            + (f"; {blind} classes have too few previously-right rows for any drop to be caught" if blind else "")
+            + (f"; {blind} {noun} have too few previously-right rows for any drop to be caught" if blind else "")
         )
         if not failing:
             worst = next((u for u in units if u["old_right_new_wrong"]), None)
@@ -425,9 +447,15 @@ class NewLabelRecall:
 
     def evaluate(self, comparison: Comparison, policy: GateConfig, *, group: str | None = None) -> RuleResult:
         g, note = judged_group(comparison, policy, self.name, group)
+        floor = policy.new_label_min_recall
+        if is_generation(comparison.task):
+            return RuleResult(
+                self.name, True, None, floor,
+                "not applicable to text-generation: answers are generated, there are no labels to be new.",
+                skipped=True, group=g.name,
+            )
         known = set(comparison.labels_old)
         metric = comparison.settings.get("class_metric") or "recall"
-        floor = policy.new_label_min_recall
         judged = {
             name: row
             for name, row in g.per_class.items()
@@ -539,24 +567,29 @@ class GateDecision:
         )
 
 
-def _power_warnings(units: list[dict[str, Any]], group: str, policy: GateConfig) -> list[str]:
-    classes = [u for u in units if u["kind"] == "class"]
+def _power_warnings(units: list[dict[str, Any]], group: str, policy: GateConfig, kind: str = "class") -> list[str]:
+    classes = [u for u in units if u["kind"] == kind]
     small = [u for u in classes if u["n"] < policy.warn_class_rows]
     if not small:
         return []
     blind = sum(u["detectable_flips"] is None for u in small)
     drops = [u["detectable_drop"] for u in small if u["detectable_drop"] is not None]
     can = (
-        f"on them the gate catches only a drop of at least {min(drops):.0%} of a class's rows"
+        f"on them the gate catches only a drop of at least {min(drops):.0%} of a {kind}'s rows"
         if drops
         else "on them the gate can catch no drop"
     )
-    return [
-        f"{len(small)} of {len(classes)} classes of {describe_group(group)} have fewer than "
-        f"{policy.warn_class_rows} rows (the smallest has {min(u['n'] for u in small)}); {can}"
-        + (f", and on {blind} of them no drop at all" if blind and drops else "")
-        + ". Fix: more test rows per class (a per-class minimum in the split, e.g. split.min_test_per_class, "
+    fix = (
+        ". Fix: more test rows per class (a per-class minimum in the split, e.g. split.min_test_per_class, "
         "or a larger split.test)."
+        if kind == "class"
+        else ". Fix: more test rows whose reference has these fields (a larger split.test)."
+    )
+    return [
+        f"{len(small)} of {len(classes)} {'classes' if kind == 'class' else 'fields'} of {describe_group(group)} "
+        f"have fewer than {policy.warn_class_rows} rows (the smallest has {min(u['n'] for u in small)}); {can}"
+        + (f", and on {blind} of them no drop at all" if blind and drops else "")
+        + fix
     ]
 
 
@@ -588,5 +621,5 @@ def apply_gate(
         policy=policy.model_dump(mode="json"),
         groups=judged,
         classes=units,
-        warnings=_power_warnings(units, g.name, policy),
+        warnings=_power_warnings(units, g.name, policy, _unit_kind(comparison)),
     )

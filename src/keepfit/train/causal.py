@@ -122,6 +122,12 @@ def load_causal_model(source: CausalSource) -> nn.Module:
             "of a causal LM (config.json with an *ForCausalLM architecture) or a GGUF file (needs `pip install "
             "gguf`)."
         ) from None
+    if source.gguf_file:  # de-quantised to fp32 on load: a plain model now, which saves as safetensors
+        model.hf_quantizer = None
+        model.is_quantized = False
+        model.quantization_method = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     return model
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +19,9 @@ from keepfit.errors import DataError
 from keepfit.train.causal import generate_answers, load_causal_model, load_causal_tokenizer, resolve_causal_model
 from keepfit.train.inference import choose_precision
 from keepfit.train.model import read_meta
+from keepfit.train.predict import PredictReport
 
-__all__ = ["Generator", "load_generator", "prompt_messages", "generate_file", "GenerateReport"]
+__all__ = ["Generator", "load_generator", "prompt_messages", "generate_file"]
 
 log = logging.getLogger("keepfit.train")
 
@@ -60,13 +61,6 @@ def prompt_messages(prompts: pd.Series) -> list[list[dict[str, str]]]:
     return [json.loads(p) for p in prompts]
 
 
-@dataclass(frozen=True)
-class GenerateReport:
-    rows: int
-    ended: int
-    out_path: Path
-
-
 def _messages_for_row(row: pd.Series, prompt_column: str, messages_column: str, system: str | None) -> list[dict]:
     if messages_column in row and isinstance(row[messages_column], (list, str)) and row[messages_column] != "":
         value = row[messages_column]
@@ -88,9 +82,9 @@ def generate_file(
     system_column: str | None = "system",
     batch_size: int = 16,
     max_new_tokens: int | None = None,
-) -> GenerateReport:
+) -> PredictReport:
     """Answer every row of a CSV/JSONL/Parquet file (a prompt column, or chat messages) into ``out_path`` with
-    the columns ``output`` and ``ended`` added (written atomically)."""
+    the columns ``output`` and ``ended`` (it stopped with EOS within the limit) added, written atomically."""
     from keepfit.train.predict import _read_table, _write_table
 
     frame = _read_table(Path(in_path))
@@ -104,7 +98,11 @@ def generate_file(
                           row.get(system_column) if system_column and system_column in frame else None)
         for _, row in frame.iterrows()
     ]
-    texts, ended = load_generator(model_dir).answer(prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    out = frame.assign(output=texts, ended=ended)
+    generator = load_generator(model_dir)
+    start = time.perf_counter()
+    texts, ended = generator.answer(prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    seconds = time.perf_counter() - start
+    out = frame.assign(**{"predicted_output" if "output" in frame else "output": texts,
+                          "predicted_ended" if "ended" in frame else "ended": ended})
     _write_table(out, Path(out_path))
-    return GenerateReport(rows=len(out), ended=int(ended.sum()), out_path=Path(out_path))
+    return PredictReport(Path(out_path), len(out), seconds, len(out) / max(seconds, 1e-9), "text-generation")
