@@ -12,6 +12,9 @@ descending from it (HEAD). Rows in ``base`` but not in ``judged`` come from batc
 they are *pending*, stay in the history, and are trained on by the next update. Every input row is kept (new,
 or as a relabel of an earlier row) or quarantined with its reason: ``n_in == new + applied relabels +
 quarantined`` is checked.
+
+For text-generation a row is identified by its prompt (see :func:`keepfit.data.merge.identity_for`): a prompt
+seen before with the same completion repeats it, with another completion it is re-answered (a relabel).
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ import numpy as np
 import pandas as pd
 
 from keepfit.config import KeepfitConfig
+from keepfit.data.merge import identity_for
 from keepfit.errors import DataError
 from keepfit.store import Store
-from keepfit.types import GROUP, SPLIT, SPLITS, TEXT, Snapshot, label_column_for
+from keepfit.types import GROUP, SPLIT, SPLITS, TEXT, Snapshot, is_generation, label_column_for
 
 __all__ = ["Batch", "merge_batch", "snapshot_batch", "pending_texts", "relabel_summary", "MAX_RELABEL_EXAMPLES"]
 
@@ -51,9 +55,11 @@ class Batch:
 
 
 def pending_texts(base: Snapshot, judged: Snapshot) -> frozenset[str]:
-    """Texts in ``base`` that the champion never saw: rows of rejected batches still waiting for a champion."""
-    seen = set().union(*(set(judged.split(name)[TEXT]) for name in SPLITS))
-    return frozenset(t for name in SPLITS for t in base.split(name)[TEXT] if t not in seen)
+    """Texts (prompts for text-generation) in ``base`` that the champion never saw: rows of rejected batches
+    still waiting for a champion."""
+    key = identity_for(base.task)
+    seen = set().union(*(set(judged.split(name)[key]) for name in SPLITS))
+    return frozenset(t for name in SPLITS for t in base.split(name)[key] if t not in seen)
 
 
 def merge_batch(config: KeepfitConfig, base: Snapshot, judged: Snapshot, path: Path) -> Batch:
@@ -88,25 +94,40 @@ def merge_batch(config: KeepfitConfig, base: Snapshot, judged: Snapshot, path: P
     )
 
 
+def _words(config: KeepfitConfig) -> tuple[str, str, str]:
+    """(what a row asks, what it answers, what a changed answer is called) in the task's own words."""
+    if is_generation(config.task):
+        return "prompt", "answer", "re-answered prompts"
+    return "text", "label", "relabels"
+
+
+def _cut(answer: str, generation: bool) -> str:
+    return answer if not generation or len(answer) <= 120 else answer[:117] + "..."
+
+
 def relabel_summary(batch: Batch, config: KeepfitConfig) -> dict[str, Any]:
-    """How many rows re-send an earlier text with another label, what happened to them, and the setting."""
+    """How many rows re-send an earlier text with another label (text-generation: an earlier prompt with
+    another answer), what happened to them, and the setting. Example answers are cut to 120 characters for
+    text-generation."""
     r = batch.relabelled
     applied = int(r["applied"].sum()) if len(r) else 0
     pending = int(r["pending"].sum()) if len(r) else 0
+    generation = is_generation(config.task)
+    asked, answer, called = _words(config)
     examples = [
-        {"text": str(t)[:120], "split": s, "old": o, "new": n}
+        {"text": str(t)[:120], "split": s, "old": _cut(o, generation), "new": _cut(n, generation)}
         for t, s, o, n in zip(r[TEXT], r[SPLIT], r["old"], r["new"], strict=True)
     ][:MAX_RELABEL_EXAMPLES]
     if not len(r):
-        sentence = "no row re-sends an earlier text with another label"
+        sentence = f"no row re-sends an earlier {asked} with another {answer}"
     elif applied == len(r):
         sentence = (
-            f"{len(r)} rows re-send earlier texts with other labels and were applied as relabels"
+            f"{len(r)} rows re-send earlier {asked}s with other {answer}s and were applied as {called}"
             + (f" ({pending} of them correct rows of a batch no champion was judged on)" if pending else "")
         )
     else:
         sentence = (
-            f"{len(r)} rows re-send earlier texts with other labels (relabels); {len(r) - applied} were "
+            f"{len(r)} rows re-send earlier {asked}s with other {answer}s ({called}); {len(r) - applied} were "
             "quarantined as conflicts_with_earlier"
             + (f" and {applied} applied to pending rows" if applied else "")
             + ". To apply them, set update.relabels: apply (it changes the earlier test set the gate compares on)"
@@ -190,12 +211,14 @@ def snapshot_batch(
         "base_snapshot": base.id,
     }
     if len(new_train) == 0:
+        _, answer, _ = _words(config)
+        fresh = "new prompts with their answers" if is_generation(config.task) else "new labelled rows"
         raise DataError(
             f"{batch.path} brings nothing to train on: of {batch.n_in} rows, {batch.n_duplicates} repeat earlier "
-            f"data with the same label, {batch.n_check_quarantined} were quarantined by the data check, "
+            f"data with the same {answer}, {batch.n_check_quarantined} were quarantined by the data check, "
             f"{len(screened)} by the champion's screen, {len(leaked)} leak into earlier splits; "
             f"{relabels['summary']}; and no new row landed in the training split. Nothing was written. "
-            "Add new labelled rows, or run `keepfit data check` on the file to see why rows were dropped."
+            f"Add {fresh}, or run `keepfit data check` on the file to see why rows were dropped."
         )
     snapshot = create_snapshot(
         frames,
@@ -210,11 +233,12 @@ def snapshot_batch(
 
 
 def _untrained_rows(train: pd.DataFrame, judged: Snapshot) -> pd.DataFrame:
-    """Training rows the champion was not trained on as they are now (new text, or the same text relabelled)."""
-    column = label_column_for(judged.task)
+    """Training rows the champion was not trained on as they are now (new text, or the same text relabelled;
+    text-generation: new prompt, or the same prompt re-answered)."""
+    column, identity = label_column_for(judged.task), identity_for(judged.task)
 
     def keys(frame: pd.DataFrame) -> pd.Series:
-        return frame[TEXT].astype(str) + "\x1f" + frame[column].astype(str)
+        return frame[identity].astype(str) + "\x1f" + frame[column].astype(str)
 
     trained = set(keys(judged.train))
     return train[~keys(train).isin(trained).to_numpy()].reset_index(drop=True)

@@ -221,11 +221,12 @@ def check_data(
     store: Store | None = None,
     known_labels: list[str] | None = None,
     split: bool = False,
+    count_tokens: TokenCounter | None = None,
 ) -> CheckResult:
     """Check one file: validation with quarantine, then the quality findings (and, with ``split``, the split
     and leakage). With ``store``, the quarantine and report are also written under
-    ``<store>/checks/<file>/``."""
-    result = check_files(path, config, known_labels=known_labels, split=split)
+    ``<store>/checks/<file>/``. ``count_tokens``: text-generation's token-length rule (see check_files)."""
+    result = check_files(path, config, known_labels=known_labels, split=split, count_tokens=count_tokens)
     if store is not None:
         write_check_outputs(result, store.root / "checks" / Path(path).stem)
     return result

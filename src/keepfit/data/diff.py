@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from rich.console import Group, RenderableType
+from rich.markup import escape
 from rich.table import Table
 
 from keepfit.data.quality import MAX_EXAMPLES, answer_strings, identity_column
@@ -201,9 +202,16 @@ def diff_to_json(diff: SnapshotDiff) -> str:
     return json.dumps(diff.to_dict(), indent=2, default=str)
 
 
+def _answer(value: str, limit: int = 60) -> str:
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
 def diff_renderable(diff: SnapshotDiff, max_labels: int = 10) -> Group:
     """The diff as one rich renderable (the CLI prints it): counts, label changes, the largest share shifts
-    and the test statistics."""
+    and the test statistics.
+
+    Texts, labels and answers come from the data and are escaped: rich would read ``[urgent]`` as markup and
+    print nothing. Answers are cut to 60 characters (a completion can be long)."""
     parts: list[RenderableType] = []
     parts.append(
         f"[bold]data diff[/] {diff.a[:12]} -> {diff.b[:12]}: {diff.rows_a:,} -> {diff.rows_b:,} rows"
@@ -217,17 +225,19 @@ def diff_renderable(diff: SnapshotDiff, max_labels: int = 10) -> Group:
         ("removed", diff.removed, diff.removed_examples),
     ):
         ex = examples[0] if examples else None
-        table.add_row(name, f"{count:,}", f"{ex['text'][:60]!r} [{ex['label']}]" if ex else "")
+        table.add_row(name, f"{count:,}", escape(f"{ex['text'][:60]!r} [{_answer(ex['label'])}]") if ex else "")
     ex = diff.relabelled_examples[0] if diff.relabelled_examples else None
     table.add_row(
-        "relabelled", f"{diff.relabelled:,}", f"{ex['text'][:50]!r}: {ex['old']} -> {ex['new']}" if ex else ""
+        "relabelled",
+        f"{diff.relabelled:,}",
+        escape(f"{ex['text'][:50]!r}: {_answer(ex['old'])} -> {_answer(ex['new'])}") if ex else "",
     )
     table.add_row("unchanged", f"{diff.unchanged:,}", "")
     parts.append(table)
     if diff.labels_new:
-        parts.append(f"new labels: [green]{', '.join(diff.labels_new)}[/]")
+        parts.append(f"new labels: [green]{escape(', '.join(diff.labels_new))}[/]")
     if diff.labels_vanished:
-        parts.append(f"vanished labels: [red]{', '.join(diff.labels_vanished)}[/]")
+        parts.append(f"vanished labels: [red]{escape(', '.join(diff.labels_vanished))}[/]")
     if diff.label_shift:
         shift = Table(title="Label share shift (largest first)", title_justify="left")
         shift.add_column("label")
@@ -235,7 +245,7 @@ def diff_renderable(diff: SnapshotDiff, max_labels: int = 10) -> Group:
         shift.add_column("share B", justify="right")
         shift.add_column("change", justify="right")
         for r in diff.label_shift[:max_labels]:
-            shift.add_row(r["label"], f"{r['share_a']:.1%}", f"{r['share_b']:.1%}", f"{r['change']:+.1%}")
+            shift.add_row(escape(r["label"]), f"{r['share_a']:.1%}", f"{r['share_b']:.1%}", f"{r['change']:+.1%}")
         parts.append(shift)
     lt, ln = diff.label_test, diff.length_test
     if lt:

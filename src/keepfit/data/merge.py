@@ -5,6 +5,10 @@ New rows are deduplicated against all earlier data: a text seen before with the 
 ``conflicts_with_earlier`` for review: applying it silently would let a batch rewrite the earlier test set the
 gate compares on. With ``apply_relabels`` the new answer replaces the earlier one where that row lives (a test row
 stays in test).
+
+For text-generation a row is identified by its prompt (the whole conversation before the answer, system turn
+included), not by its text: the same question under another system prompt asks something else. A prompt seen
+before with another completion is a relabel too ("re-answered"), handled the same way.
 """
 
 from __future__ import annotations
@@ -15,9 +19,32 @@ import numpy as np
 import pandas as pd
 
 from keepfit.config import KeepfitConfig
-from keepfit.types import GROUP, LABEL, ROW, SOURCE, SPLIT, SPLITS, TEXT, Snapshot, Task, label_column_for
+from keepfit.types import (
+    GROUP,
+    LABEL,
+    PROMPT,
+    ROW,
+    SOURCE,
+    SPLIT,
+    SPLITS,
+    TEXT,
+    Snapshot,
+    Task,
+    is_generation,
+    label_column_for,
+)
 
-__all__ = ["MergedRows", "merge_new_rows", "replay_sample", "leakage_against_earlier", "earlier_group_splits"]
+__all__ = [
+    "MergedRows",
+    "merge_new_rows",
+    "replay_sample",
+    "leakage_against_earlier",
+    "earlier_group_splits",
+    "identity_for",
+]
+
+# how much of an answer a quarantine detail quotes (completions can run to pages)
+_SHOWN_ANSWER_CHARS = 80
 
 
 @dataclass(frozen=True)
@@ -28,6 +55,28 @@ class MergedRows:
     duplicates: pd.DataFrame  # quarantine rows: row, source, reason, detail, raw_text, raw_label
     relabelled: pd.DataFrame  # text, split, old, new, row, source (applied, or quarantined in ``duplicates``)
     earlier: dict[str, pd.DataFrame]  # the earlier splits with relabels applied
+
+
+def identity_for(task: Task) -> str:
+    """The column that says two rows ask the same thing: ``prompt`` for text-generation, else ``text``."""
+    return PROMPT if is_generation(task) else TEXT
+
+
+def _shown(value: object) -> str:
+    text = str(value)
+    return repr(text if len(text) <= _SHOWN_ANSWER_CHARS else text[: _SHOWN_ANSWER_CHARS - 3] + "...")
+
+
+def _relabel_detail(split: str, old_answer: object, answer: object, task: Task) -> str:
+    if is_generation(task):
+        return (
+            f"this prompt is an earlier {split} row answered {_shown(old_answer)}, here {_shown(answer)}; fix "
+            "whichever is wrong, or set update.relabels: apply to take the new answer"
+        )
+    return (
+        f"this text is an earlier {split} row labelled {old_answer!s}, here {answer!s}; "
+        "fix whichever is wrong, or set update.relabels: apply to take the new label"
+    )
 
 
 def _answer_key(value: object, task: Task) -> object:
@@ -43,23 +92,24 @@ def merge_new_rows(
 ) -> MergedRows:
     """Deduplicate ``new_rows`` (canonical table) against every row of ``old``; quarantine or apply relabels.
 
-    ``pending`` holds the texts of earlier rows that no champion was ever trained or judged on (a rejected
-    batch kept in the history): a new label for one of those is applied whatever ``apply_relabels`` says,
-    because a corrected batch must be able to replace the batch it corrects.
+    Rows are matched by :func:`identity_for` the task (text; prompt for text-generation). ``pending`` holds
+    those identities of earlier rows that no champion was ever trained or judged on (a rejected batch kept in
+    the history): a new answer for one of those is applied whatever ``apply_relabels`` says, because a corrected
+    batch must be able to replace the batch it corrects.
     """
-    column = label_column_for(old.task)
+    column, identity = label_column_for(old.task), identity_for(old.task)
     earlier = {name: old.split(name).copy() for name in SPLITS}
     where: dict[str, tuple[str, int]] = {}
     for name, frame in earlier.items():
-        for pos, text in enumerate(frame[TEXT].tolist()):
-            where.setdefault(text, (name, pos))
+        for pos, key in enumerate(frame[identity].tolist()):
+            where.setdefault(key, (name, pos))
 
     keep = np.ones(len(new_rows), dtype=bool)
     dupes, relabels = [], []
-    for i, (text, answer, row, source) in enumerate(
-        zip(new_rows[TEXT], new_rows[column], new_rows[ROW], new_rows[SOURCE], strict=True)
+    for i, (key, text, answer, row, source) in enumerate(
+        zip(new_rows[identity], new_rows[TEXT], new_rows[column], new_rows[ROW], new_rows[SOURCE], strict=True)
     ):
-        hit = where.get(text)
+        hit = where.get(key)
         if hit is None:
             continue
         keep[i] = False
@@ -72,13 +122,14 @@ def merge_new_rows(
                     ROW: int(row),
                     SOURCE: source,
                     "reason": "duplicate_of_earlier",
-                    "detail": f"same text and label as an earlier {split} row (snapshot {old.id[:12]})",
+                    "detail": f"same {'prompt and completion' if identity == PROMPT else 'text and label'} as an "
+                    f"earlier {split} row (snapshot {old.id[:12]})",
                     "raw_text": text[:500],
                     "raw_label": str(answer),
                 }
             )
         else:
-            if apply_relabels or text in pending:
+            if apply_relabels or key in pending:
                 frame.iat[pos, frame.columns.get_loc(column)] = answer
             else:
                 dupes.append(
@@ -86,15 +137,14 @@ def merge_new_rows(
                         ROW: int(row),
                         SOURCE: source,
                         "reason": "conflicts_with_earlier",
-                        "detail": f"this text is an earlier {split} row labelled {old_answer!s}, here {answer!s}; "
-                        "fix whichever is wrong, or set update.relabels: apply to take the new label",
+                        "detail": _relabel_detail(split, old_answer, answer, old.task),
                         "raw_text": text[:500],
                         "raw_label": str(answer),
                     }
                 )
             relabels.append({TEXT: text, SPLIT: split, "old": str(old_answer), "new": str(answer),
                              ROW: int(row), SOURCE: source,
-                             "applied": bool(apply_relabels or text in pending), "pending": text in pending})
+                             "applied": bool(apply_relabels or key in pending), "pending": key in pending})
     duplicates = pd.DataFrame(dupes, columns=[ROW, SOURCE, "reason", "detail", "raw_text", "raw_label"])
     relabelled = pd.DataFrame(relabels, columns=[TEXT, SPLIT, "old", "new", ROW, SOURCE, "applied", "pending"])
     return MergedRows(
@@ -114,12 +164,14 @@ def replay_sample(
     margins: np.ndarray | None = None,
     boundary_share: float = 0.5,
 ) -> pd.DataFrame:
-    """A sample of ``n`` earlier training rows, stratified by label for single-label tasks.
+    """A sample of ``n`` earlier training rows (every column kept), stratified by label for single-label tasks.
 
-    Every label keeps at least one row (when it has one), so no old class is forgotten for lack of examples.
-    With ``margins`` (one per row: the champion's probability of the row's label minus its best other label's;
-    low = near its decision boundary), ``boundary_share`` of each label's quota is its lowest-margin rows, where
-    an update most easily flips a right answer, and the rest a random sample of its other rows.
+    Other tasks (multi-label, regression, text-generation) get a seeded uniform sample in the rows' order;
+    ``margins`` only matter for single-label. For single-label, every label keeps at least one row (when it has
+    one), so no old class is forgotten for lack of examples. With ``margins`` (one per row: the champion's
+    probability of the row's label minus its best other label's; low = near its decision boundary),
+    ``boundary_share`` of each label's quota is its lowest-margin rows, where an update most easily flips a right
+    answer, and the rest a random sample of its other rows.
     """
     if n <= 0 or len(train) == 0:
         return train.iloc[0:0].copy()
@@ -145,6 +197,9 @@ def leakage_against_earlier(
     earlier: dict[str, pd.DataFrame], new_rows: pd.DataFrame, config: KeepfitConfig
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """New split rows whose text (exactly, or as a near-duplicate) is an earlier row of another split.
+
+    Exact copies are matched by the task's identity (the prompt for text-generation), near-duplicates by the
+    normalised text.
 
     Such a row would leak: a new training row that copies an earlier test row lifts the candidate on the very
     rows the gate judges it by, and a new test row that copies an earlier training row measures memory. Earlier
@@ -173,7 +228,8 @@ def leakage_against_earlier(
     if len(leaked) == 0:
         return new_rows.reset_index(drop=True), empty
     column = label_column_for(config.task)
-    texts = frame[TEXT].astype(str).to_numpy(dtype=object)
+    same_what = "'s prompt" if is_generation(config.task) else ""
+    texts = frame[identity_for(config.task)].astype(str).to_numpy(dtype=object)
     if config.quality.leakage == "fail":
         from keepfit.errors import DataError
 
@@ -189,8 +245,8 @@ def leakage_against_earlier(
             "reason": "leakage",
             "detail": [
                 f"{splits[p]} row {'copies' if texts[p] == texts[partner[p]] else 'nearly copies'} an earlier "
-                f"{splits[partner[p]]} row ({str(frame[TEXT].iat[int(partner[p])])[:80]!r}); kept out so the "
-                "earlier splits stay independent"
+                f"{splits[partner[p]]} row{same_what} ({str(frame[TEXT].iat[int(partner[p])])[:80]!r}); kept out "
+                "so the earlier splits stay independent"
                 for p in leaked
             ],
             "raw_text": [str(t)[:300] for t in frame[TEXT].to_numpy()[leaked]],

@@ -10,6 +10,7 @@ import html
 from typing import Any
 
 from rich.console import Group, RenderableType
+from rich.markup import escape
 from rich.table import Table
 
 __all__ = ["summary_renderable", "render_html"]
@@ -42,12 +43,15 @@ _REASON_HELP = {
 
 def summary_renderable(report: dict[str, Any]) -> Group:
     """The check summary as one rich renderable (the CLI prints it): counts (in = kept + quarantined),
-    quarantine reasons, findings with a first example, label distribution, split."""
+    quarantine reasons, findings with a first example, label distribution, split.
+
+    What comes from the data (file names, texts, labels, answers, and the summaries and warnings that quote
+    them) is escaped: rich would read ``[urgent]`` as markup and print nothing."""
     parts: list[RenderableType] = []
     n_in, kept, quarantined = report["n_in"], report["n_kept"], report["n_quarantined"]
     ok = "[green]holds[/]" if n_in == kept + quarantined else "[red]DOES NOT HOLD[/]"
     parts.append(
-        f"[bold]{', '.join(report.get('sources', []))}[/]: {n_in:,} rows in = {kept:,} kept + "
+        f"[bold]{escape(', '.join(report.get('sources', [])))}[/]: {n_in:,} rows in = {kept:,} kept + "
         f"{quarantined:,} quarantined ({ok})"
     )
     reasons = report.get("quarantine_reasons", {})
@@ -57,7 +61,7 @@ def summary_renderable(report: dict[str, Any]) -> Group:
         table.add_column("rows", justify="right")
         table.add_column("meaning")
         for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
-            table.add_row(reason, f"{count:,}", _REASON_HELP.get(reason, ""))
+            table.add_row(escape(reason), f"{count:,}", _REASON_HELP.get(reason, ""))
         parts.append(table)
     findings = Table(title="Quality findings", title_justify="left")
     findings.add_column("check")
@@ -67,7 +71,7 @@ def summary_renderable(report: dict[str, Any]) -> Group:
     for f in report.get("findings", []):
         first = _example_line(f["examples"][0]) if f.get("examples") else ""
         findings.add_row(
-            f["kind"], f"{f['count']:,}", f["action"], f["summary"] + (f"\n  e.g. {first}" if first else "")
+            f["kind"], f"{f['count']:,}", f["action"], escape(f["summary"] + (f"\n  e.g. {first}" if first else ""))
         )
     parts.append(findings)
     dist = report.get("label_counts") or {}
@@ -82,7 +86,7 @@ def summary_renderable(report: dict[str, Any]) -> Group:
             shown = shown[:10] + [("...", None)] + shown[-4:]
         for label, count in shown:
             table.add_row(
-                label, "" if count is None else f"{count:,}", "" if count is None else f"{count / total:.1%}"
+                escape(label), "" if count is None else f"{count:,}", "" if count is None else f"{count / total:.1%}"
             )
         parts.append(table)
     split = report.get("split")
@@ -90,7 +94,7 @@ def summary_renderable(report: dict[str, Any]) -> Group:
         counts = ", ".join(f"{k} {v:,}" for k, v in split["counts"].items())
         parts.append(f"split ({split['method']}): {counts}")
     for warning in report.get("warnings", []):
-        parts.append(f"[yellow]warning:[/] {warning}")
+        parts.append(f"[yellow]warning:[/] {escape(warning)}")
     return Group(*parts)
 
 

@@ -32,7 +32,7 @@ from scipy import stats
 
 from keepfit.data.validate import QUARANTINE_COLUMNS
 from keepfit.errors import DataError
-from keepfit.types import GROUP, LABEL, ROW, SLICE_PREFIX, SOURCE, TEXT, TIME
+from keepfit.types import GROUP, LABEL, PROMPT, ROW, SLICE_PREFIX, SOURCE, TEXT, TIME
 
 __all__ = ["Block", "ScreenResult", "ScreenMode", "ISSUE_COLUMNS", "LABEL_ISSUE", "screen_batch", "apply_screen"]
 
@@ -152,6 +152,12 @@ def _check_inputs(
     rows: pd.DataFrame, labels: list[str], probs: np.ndarray, val_true: np.ndarray, val_probs: np.ndarray
 ) -> np.ndarray:
     k = len(labels)
+    if PROMPT in rows.columns and LABEL not in rows.columns:
+        raise DataError(
+            "cannot screen the batch: the screen checks single-label rows against the champion's label "
+            "probabilities, and these are text-generation rows (prompt, completion) with no label to dispute. "
+            "Screen only single-label batches (`keepfit update` skips the screen for other tasks)."
+        )
     problems = []
     missing = [c for c in (ROW, SOURCE, TEXT, LABEL) if c not in rows.columns]
     if missing:
@@ -341,7 +347,8 @@ def screen_batch(
     """Flag batch rows whose label disagrees with a confident champion, and blocks of them (see the module doc).
 
     ``rows``: canonical table of the new single-label rows of labels the champion knows (row, source, text,
-    label, ...), n rows. ``labels``: the champion's labels, K, in the order of its output columns.
+    label, ...), n rows; text-generation rows (no label) raise DataError, and the update never screens them.
+    ``labels``: the champion's labels, K, in the order of its output columns.
     ``probs``: float [n, K], the champion's probabilities on ``rows``. ``val_true``: int [m], the champion's
     validation truth as indices into ``labels``; ``val_probs``: float [m, K], its probabilities there.
     ``min_confidence``: the champion probability a row needs to be flagged on its own; by default the
