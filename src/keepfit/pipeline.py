@@ -134,6 +134,13 @@ def resolve_model(config: KeepfitConfig, ref: str | Path) -> Path:
     for candidate in (path, path / "model"):
         if (candidate / "config.json").exists():
             return candidate
+    if is_generation(config.task) and str(ref) not in ("champion", "challenger") and not str(ref).isdigit():
+        from keepfit.train.causal import resolve_causal_model
+
+        try:  # a GGUF file or folder, or the packaged SmolLM2: the base model itself, to score before fitting
+            return resolve_causal_model(ref).path
+        except ModelError:
+            pass
     from keepfit.registry import Registry
 
     try:
@@ -577,8 +584,11 @@ def _candidate_config(config: KeepfitConfig, rows: int | None = None) -> Keepfit
 
 def _test_groups(judged: Snapshot, new: Snapshot) -> dict[str, np.ndarray]:
     """The gate's groups: test rows the champion was judged on before, the batch's test rows, and all."""
-    seen = set(judged.test["text"])
-    is_old = new.test["text"].isin(seen).to_numpy()
+    from keepfit.data.merge import identity_for
+
+    key = identity_for(new.task)  # the prompt for text-generation: a question under a new system prompt is new
+    seen = set(judged.test[key])
+    is_old = new.test[key].isin(seen).to_numpy()
     return {EARLIER: is_old, NEW: ~is_old, "all": np.ones(len(new.test), dtype=bool)}
 
 

@@ -76,8 +76,22 @@ def demo_command(
     folder: Path = typer.Option(Path("keepfit-demo"), "--dir", help="Where the demo project is written."),
     small: bool = typer.Option(False, "--small", help="A smaller, faster run (used by the tests)."),
     keep: bool = typer.Option(False, "--keep", help="Keep an existing demo folder instead of starting fresh."),
+    task: str = typer.Option(
+        "classification", "--task", help="classification (intent routing, served and monitored) or generation "
+        "(instruction tuning of SmolLM2-135M-Instruct: JSON answers, updates through the same gate)."
+    ),
 ) -> None:
-    """Run keepfit end to end on a generated support-intent task."""
+    """Run keepfit end to end on a generated support task."""
+    if task not in ("classification", "generation"):
+        from keepfit.errors import ConfigError
+
+        raise ConfigError(f"--task must be classification or generation, got {task!r}.")
+    if task == "generation":
+        from keepfit.cli.demo_generation import run_generation_demo
+
+        run_generation_demo(folder if folder != Path("keepfit-demo") else Path("keepfit-demo-generation"),
+                            small=small)
+        return
     from keepfit import pipeline
     from keepfit.config import load_config
     from keepfit.data import check_data, snapshot_data

@@ -239,7 +239,7 @@ def print_batch(result: Any) -> None:
     if relabels.get("count"):
         console.print(f"Relabels: {relabels['summary']}.")
         for ex in relabels.get("examples", [])[:3]:
-            console.print(f"  - {ex['text']!r} ({ex['split']}): {ex['old']} -> {ex['new']}")
+            console.print(f"  - {ex['text']!r} ({ex['split']}): {ex['old']} -> {ex['new']}", markup=False)
     screen = getattr(result, "screen", None)
     if screen is not None and (screen.blocks or len(screen.flagged)):
         console.print(f"Screen: {screen.summary}")

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from keepfit.config import KeepfitConfig
-from keepfit.errors import KeepfitError, ModelError, RegistryError
+from keepfit.errors import ConfigError, KeepfitError, ModelError, RegistryError
 from keepfit.store import Store
+from keepfit.train.model import read_meta
 
 __all__ = ["Answer", "ServedModel", "ModelSlot", "Watcher", "load_served_model"]
 
@@ -104,6 +105,12 @@ def load_served_model(config: KeepfitConfig, version: str, model_dir: Path) -> S
 
     ONNX: the version's export under the store (made once, on first use; extra ``export``)."""
     serve = config.serve
+    if read_meta(Path(model_dir)).get("task") == "text-generation":
+        raise ConfigError(
+            f"Version {version} is a text-generation model; keepfit serve answers classification and regression "
+            "models only so far. Answer prompts in batches with `keepfit predict VERSION in.csv out.csv`, or serve "
+            "the model folder (a plain transformers causal LM) with a generation server."
+        )
     if serve.backend == "onnx":
         from keepfit.train.onnx_export import OnnxPredictor, ensure_onnx
 

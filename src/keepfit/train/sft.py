@@ -92,7 +92,11 @@ class _Units:
 
 def _batch(units: _Units, rows: np.ndarray, pad: int, packed: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Right-padded model inputs and labels of ``rows``; packed rows get positions restarting per example and a
-    block-diagonal causal mask (each example attends to itself only)."""
+    block-diagonal causal mask (each example attends to itself only).
+
+    Only the positions from the batch's first supervised token on get logits (``logits_to_keep``): the output
+    layer over the vocabulary is skipped for the prompt, and the labels returned are trimmed to match, so
+    ``causal_loss(model(**inputs).logits, labels)`` is the loss of the whole batch."""
     width = max(int(units.lengths[r]) for r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
@@ -104,8 +108,11 @@ def _batch(units: _Units, rows: np.ndarray, pad: int, packed: bool) -> tuple[dic
         labels[b, :n] = torch.tensor(units.labels[r])
         mask[b, :n] = 1
         seg[b, :n] = torch.tensor(units.segments[r])
+    supervised = (labels != IGNORE).any(dim=0).nonzero()
+    start = max(int(supervised[0]) - 1, 0) if len(supervised) else 0  # the logits at p predict the token at p+1
+    keep = {"logits_to_keep": width - start}
     if not packed:
-        return {"input_ids": ids, "attention_mask": mask}, labels
+        return {"input_ids": ids, "attention_mask": mask, **keep}, labels[:, start:]
     starts = torch.ones_like(seg, dtype=torch.bool)
     starts[:, 1:] = seg[:, 1:] != seg[:, :-1]
     idx = torch.arange(width).expand_as(seg)
@@ -113,7 +120,11 @@ def _batch(units: _Units, rows: np.ndarray, pad: int, packed: bool) -> tuple[dic
     causal = torch.tril(torch.ones(width, width, dtype=torch.bool))
     same = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] >= 0)
     allowed = (same & causal) | torch.eye(width, dtype=torch.bool)  # a pad token sees itself: no empty rows
-    return {"input_ids": ids, "attention_mask": allowed[:, None], "position_ids": position}, labels
+    return {"input_ids": ids, "attention_mask": allowed[:, None], "position_ids": position, **keep}, labels[:, start:]
+
+
+def _on(inputs: dict[str, Any], device) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
 
 
 def _validation(model: nn.Module, units: _Units, pad: int, precision: str, device) -> dict[str, float]:
@@ -124,7 +135,7 @@ def _validation(model: nn.Module, units: _Units, pad: int, precision: str, devic
         for start in range(0, len(order), VAL_BATCH):
             inputs, labels = _batch(units, order[start:start + VAL_BATCH], pad, packed=False)
             with autocast(precision, device.type):
-                logits = model(**{k: v.to(device) for k, v in inputs.items()}).logits
+                logits = model(**_on(inputs, device)).logits
             target = labels[:, 1:].to(device)
             shifted = logits[:, :-1].float()
             keep = target != IGNORE
@@ -192,7 +203,7 @@ def build_sft_job(
     def inputs(rows: np.ndarray) -> dict[str, torch.Tensor]:
         batch, _ = _batch(train, rows, pad, tc.packing)
         counters["tokens"] += int(train.lengths[rows].sum())
-        return {k: v.to(device) for k, v in batch.items()}
+        return _on(batch, device)
 
     def loss_fn(logits: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
         batch, target = _batch(train, rows, pad, tc.packing)
@@ -202,7 +213,7 @@ def build_sft_job(
         chosen = torch.from_numpy(train.replay[rows]).to(logits.device)
         if teacher_model is not None and bool(chosen.any()):
             with torch.inference_mode(), autocast(precision, device.type):
-                taught = teacher_model(**{k: v.to(device) for k, v in batch.items()}).logits
+                taught = teacher_model(**_on(batch, device)).logits
             loss = loss + tc.distill_weight * distill_loss(
                 logits, taught.clone(), target, chosen, tc.distill_temperature
             )

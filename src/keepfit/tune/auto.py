@@ -278,6 +278,12 @@ def auto(
 
     say = say or log.info
     seconds = check_budget(budget)
+    if config.task == "text-generation":
+        raise ConfigError(
+            "keepfit auto races classification recipes (head-only, full, LoRA over a classifier head); it does "
+            "not apply to task text-generation yet. Use `keepfit fit` (LoRA by default) or `keepfit tune` with a "
+            "tune.space over train.lr, train.epochs and train.lora_r."
+        )
     started = time.time()
     snap = resolve_snapshot(config, snapshot)
     _require_trainable(snap)
