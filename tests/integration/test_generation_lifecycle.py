@@ -66,7 +66,7 @@ def test_generation_lifecycle(project: Path):
     report = json.loads((project / "eval" / "evaluation.json").read_text())
     assert report["task"] == "text-generation"
     assert report["headline"]["eos_rate"] == 1.0 and report["headline"]["accuracy"] >= 0.8, report["headline"]
-    assert "refund" in (project / "eval" / "report.html").read_text()
+    assert "intent" in (project / "eval" / "report.html").read_text()  # the per-field table
 
     rows = pd.DataFrame({"prompt": ["the refund was a film", "where is the plot"]})
     rows.to_csv(project / "ask.csv", index=False)
@@ -74,10 +74,10 @@ def test_generation_lifecycle(project: Path):
     answers = pd.read_csv(project / "answers.csv")
     assert list(answers.columns) == ["prompt", "output", "ended"] and answers["ended"].all()
 
-    out = _invoke("update", str(project / "week2.jsonl"), *_cfg(project))
-    assert "Gate" in out
+    out = _invoke("update", "--data", str(project / "week2.jsonl"), *_cfg(project))
+    assert "Promoted version 2" in out, out  # the new intent learned, the old answers kept
 
-    result = runner.invoke(app, ["update", str(project / "week2_bad.jsonl"), *_cfg(project),
+    result = runner.invoke(app, ["update", "--data", str(project / "week2_bad.jsonl"), *_cfg(project),
                                  "--set", "update.distill=false", "--set", "update.replay_ratio=0"])
-    assert result.exit_code != 0 or "not promoted" in result.output.lower() or "challenger" in result.output
-    assert "max_negative_flip_rate" in result.output or "non_inferiority" in result.output, result.output
+    assert "Rejected: version 3 stays challenger; champion is still version 2" in result.output, result.output
+    assert "- max_negative_flip_rate" in result.output or "- non_inferiority" in result.output
