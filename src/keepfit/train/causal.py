@@ -41,6 +41,8 @@ __all__ = [
     "distill_loss",
     "generate_answers",
     "pack_examples",
+    "context_limit",
+    "eos_id",
 ]
 
 IGNORE = -100  # label of a token that is not supervised (torch cross_entropy's ignore_index)
@@ -177,11 +179,12 @@ def token_counter(model_name: str | Path, revision: str | None = None):
     def count_tokens(prompts: list[list[dict[str, str]]], completions: list[str]) -> np.ndarray:
         return conversation_lengths(tokenizer, prompts, completions)
 
-    count_tokens.limit = _context_limit(tokenizer)  # type: ignore[attr-defined]
+    count_tokens.max_tokens = context_limit(tokenizer)  # type: ignore[attr-defined]  # used without data.max_tokens
     return count_tokens
 
 
-def _context_limit(tokenizer) -> int:
+def context_limit(tokenizer) -> int:
+    """The tokenizer's declared context length; DEFAULT_CONTEXT when it declares none (or a placeholder)."""
     limit = getattr(tokenizer, "model_max_length", None)
     return int(limit) if isinstance(limit, int) and 0 < limit < 1_000_000 else DEFAULT_CONTEXT
 

@@ -12,7 +12,6 @@ as a plain transformers folder (what ``generate`` loads) with the adapter alone 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,8 @@ from keepfit.train import prepare
 from keepfit.train.causal import (
     IGNORE,
     causal_loss,
+    context_limit,
+    conversation_lengths,
     distill_loss,
     encode_example,
     load_causal_model,
@@ -63,9 +64,9 @@ def sft_frame(snapshot: Snapshot, replay: pd.DataFrame | None) -> pd.DataFrame:
 
 
 def _max_length(config: KeepfitConfig, tokenizer, lengths: np.ndarray) -> int:
-    from keepfit.train.causal import _context_limit
-
-    limit = config.model.max_length or _context_limit(tokenizer)
+    """The longest training sequence: the data's longest conversation, capped by model.max_length, else by the
+    model's context."""
+    limit = config.model.max_length or context_limit(tokenizer)
     return int(min(limit, max(int(lengths.max()) if len(lengths) else 8, 8)))
 
 
@@ -164,8 +165,6 @@ def build_sft_job(
     model = load_causal_model(source)
     model.config.use_cache = False
     frame = sft_frame(snapshot, replay)
-    from keepfit.train.causal import conversation_lengths
-
     lengths = conversation_lengths(tokenizer, [messages_of(p) for p in frame[PROMPT]], frame[COMPLETION].tolist())
     max_length = _max_length(config, tokenizer, lengths)
     ids, labels = _encode(tokenizer, frame, max_length)
@@ -271,7 +270,7 @@ def _teacher(teacher: Path, device) -> nn.Module:
 
 def _card_meta(job: Job, snapshot: Snapshot, state: Any, metric: str) -> dict[str, Any]:
     tc = job.config.train
-    counters = job.meta.pop("token_counters", {})
+    counters = job.meta.pop("token_counters", {})  # this process's run (a resumed run counts from its resume)
     seconds = max(state.train_seconds, 1e-9)
     return {
         "task": job.task,
@@ -287,7 +286,7 @@ def _card_meta(job: Job, snapshot: Snapshot, state: Any, metric: str) -> dict[st
         "metric": metric,
         "precision": job.precision,
         "torch": torch.__version__,
-        "train_tokens_per_second": counters.get("tokens", 0) / seconds if not math.isnan(seconds) else None,
+        "train_tokens_per_second": counters.get("tokens", 0) / seconds,
         "train_tokens": counters.get("tokens", 0),
         "supervised_tokens": counters.get("supervised_tokens", 0),
         **job.meta,

@@ -156,3 +156,24 @@ def test_pause_and_resume_end_with_the_same_weights(tiny_lm, tmp_path):
 def test_head_strategy_is_refused_with_the_alternatives(tiny_lm, tmp_path):
     with pytest.raises(DataError, match="lora"):
         train_model(_snapshot(32), _config(tiny_lm, strategy="head"), tmp_path / "run", progress=False)
+
+
+def test_the_data_check_counts_tokens_with_the_models_tokenizer(tiny_lm, tmp_path):
+    from keepfit.data.check import check_files
+    from keepfit.train.causal import token_counter
+
+    short = {"messages": [{"role": "user", "content": "where is my parcel"},
+                          {"role": "assistant", "content": '{"intent": "track"}'}]}
+    long = {"messages": [{"role": "user", "content": " ".join(["the movie was really"] * 60)},
+                         {"role": "assistant", "content": '{"intent": "refund"}'}]}
+    path = tmp_path / "chat.jsonl"
+    other = {"messages": [{"role": "user", "content": "cancel it"},
+                          {"role": "assistant", "content": '{"intent": "cancel"}'}]}
+    path.write_text("\n".join(json.dumps(x) for x in (short, long, other)) + "\n")
+    config = KeepfitConfig.model_validate({"task": "text-generation", "model": {"name": str(tiny_lm)}})
+    counter = token_counter(tiny_lm)
+    assert counter.max_tokens == 256  # the tiny tokenizer's model_max_length
+    result = check_files(path, config, count_tokens=counter)
+    assert list(result.quarantine["reason"]) == ["too_long"] and len(result.kept) == 2
+    capped = config.model_copy(update={"data": config.data.model_copy(update={"max_tokens": 10})})
+    assert (check_files(path, capped, count_tokens=counter).quarantine["reason"] == "too_long").sum() == 3
