@@ -304,7 +304,18 @@ def export_onnx(model_dir: Path, out_dir: Path, *, int8: bool = False, opset: in
     fp32 logits matched torch's within 1e-4 (else ModelError). ``opset``: None for the exporter's default.
     """
     model_dir = Path(model_dir)
+    _refuse_generation(model_dir)
     return _write(model_dir, Path(out_dir), int8=int8, opset=opset, digest=folder_digest(model_dir), overwrite=True)
+
+
+def _refuse_generation(model_dir: Path) -> None:
+    from keepfit.train.model import read_meta
+
+    if read_meta(model_dir).get("task") == "text-generation":
+        raise ModelError(
+            f"{model_dir} is a text-generation model: keepfit's ONNX export covers classifiers and regressors. The "
+            "folder is a plain transformers causal LM; export it with a causal-LM ONNX exporter, or use it as is."
+        )
 
 
 def _reusable(out_dir: Path, digest: str, int8: bool) -> Path | None:
@@ -327,6 +338,7 @@ def ensure_onnx(model_dir: Path, out_dir: Path, *, int8: bool) -> Path:
     whose rename finds the folder already there reuses that export.
     """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    _refuse_generation(model_dir)
     digest = folder_digest(model_dir)
     found = _reusable(out_dir, digest, int8)
     if found is not None:

@@ -177,3 +177,21 @@ def test_the_data_check_counts_tokens_with_the_models_tokenizer(tiny_lm, tmp_pat
     assert list(result.quarantine["reason"]) == ["too_long"] and len(result.kept) == 2
     capped = config.model_copy(update={"data": config.data.model_copy(update={"max_tokens": 10})})
     assert (check_files(path, capped, count_tokens=counter).quarantine["reason"] == "too_long").sum() == 3
+
+
+def test_stages_that_do_not_cover_generation_yet_refuse_it_with_the_alternative(tmp_path):
+    from keepfit.errors import ConfigError, ModelError
+    from keepfit.serve.runtime import load_served_model
+    from keepfit.train.onnx_export import export_onnx
+    from keepfit.tune.auto import auto
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "keepfit.json").write_text(json.dumps({"task": "text-generation"}))
+    config = KeepfitConfig.model_validate({"task": "text-generation", "store": str(tmp_path / "store")})
+    with pytest.raises(ModelError, match="causal LM"):
+        export_onnx(folder, tmp_path / "onnx")
+    with pytest.raises(ConfigError, match="keepfit predict"):
+        load_served_model(config, "1", folder)
+    with pytest.raises(ConfigError, match="keepfit tune"):
+        auto(config, budget="10m")
