@@ -40,8 +40,9 @@ def _found_vs_planted(report: dict, planted: dict) -> None:
     for key in sorted(set(named) | set(found)):
         table.add_row(key, str(named.get(key, "-")), str(found.get(key, "-")))
     console.print(table)
-    console.print("  non_utf8: the file is then read in the encoding detected for it, with a warning (below); "
-                  "near_duplicates are paraphrases the generator makes naturally (kept, reported)")
+    console.print("  non_utf8: not caught; keepfit reads a file in the one encoding it detects for it, so a Latin-1 "
+                  "line in a UTF-8 file is decoded, not quarantined; near_duplicates are paraphrases the generator "
+                  "makes naturally (kept, reported)")
 
 
 def _headline(title: str, metrics: dict) -> None:
