@@ -90,3 +90,10 @@ def test_a_budget_keepfit_cannot_read_is_one_clear_error(tmp_path, budget):
     assert done.returncode == 2, done.stderr
     assert budget in done.stderr and ("unit" in done.stderr or "10 seconds" in done.stderr)
     assert "Traceback" not in done.stderr and "Internal error" not in done.stderr
+
+
+def test_an_unknown_demo_task_names_the_two_there_are(tmp_path):
+    done = _keepfit("demo", "--task", "images", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "--task must be classification or generation, got 'images'" in done.stderr + done.stdout
+    assert not (tmp_path / "keepfit-demo").exists()
