@@ -199,20 +199,25 @@ def build_sft_job(
     teacher_model = _teacher(teacher, device) if teacher is not None and tc.distill_weight > 0 else None
     counters = {"tokens": 0, "supervised_tokens": 0}
 
+    built: dict[str, Any] = {}  # the batch inputs() built, which loss_fn() of the same step reuses
+
     def inputs(rows: np.ndarray) -> dict[str, torch.Tensor]:
-        batch, _ = _batch(train, rows, pad, tc.packing)
+        batch, target = _batch(train, rows, pad, tc.packing)
         counters["tokens"] += int(train.lengths[rows].sum())
-        return _on(batch, device)
+        built.update(rows=rows, batch=_on(batch, device), target=target)
+        return built["batch"]
 
     def loss_fn(logits: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
-        batch, target = _batch(train, rows, pad, tc.packing)
-        target = target.to(logits.device)
+        if built.get("rows") is not rows:  # called without inputs() for these rows: build them here
+            batch, target = _batch(train, rows, pad, tc.packing)
+            built.update(rows=rows, batch=_on(batch, device), target=target)
+        batch, target = built["batch"], built["target"].to(logits.device)
         counters["supervised_tokens"] += int((target[:, 1:] != IGNORE).sum())
         loss = causal_loss(logits, target)
         chosen = torch.from_numpy(train.replay[rows]).to(logits.device)
         if teacher_model is not None and bool(chosen.any()):
             with torch.inference_mode(), autocast(precision, device.type):
-                taught = teacher_model(**_on(batch, device)).logits
+                taught = teacher_model(**batch).logits
             loss = loss + tc.distill_weight * distill_loss(
                 logits, taught.clone(), target, chosen, tc.distill_temperature
             )
