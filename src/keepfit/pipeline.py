@@ -20,7 +20,7 @@ import pandas as pd
 from keepfit.config import KeepfitConfig, config_hash
 from keepfit.errors import DataError, ModelError, RegistryError
 from keepfit.store import Store
-from keepfit.types import COMPLETION, GENERATION, PROMPT, Snapshot, is_generation
+from keepfit.types import COMPLETION, GENERATION, PROMPT, Snapshot, is_generation, is_single_label
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def _require_trainable(snapshot: Snapshot) -> None:
             "validation rows for early stopping and test rows for the evaluation. Add more data, or change "
             "split.validation / split.test."
         )
-    if snapshot.task == "single-label":
+    if is_single_label(snapshot.task):
         seen = sorted(set(snapshot.train["label"]))
         if len(seen) < 2:
             raise DataError(
@@ -194,7 +194,7 @@ def _true_values(snapshot: Snapshot, frame: pd.DataFrame, labels: list[str]) -> 
     if snapshot.task == "regression":
         return frame[column].to_numpy(dtype=float)
     index = {name: i for i, name in enumerate(labels)}
-    if snapshot.task == "single-label":
+    if is_single_label(snapshot.task):
         return np.array([index.get(v, -1) for v in frame[column]], dtype=int)
     matrix = np.zeros((len(frame), len(labels)), dtype=int)
     for row, values in enumerate(frame[column]):
@@ -620,7 +620,7 @@ def _screen(config: KeepfitConfig, champion_dir: Path, judged: Snapshot, batch) 
     logged)."""
     empty = batch.quarantine.iloc[0:0]
     rows = batch.new_rows
-    if judged.task != "single-label" or len(rows) == 0 or len(judged.validation) == 0:
+    if not is_single_label(judged.task) or len(rows) == 0 or len(judged.validation) == 0:
         return empty, None
     from keepfit.data.review import accepted_pairs
     from keepfit.data.screen import apply_screen, screen_batch
@@ -655,7 +655,7 @@ def _interpolate(
     them all). None when not done: the (first) candidate is then used as it is."""
     dirs = [Path(candidate_dirs)] if isinstance(candidate_dirs, (str, Path)) else [Path(d) for d in candidate_dirs]
     setting = config.update.interpolate
-    if snapshot.task != "single-label" or len(snapshot.validation) == 0:
+    if not is_single_label(snapshot.task) or len(snapshot.validation) == 0:
         if len(dirs) > 1:
             log.warning("update.soup: %d candidates trained, but averaging needs single-label validation rows; "
                         "the first candidate is used alone", len(dirs))
@@ -710,7 +710,7 @@ def _train_candidate(config, snapshot: Snapshot, judged: Snapshot, new_train, ch
 
     n_replay = int(round(config.update.replay_ratio * len(new_train)))
     margins = None
-    if config.update.replay == "boundary" and judged.task == "single-label" and 0 < n_replay < len(judged.train):
+    if config.update.replay == "boundary" and is_single_label(judged.task) and 0 < n_replay < len(judged.train):
         margins = _champion_margins(config, champion_dir, judged.train)
     replay = replay_sample(judged.train, n_replay, judged.task, config.train.seed, margins=margins)
     warm = Snapshot(
@@ -733,7 +733,7 @@ def _train_soup(config, snapshot: Snapshot, judged: Snapshot, new_train, champio
     """The candidate, or ``update.soup`` warm-started candidates with seeds train.seed + i (averaged before the
     interpolation); the first trains in ``run_dir``, the others in ``run_dir/soup-i``."""
     first = _train_candidate(config, snapshot, judged, new_train, champion_dir, run_dir, progress)
-    n = config.update.soup if config.update.strategy == "warm" and snapshot.task == "single-label" else 1
+    n = config.update.soup if config.update.strategy == "warm" and is_single_label(snapshot.task) else 1
     out = [first]
     for i in range(1, n):
         seeded = config.model_copy(update={"train": config.train.model_copy(update={"seed": config.train.seed + i})})

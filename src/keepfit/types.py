@@ -16,6 +16,10 @@ The canonical row table (a pandas DataFrame) every stage after loading sees has 
               ``{"role": "system"|"user"|"assistant", "content": str}`` (system first when given; ends with a
               user turn; earlier assistant turns are context, not supervised)
 - ``completion`` str, text-generation: the answer (the final assistant turn), verbatim (NFC, no trimming inside)
+- ``image``   str, image-classification: absolute path of the image file (in a snapshot, its copy in the store's
+              content-addressed ``images/`` folder; ``text`` then holds the path it came from, relative to its source)
+- ``image_sha`` str, image-classification: SHA-256 of the image file's bytes (row identity; covered by the snapshot id)
+- ``image_phash`` str, image-classification: 64-bit perceptual hash as 16 hex digits (near-duplicates)
 - ``group``   str, optional (group-aware splits)
 - ``time``    str/datetime, optional (time-based splits)
 - ``split``   "train" | "validation" | "test", after splitting
@@ -31,10 +35,12 @@ from typing import Any, Literal
 import pandas as pd
 
 __all__ = ["Task", "Snapshot", "SPLITS", "ROW", "SOURCE", "TEXT", "LABEL", "LABELS", "TARGET", "GROUP", "TIME",
-           "SPLIT", "SLICE_PREFIX", "PROMPT", "COMPLETION", "GENERATION", "label_column_for", "is_generation"]
+           "SPLIT", "SLICE_PREFIX", "PROMPT", "COMPLETION", "GENERATION", "IMAGE_CLASSIFICATION", "IMAGE", "IMAGE_SHA",
+           "IMAGE_PHASH", "label_column_for", "is_generation", "answer_kind", "is_single_label", "is_image"]
 
-Task = Literal["single-label", "multi-label", "regression", "text-generation"]
+Task = Literal["single-label", "multi-label", "regression", "text-generation", "image-classification"]
 GENERATION = "text-generation"
+IMAGE_CLASSIFICATION = "image-classification"
 SPLITS: tuple[str, str, str] = ("train", "validation", "test")
 
 ROW = "row"
@@ -49,11 +55,31 @@ SPLIT = "split"
 SLICE_PREFIX = "slice:"
 PROMPT = "prompt"
 COMPLETION = "completion"
+IMAGE = "image"
+IMAGE_SHA = "image_sha"
+IMAGE_PHASH = "image_phash"
 
 
 def label_column_for(task: Task) -> str:
     """The canonical column that holds the answer for a task."""
-    return {"single-label": LABEL, "multi-label": LABELS, "regression": TARGET, GENERATION: COMPLETION}[task]
+    return {"single-label": LABEL, "multi-label": LABELS, "regression": TARGET, GENERATION: COMPLETION,
+            IMAGE_CLASSIFICATION: LABEL}[task]
+
+
+def answer_kind(task: str) -> str:
+    """What the model answers, whatever it reads: image-classification answers one label per row like
+    single-label text classification (the metrics, calibration, flips and gate rules are shared)."""
+    return "single-label" if task == IMAGE_CLASSIFICATION else task
+
+
+def is_single_label(task: str) -> bool:
+    """Whether the task picks exactly one label per row (text or image)."""
+    return answer_kind(task) == "single-label"
+
+
+def is_image(task: str) -> bool:
+    """Whether the task reads images (``image`` column) rather than text."""
+    return task == IMAGE_CLASSIFICATION
 
 
 def is_generation(task: str) -> bool:

@@ -16,6 +16,7 @@ import typer
 from keepfit.cli._common import ConfigOption, QuietOption, SetOption, resolve_config
 from keepfit.cli._console import console, quiet_default
 from keepfit.config import KeepfitConfig
+from keepfit.types import is_single_label
 
 # The built-in names are written out rather than read from keepfit.train.presets, which imports torch
 # (`keepfit --help` stays fast); a test pins them to PRESETS.
@@ -111,7 +112,7 @@ def snapshot_from_table(path: Path, task: str):
     }
     if task == "regression":
         labels: list[str] = []
-    elif task == "single-label":
+    elif is_single_label(task):
         labels = sorted(set(parts["train"][column].astype(str)))
     else:
         labels = sorted({x for v in parts["train"][column] for x in v})

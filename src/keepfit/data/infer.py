@@ -736,15 +736,19 @@ def _choices(annotation: Any) -> str:
     return ""
 
 
-def _section_lines(section: BaseModel, notes_for: dict[str, str]) -> list[str]:
+def _section_lines(section: BaseModel, notes_for: dict[str, str], indent: str = "  ") -> list[str]:
     lines = []
     for name, info in type(section).model_fields.items():
         value = getattr(section, name)
+        if isinstance(value, BaseModel):  # a nested section (train.augment)
+            lines.append(f"{indent}{name}:" + (f"  # {info.description}" if info.description else ""))
+            lines += _section_lines(value, {}, indent + "  ")
+            continue
         choices = _choices(info.annotation)
         comment = notes_for.get(name) or " ".join(
             x for x in (choices and f"{choices}.", info.description) if x
         )
-        line = f"  {name}: {_yaml_scalar(value)}"
+        line = f"{indent}{name}: {_yaml_scalar(value)}"
         lines.append(f"{line}  # {comment}" if comment else line)
     return lines
 

@@ -31,6 +31,7 @@ from keepfit.types import (
     Snapshot,
     Task,
     is_generation,
+    is_single_label,
     label_column_for,
 )
 
@@ -178,7 +179,7 @@ def replay_sample(
     if n >= len(train):
         return train.copy()
     rng = np.random.default_rng(seed)
-    if task != "single-label":
+    if not is_single_label(task):
         return train.iloc[np.sort(rng.choice(len(train), size=n, replace=False))].reset_index(drop=True)
     fraction = n / len(train)
     picks = []

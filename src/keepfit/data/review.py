@@ -32,7 +32,7 @@ from keepfit.data.screen import ISSUE_COLUMNS, LABEL_ISSUE
 from keepfit.data.validate import suggest_label
 from keepfit.errors import DataError
 from keepfit.store import Store
-from keepfit.types import GROUP, LABEL, ROW, SLICE_PREFIX, SOURCE, SPLIT, TEXT, TIME, Task
+from keepfit.types import GROUP, LABEL, ROW, SLICE_PREFIX, SOURCE, SPLIT, TEXT, TIME, Task, is_single_label
 
 __all__ = [
     "TrainingLabelIssues",
@@ -128,7 +128,7 @@ def find_training_label_issues(
     and the note says so. ``seed`` fixes the folds.
     """
     n = len(frame)
-    if task != "single-label":
+    if not is_single_label(task):
         return TrainingLabelIssues(_empty_issues(frame), n, 0, float("nan"),
                                    f"label issues are searched for single-label tasks only; this is a {task} task")
     missing = [c for c in (ROW, SOURCE, TEXT, LABEL) if c not in frame.columns]

@@ -25,7 +25,20 @@ import pandas as pd
 from keepfit.config import KeepfitConfig
 from keepfit.data.quality import codes, combine_codes, first_positions
 from keepfit.errors import DataError
-from keepfit.types import GROUP, LABEL, LABELS, ROW, SOURCE, SPLIT, SPLITS, TARGET, TEXT, TIME, is_generation
+from keepfit.types import (
+    GROUP,
+    LABEL,
+    LABELS,
+    ROW,
+    SOURCE,
+    SPLIT,
+    SPLITS,
+    TARGET,
+    TEXT,
+    TIME,
+    is_generation,
+    is_single_label,
+)
 
 __all__ = ["SplitResult", "split_rows", "split_frame", "resolve_method"]
 
@@ -81,7 +94,7 @@ def split_frame(frame: pd.DataFrame, config: KeepfitConfig) -> SplitResult:
         assigned = _by_time(ordered, config, warnings)
     elif method == "stratified" and config.task == "multi-label":
         assigned, method = _iterative(ordered, config, warnings), "iterative"
-    elif method == "stratified" and config.task == "single-label":
+    elif method == "stratified" and is_single_label(config.task):
         assigned = _stratified(ordered, config, warnings)
     else:
         if method == "stratified" and is_generation(config.task):

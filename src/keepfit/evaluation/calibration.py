@@ -11,6 +11,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import expit, log_softmax, logit
 
+from keepfit.types import is_single_label
+
 __all__ = [
     "confidence_and_correct",
     "bin_index",
@@ -28,7 +30,7 @@ _EPS = 1e-12
 
 def confidence_and_correct(task: str, y_true: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Flat confidence in [0, 1] and 0/1 correctness of each decision (see the module docstring)."""
-    if task == "single-label":
+    if is_single_label(task):
         return probs.max(axis=1), (probs.argmax(axis=1) == y_true).astype(float)
     flat_p, flat_y = probs.ravel(), y_true.ravel()
     return np.maximum(flat_p, 1.0 - flat_p), ((flat_p >= 0.5) == (flat_y == 1)).astype(float)

@@ -20,7 +20,7 @@ from keepfit.evaluation._json import jsonable
 from keepfit.evaluation.bootstrap import bootstrap_sums, percentile_interval
 from keepfit.evaluation.open_set import OPEN_SET_METRICS, open_set_metrics
 from keepfit.evaluation.slices import slice_masks
-from keepfit.types import TEXT
+from keepfit.types import TEXT, answer_kind, is_single_label
 
 __all__ = ["EvaluationResult", "evaluate_outputs", "MAX_LISTED_ERRORS"]
 
@@ -139,7 +139,7 @@ def evaluate_outputs(
         "length_bins": list(config.length_bins),
         "length_unit": "characters",
     }
-    if task == "single-label":
+    if is_single_label(task):
         result = _single(labels, y, out, config, val)
     elif task == "multi-label":
         result = _multi(labels, y, out, val, served_thresholds)
@@ -155,7 +155,7 @@ def evaluate_outputs(
         calibration = _calibration(task, y, out, val, config.calibration_bins, served_temperature)
         headline["ece"] = calibration["ece_served"]
     open_set = None
-    if task == "single-label" and (served_abstain is not None or out_of_scope_label is not None):
+    if is_single_label(task) and (served_abstain is not None or out_of_scope_label is not None):
         open_set = open_set_metrics(
             y, out, labels, abstain_threshold=served_abstain, out_of_scope_label=out_of_scope_label
         )
@@ -240,7 +240,7 @@ def _served_temperature(task: str, given: float | None) -> float | None:
 def _served_abstain_threshold(task: str, given: float | None) -> float | None:
     if given is None:
         return None
-    if task != "single-label":
+    if not is_single_label(task):
         raise DataError(
             f"abstain_threshold applies to single-label outputs only; the task is {task}. Pass abstain_threshold=None."
         )
@@ -276,7 +276,7 @@ def _regression(y, pred):
 
 
 def _headline(task, labels, y, out, pred, top_k) -> dict[str, float]:
-    if task == "single-label":
+    if is_single_label(task):
         return m.single_label_headline(y, out, top_k)
     if task == "multi-label":
         return m.multi_label_headline(y, pred)
@@ -288,7 +288,7 @@ def _intervals(task, stats, from_sums, config: EvaluateConfig, seed: int) -> dic
         return {}
     values = from_sums(bootstrap_sums(stats, config.bootstrap, seed))
     out = {}
-    for name in _INTERVAL_METRICS[task]:
+    for name in _INTERVAL_METRICS[answer_kind(task)]:
         interval = percentile_interval(values[name], config.confidence)
         if interval is not None:
             out[name] = interval
@@ -301,7 +301,7 @@ def _per_slice(task, stats, from_sums, masks, config: EvaluateConfig, seed: int)
     The interval resamples the whole evaluation set (as for the headline) and reads each slice's rows off it;
     every slice metric is column 1 / column 0 of the statistics (accuracy, exact match, or MAE).
     """
-    key = SLICE_METRIC[task]
+    key = SLICE_METRIC[answer_kind(task)]
     flat = [(name, value, mask) for name, values in masks.items() for value, mask in values.items()]
     sampled = None
     if config.bootstrap and flat:
@@ -313,7 +313,7 @@ def _per_slice(task, stats, from_sums, masks, config: EvaluateConfig, seed: int)
     for j, (name, value, mask) in enumerate(flat):
         metrics = from_sums(stats[mask].sum(axis=0))
         entry: dict[str, Any] = {"n": int(mask.sum())}
-        for metric in dict.fromkeys((*_INTERVAL_METRICS[task][:2], key)):
+        for metric in dict.fromkeys((*_INTERVAL_METRICS[answer_kind(task)][:2], key)):
             entry[metric] = float(metrics[metric])
         if sampled is not None:
             entry["interval"] = percentile_interval(sampled[:, j], config.confidence)
@@ -331,7 +331,7 @@ def _calibration(task, y, probs, val, n_bins: int, served: float | None) -> dict
     raw = cal.apply_temperature(task, probs, 1.0 / served) if served is not None else probs
     conf, correct = cal.confidence_and_correct(task, y, raw)
     out: dict[str, Any] = {
-        "unit": "row (max probability)" if task == "single-label" else "label decision (max(p, 1-p))",
+        "unit": "row (max probability)" if is_single_label(task) else "label decision (max(p, 1-p))",
         "n_bins": n_bins,
         "ece": cal.expected_calibration_error(conf, correct, n_bins),
         "nll": cal.negative_log_likelihood(task, y, raw),
@@ -360,7 +360,7 @@ def _calibration(task, y, probs, val, n_bins: int, served: float | None) -> dict
 
 
 def _named(task, labels, pred) -> list:
-    if task == "single-label":
+    if is_single_label(task):
         return [labels[i] for i in pred]
     if task == "multi-label":
         return [[labels[j] for j in np.flatnonzero(row)] for row in pred]
@@ -370,7 +370,7 @@ def _named(task, labels, pred) -> list:
 def _worst_errors(task, labels, y, out, pred, frame) -> list[dict[str, Any]]:
     """The most confident mistakes (classification) or largest absolute errors (regression)."""
     texts = frame[TEXT].astype(str).tolist() if frame is not None and TEXT in frame.columns else None
-    if task == "single-label":
+    if is_single_label(task):
         wrong = np.flatnonzero(pred != y)
         score = out[wrong, pred[wrong]]
         order = wrong[np.argsort(-score, kind="stable")][:MAX_LISTED_ERRORS]

@@ -21,6 +21,7 @@ from scipy import stats as sps
 from sklearn import metrics as skm
 
 from keepfit.errors import DataError
+from keepfit.types import answer_kind, is_single_label
 
 __all__ = [
     "Task",
@@ -83,7 +84,7 @@ def check_outputs(
     task: str, labels: list[str], y_true: np.ndarray, outputs: np.ndarray, what: str = "outputs"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validate and normalise ``y_true``/``outputs`` for ``task``; raise DataError saying what is wrong."""
-    if task not in TASKS:
+    if answer_kind(task) not in TASKS:
         raise DataError(f"task must be one of {', '.join(TASKS)}, got {task!r}.")
     y = np.asarray(y_true)
     out = np.asarray(outputs, dtype=float)
@@ -122,7 +123,7 @@ def check_outputs(
             f"{what}: {task} expects probabilities of shape [n, {c}] (one column per label), "
             f"got {list(out.shape)}."
         )
-    if task == "single-label":
+    if is_single_label(task):
         y = y.astype(int)
         if y.ndim != 1 or (y >= c).any() or (y < -1).any():
             raise DataError(

@@ -13,7 +13,7 @@ from keepfit.evaluation import figures as fg
 from keepfit.evaluation._html import esc, figure, fmt, fmt_interval, page, table, text_cell
 from keepfit.evaluation._json import jsonable
 from keepfit.evaluation.evaluation import EvaluationResult
-from keepfit.types import is_generation
+from keepfit.types import is_generation, is_single_label
 
 __all__ = ["write_evaluation_report", "EVALUATION_JSON", "REPORT_HTML"]
 
@@ -203,7 +203,7 @@ def _figures(result: EvaluationResult, history: list[dict]) -> list[tuple[str, s
     curves = fg.learning_curves(history) if history else None
     if curves is not None:
         figs.append((fg.to_data_uri(curves), "Training loss and validation metrics per evaluation."))
-    if result.task == "single-label" and result.confusion:
+    if is_single_label(result.task) and result.confusion:
         figs.append(
             (
                 fg.to_data_uri(fg.confusion_figure(result.confusion, result.labels)),

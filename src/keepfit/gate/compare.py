@@ -50,7 +50,7 @@ from keepfit.evaluation import metrics as m
 from keepfit.evaluation._json import jsonable
 from keepfit.evaluation.bootstrap import bootstrap_sums, percentile_interval
 from keepfit.evaluation.slices import slice_masks
-from keepfit.types import COMPLETION, GENERATION, PROMPT, TEXT, is_generation
+from keepfit.types import COMPLETION, GENERATION, PROMPT, TEXT, answer_kind, is_generation, is_single_label
 
 __all__ = [
     "Comparison",
@@ -249,8 +249,8 @@ def compare_outputs(
         "bootstrap": config.bootstrap,
         "confidence": config.confidence,
         "seed": seed,
-        "class_metric": CLASS_METRIC.get(task),
-        "slice_metric": SLICE_METRIC[task],
+        "class_metric": CLASS_METRIC.get(answer_kind(task)),
+        "slice_metric": SLICE_METRIC[answer_kind(task)],
         "regression_tolerance": tolerance,
         "length_unit": "characters",
         "length_bins": config.length_bins,
@@ -350,7 +350,7 @@ def _score(
     tolerance: float | None,
     thresholds: np.ndarray | float = 0.5,
 ) -> _Scored:
-    if task == "single-label":
+    if is_single_label(task):
         pred = m.predict_single(out)
         hits = m.top_k_hits(y, out, config.top_k)
         right = pred == y
@@ -369,7 +369,7 @@ def _score(
 
 
 def _from_sums(task: str, c: int):
-    if task == "single-label":
+    if is_single_label(task):
         return lambda s: m.single_from_sums(s, c)
     if task == "multi-label":
         return lambda s: m.multi_from_sums(s, c)
@@ -404,7 +404,7 @@ def _compare_group(
         sums = bootstrap_sums(paired, config.bootstrap, seed)
         samples = (from_sums(sums[:, :k]), from_sums(sums[:, k:]))
     deltas = {}
-    for metric in DELTA_METRICS[task]:
+    for metric in DELTA_METRICS[answer_kind(task)]:
         diffs = samples[1][metric] - samples[0][metric] if samples is not None else None
         deltas[metric] = _delta(point_old[metric], point_new[metric], diffs, config.confidence)
         deltas[metric]["higher_is_better"] = m.HIGHER_IS_BETTER[metric]
@@ -454,7 +454,7 @@ def _per_class(
     label."""
     if task == "regression":
         return {}
-    key = f"{CLASS_METRIC[task]}_per_class"
+    key = f"{CLASS_METRIC[answer_kind(task)]}_per_class"
     diffs = samples[1][key] - samples[0][key] if samples is not None else None
     old_hit, new_hit = a.class_right[rows], b.class_right[rows]
     truth = a.class_truth[rows] if a.class_truth is not None else _truth(task, y, len(union))
@@ -511,7 +511,7 @@ def _calibration(task, y, old, new, n_bins: int) -> dict[str, float] | None:
 
 
 def _describe(task, union, value) -> Any:
-    if task == "single-label":
+    if is_single_label(task):
         return union[int(value)] if value >= 0 else None
     if task == "multi-label":
         return [union[j] for j in np.flatnonzero(value)]

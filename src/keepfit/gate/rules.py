@@ -61,7 +61,7 @@ from keepfit.gate.compare import (
     describe_group,
     negative_flip_sentence,
 )
-from keepfit.types import is_generation
+from keepfit.types import is_generation, is_single_label
 
 __all__ = [
     "RuleResult",
@@ -470,7 +470,7 @@ class NewLabelRecall:
             )
         # single-label recall is a share of the label's rows: a label fails when even the upper one-sided bound
         # (Wilson, level alpha) lies below the floor, so 5 unlucky rows of a learnt label do not refuse an update
-        binomial = comparison.task == "single-label"
+        binomial = is_single_label(comparison.task)
         upper = {name: _recall_upper(row, policy.alpha) if binomial else row["new"] for name, row in judged.items()}
         low = {name: row for name, row in judged.items() if upper[name] < floor - _TOL}
         worst = min(row["new"] for row in judged.values())

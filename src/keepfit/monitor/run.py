@@ -51,7 +51,7 @@ from keepfit.monitor.drift import (
     proportion,
 )
 from keepfit.store import Store
-from keepfit.types import LABEL, TEXT
+from keepfit.types import LABEL, TEXT, is_single_label
 
 __all__ = [
     "Reference",
@@ -358,7 +358,7 @@ def _reference_predictions(model_dir: Path, snapshot: Any, batch_size: int) -> d
     from keepfit.train.predict import load_predictor
 
     predictor = load_predictor(model_dir)
-    if predictor.task != "single-label":
+    if not is_single_label(predictor.task):
         raise ModelError(
             f"keepfit monitor judges single-label classifiers; the model in {model_dir} is {predictor.task}. "
             "Monitor a single-label version (--ref)."

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from keepfit.errors import ModelError
+from keepfit.types import is_single_label
 
 __all__ = [
     "Interpolation",
@@ -285,7 +286,7 @@ def interpolate_candidate(
     started = time.perf_counter()
     champion = load_predictor(champion_dir)
     candidate = load_predictor(dirs[0])
-    if candidate.task != "single-label":
+    if not is_single_label(candidate.task):
         return Interpolation(0.0, [], margin, len(texts), note=f"not done for {candidate.task} tasks",
                              method=method, candidates=len(dirs))
     index = {name: i for i, name in enumerate(candidate.labels)}

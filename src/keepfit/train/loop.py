@@ -55,7 +55,7 @@ from keepfit.train.model import (
 )
 from keepfit.train.optim import build_optimizer, build_scheduler
 from keepfit.train.postprocess import Postprocessing, fit_postprocessing
-from keepfit.types import Snapshot, is_generation
+from keepfit.types import Snapshot, is_generation, is_single_label
 
 __all__ = ["TrainResult", "EvalHook", "train_model", "seed_everything"]
 
@@ -186,7 +186,7 @@ def _teacher_outputs(job: Job, teacher: Path, texts: list[str]) -> None:
     job.teacher_logits = logits[:, keep]
     index = torch.tensor([job.labels.index(predictor.labels[i]) for i in keep])
     job.teacher_index = index
-    if job.task == "single-label":
+    if is_single_label(job.task):
         job.teacher_correct = index[job.teacher_logits.argmax(-1)] == job.train.targets
     else:
         predicted = (job.teacher_logits >= 0).float()
@@ -255,7 +255,7 @@ def build_job(
     train, val = encoded(frame), encoded(val_frame)
     pad = tokenizer.pad_token_id or 0
     model.to(device)
-    if old_labels and task == "single-label" and len(labels) > len(old_labels):
+    if old_labels and is_single_label(task) and len(labels) > len(old_labels):
         _imprint_new_labels(model, train, len(old_labels), pad, precision, device, tc.seed)
     resumes = resume and latest_checkpoint(run_dir / "checkpoints") is not None
     if tc.head_init == "probe" and not old_labels and task != "regression" and tc.strategy != "head" and not resumes:
@@ -349,7 +349,7 @@ def _probe_head(model, train, pad: int, precision: str, device, tc, task: str) -
         if head.bias is not None:
             head.bias.copy_(bias.to(head.bias.dtype))
         logits = features @ weight.T + bias
-        fit = (logits.argmax(-1) == target).float().mean() if task == "single-label" else float("nan")
+        fit = (logits.argmax(-1) == target).float().mean() if is_single_label(task) else float("nan")
     log.info("linear probe: head fitted on frozen features of %d rows in %.1f s (loss %.4f, training accuracy %.3f)",
              len(features), time.perf_counter() - started, float(loss.detach()), float(fit))
 

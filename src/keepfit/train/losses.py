@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from keepfit.types import is_single_label
+
 __all__ = ["task_loss", "focal_distillation_loss"]
 
 
@@ -23,7 +25,7 @@ def task_loss(
     regression: MSE on the standardised target, ``logits`` [B, 1], ``target`` [B].
     """
     logits = logits.float()
-    if task == "single-label":
+    if is_single_label(task):
         return F.cross_entropy(logits, target, weight=class_weights, label_smoothing=label_smoothing)
     if task == "multi-label":
         soft = target * (1 - label_smoothing) + 0.5 * label_smoothing if label_smoothing else target
@@ -50,7 +52,7 @@ def focal_distillation_loss(
     """
     student = student.float()
     weight = alpha + beta * teacher_correct.float()
-    if task == "single-label":
+    if is_single_label(task):
         log_p = F.log_softmax(student / temperature, dim=-1)
         q = F.softmax(teacher / temperature, dim=-1)
         per_row = (q * (torch.log(q.clamp_min(1e-12)) - log_p)).sum(-1) * temperature**2

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, r2_score
 
+from keepfit.types import answer_kind, is_single_label
+
 __all__ = ["eval_metrics", "best_metric_name", "LOWER_IS_BETTER", "TASK_DEFAULT_METRIC"]
 
 LOWER_IS_BETTER = {"loss", "mae", "rmse"}
@@ -27,12 +29,12 @@ log = logging.getLogger("keepfit.train")
 def best_metric_name(task: str, configured: str) -> str:
     """``configured`` when the task reports it, else the task's default (logged)."""
     name = configured.removeprefix("validation_")
-    if name in _METRICS[task]:
+    if name in _METRICS[answer_kind(task)]:
         return name
     log.warning(
-        "metric_for_best %r does not apply to %s; using %s", configured, task, TASK_DEFAULT_METRIC[task]
+        "metric_for_best %r does not apply to %s; using %s", configured, task, TASK_DEFAULT_METRIC[answer_kind(task)]
     )
-    return TASK_DEFAULT_METRIC[task]
+    return TASK_DEFAULT_METRIC[answer_kind(task)]
 
 
 def eval_metrics(
@@ -40,7 +42,7 @@ def eval_metrics(
 ) -> dict[str, float]:
     """Metrics of ``logits`` [n, C] (regression [n, 1], standardised) against the loop's ``targets``."""
     logits = logits.float()
-    if task == "single-label":
+    if is_single_label(task):
         pred = logits.argmax(-1).numpy()
         y = targets.numpy()
         return {

@@ -41,6 +41,7 @@ from keepfit._io import atomic_write_text
 from keepfit.data.normalize import NORMALIZATION_VERSION
 from keepfit.errors import ModelError
 from keepfit.train.model import read_meta
+from keepfit.types import is_single_label
 
 __all__ = [
     "POSTPROCESS_FILE",
@@ -180,7 +181,7 @@ def _checked_thresholds(value: Any, post: Postprocessing, where: str) -> tuple[f
 def _checked_abstain_threshold(value: Any, post: Postprocessing, where: str) -> float | None:
     if value is None:
         return None
-    if post.task != "single-label":
+    if not is_single_label(post.task):
         raise ModelError(
             f"{where}: abstain_threshold applies to single-label models only; this model's task is {post.task}. "
             "Leave abstain_threshold out."
@@ -208,7 +209,7 @@ def _checked_recall(value: Any, where: str) -> float | None:
 def _checked_out_of_scope_label(value: Any, post: Postprocessing, where: str) -> str | None:
     if value is None:
         return None
-    if post.task != "single-label" or value not in post.labels:
+    if not is_single_label(post.task) or value not in post.labels:
         raise ModelError(
             f"{where}: out_of_scope_label must be one of the labels of a single-label model "
             f"({post.task}, labels {list(post.labels)}), got {value!r}. Name the model's out-of-scope label, "
@@ -392,7 +393,7 @@ def fit_postprocessing(
         return post
     z = logits.float()
     y = targets.cpu().numpy()
-    squash = (lambda x: torch.softmax(x, dim=-1)) if task == "single-label" else torch.sigmoid
+    squash = (lambda x: torch.softmax(x, dim=-1)) if is_single_label(task) else torch.sigmoid
     if task == "multi-label":
         y = y.astype(int)
     temperature: float | None = fit_temperature(task, y, squash(z).numpy())
@@ -406,7 +407,7 @@ def fit_postprocessing(
         temperature = None
     fitted_on = f"validation split ({n} rows)"
     served = squash(z / (temperature or 1.0)).numpy()
-    if task == "single-label":
+    if is_single_label(task):
         in_scope = y != labels.index(post.out_of_scope_label) if post.out_of_scope_label else np.ones(n, bool)
         threshold = choose_abstain_threshold(served[in_scope].max(axis=1), in_scope_recall)
         if threshold is not None:
@@ -424,7 +425,7 @@ def fit_postprocessing(
 
 def _known_out_of_scope(task: str, labels: list[str], out_of_scope_label: str | None) -> str | None:
     """``out_of_scope_label`` when a single-label model has it among its labels; else None (logged)."""
-    if out_of_scope_label is None or task != "single-label":
+    if out_of_scope_label is None or not is_single_label(task):
         return None
     if out_of_scope_label not in labels:
         log.warning(

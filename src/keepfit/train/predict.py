@@ -33,6 +33,7 @@ from keepfit.train.model import (
     task_from_config,
 )
 from keepfit.train.postprocess import load_postprocessing
+from keepfit.types import is_single_label
 
 __all__ = [
     "Predictions",
@@ -72,7 +73,7 @@ class Predictions:
     def decisions(self) -> np.ndarray:
         """What the model predicts: label index [n] (single-label), 0/1 [n, C] with ``thresholds``
         (multi-label), or the predicted target [n] (regression)."""
-        if self.task == "single-label":
+        if is_single_label(self.task):
             return self.outputs.argmax(axis=1) if len(self.outputs) else np.zeros(0, dtype=int)
         if self.task == "multi-label":
             limits = self.thresholds if self.thresholds is not None else 0.5
@@ -83,7 +84,7 @@ class Predictions:
         """Bool [n]: where the model abstains (single-label): its top probability is below
         ``abstain_threshold``, or it predicts ``out_of_scope_label``. All False for other tasks and for a
         model with neither."""
-        if self.task != "single-label":
+        if not is_single_label(self.task):
             return np.zeros(len(self.outputs), dtype=bool)
         from keepfit.evaluation.open_set import abstentions
 
@@ -114,7 +115,7 @@ def outputs_from_logits(
         return (logits.reshape(-1) * std + mean).numpy()
     if temperature is not None:
         logits = logits / temperature
-    if task == "single-label":
+    if is_single_label(task):
         return torch.softmax(logits, dim=-1).numpy()
     return torch.sigmoid(logits).numpy()
 

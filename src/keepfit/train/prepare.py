@@ -11,7 +11,7 @@ import torch
 
 from keepfit.errors import DataError
 from keepfit.train.batching import sequence_cap, tokenize
-from keepfit.types import Snapshot, label_column_for
+from keepfit.types import Snapshot, is_single_label, label_column_for
 
 __all__ = [
     "Encoded",
@@ -47,7 +47,7 @@ def resolve_labels(
     extra = list(snapshot.labels)
     if replay is not None and len(replay):
         column = label_column_for(snapshot.task)
-        values = replay[column] if snapshot.task == "single-label" else replay[column].explode().dropna()
+        values = replay[column] if is_single_label(snapshot.task) else replay[column].explode().dropna()
         extra += sorted(set(values.astype(str)) - set(extra))
     out += [x for x in extra if x not in out]
     return out
@@ -70,7 +70,7 @@ def known_rows(frame: pd.DataFrame, task: str, labels: list[str]) -> np.ndarray:
     if task == "regression":
         return frame["target"].notna().to_numpy()
     known = set(labels)
-    if task == "single-label":
+    if is_single_label(task):
         return frame["label"].isin(known).to_numpy()
     return np.array([set(v) <= known for v in frame["labels"]], dtype=bool)
 
@@ -90,7 +90,7 @@ def encode_targets(
         values = (frame["target"].to_numpy(dtype=np.float64) - mean) / std
         return torch.tensor(values, dtype=torch.float32), None
     index = {x: i for i, x in enumerate(labels)}
-    if task == "single-label":
+    if is_single_label(task):
         ids = np.array([index[x] for x in frame["label"]], dtype=np.int64)
         return torch.from_numpy(ids), ids
     matrix = np.zeros((len(frame), len(labels)), dtype=np.float32)
@@ -121,7 +121,7 @@ def choose_max_length(tokenizer, texts: list[str], configured: int | None, limit
 
 def class_weights(task: str, targets: torch.Tensor, n_labels: int) -> torch.Tensor | None:
     """Inverse-frequency weights (single-label, mean 1 over present classes) or pos_weight (multi-label)."""
-    if task == "single-label":
+    if is_single_label(task):
         counts = torch.bincount(targets, minlength=n_labels).float()
         weights = torch.where(
             counts > 0, counts.sum() / (n_labels * counts.clamp_min(1)), torch.ones_like(counts)

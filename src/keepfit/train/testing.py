@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from keepfit.config import KeepfitConfig
-from keepfit.types import Snapshot
+from keepfit.types import Snapshot, is_single_label
 
 __all__ = ["make_tiny_model", "sentiment_frame", "all_texts", "snapshot_of", "config_for", "write_tiny_project",
            "make_tiny_causal_lm", "chat_frame", "chat_texts", "CHATML_TEMPLATE"]
@@ -49,7 +49,7 @@ def snapshot_of(
     snapshot_id: str = "snap0123456789",
 ) -> Snapshot:
     if labels is None:
-        if task == "single-label":
+        if is_single_label(task):
             labels = sorted(set(train["label"]))
         elif task == "multi-label":
             labels = sorted({x for v in train["labels"] for x in v})

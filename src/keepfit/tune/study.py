@@ -39,7 +39,7 @@ from keepfit.train.loop import EvalHook, TrainResult, train_model
 from keepfit.train.metrics import LOWER_IS_BETTER, best_metric_name
 from keepfit.train.presets import PRESET_TAG
 from keepfit.tune.space import is_int_setting, suggest, train_overrides
-from keepfit.types import Snapshot
+from keepfit.types import Snapshot, is_single_label
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +317,7 @@ def _folds(snapshot: Snapshot, config: KeepfitConfig) -> list[tuple[pd.DataFrame
     group = config.data.group_column
     if group and group in pool.columns:
         splits = GroupKFold(n_splits=k).split(pool, groups=pool[group].astype(str))
-    elif snapshot.task == "single-label" and pool[snapshot.answer_column].value_counts().min() >= k:
+    elif is_single_label(snapshot.task) and pool[snapshot.answer_column].value_counts().min() >= k:
         splits = StratifiedKFold(n_splits=k, shuffle=True, random_state=config.split.seed).split(
             pool, pool[snapshot.answer_column].astype(str))
     else:
