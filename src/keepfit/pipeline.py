@@ -20,7 +20,17 @@ import pandas as pd
 from keepfit.config import KeepfitConfig, config_hash
 from keepfit.errors import DataError, ModelError, RegistryError
 from keepfit.store import Store
-from keepfit.types import COMPLETION, GENERATION, PROMPT, Snapshot, is_generation, is_single_label
+from keepfit.types import (
+    COMPLETION,
+    GENERATION,
+    IMAGE_CLASSIFICATION,
+    PROMPT,
+    Snapshot,
+    inputs_of,
+    is_generation,
+    is_image,
+    is_single_label,
+)
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +140,11 @@ def token_counter_for(config: KeepfitConfig):
 
 def resolve_model(config: KeepfitConfig, ref: str | Path) -> Path:
     """A model folder from a path, a run folder, or a registry reference (``champion``, ``3``, ``v3``)."""
+    from keepfit.train.model import is_model_folder
+
     path = Path(ref)
     for candidate in (path, path / "model"):
-        if (candidate / "config.json").exists():
+        if is_model_folder(candidate):
             return candidate
     if is_generation(config.task) and str(ref) not in ("champion", "challenger") and not str(ref).isdigit():
         from keepfit.train.causal import resolve_causal_model
@@ -226,11 +238,11 @@ def _evaluate_model(
     if is_generation(snapshot.task):
         return _evaluate_generation(config, model_dir, frame, out_dir, history=history, title=title)
     predictor = load_predictor(model_dir)
-    preds = predictor.predict(frame["text"].tolist(), batch_size=config.evaluate.batch_size)
+    preds = predictor.predict(inputs_of(frame), batch_size=config.evaluate.batch_size)
     labels = preds.labels
     validation = None
     if len(snapshot.validation) and not predictor.postprocessing.saved:  # an older folder: fit them here
-        val_preds = predictor.predict(snapshot.validation["text"].tolist(), batch_size=config.evaluate.batch_size)
+        val_preds = predictor.predict(inputs_of(snapshot.validation), batch_size=config.evaluate.batch_size)
         validation = (_true_values(snapshot, snapshot.validation, labels), val_preds.outputs)
     result = evaluate_outputs(
         snapshot.task,
@@ -462,6 +474,8 @@ def predict(
         return generate_file(model_dir, in_path, out_path, prompt_column=text_column or d.prompt_column,
                              messages_column=d.messages_column, system_column=d.system_column,
                              batch_size=min(config.evaluate.batch_size, GENERATION_BATCH))
+    if is_image(read_meta(model_dir).get("task", config.task)):
+        return _predict_images(config, model_dir, Path(in_path), Path(out_path), top_k or config.evaluate.top_k)
     return predict_file(
         model_dir,
         in_path,
@@ -472,10 +486,31 @@ def predict(
     )
 
 
+def _predict_images(config: KeepfitConfig, model_dir: Path, in_path: Path, out_path: Path, top_k: int):
+    """Predict an image folder or a table of image paths: every image is checked as for training; the readable
+    ones are predicted, the others are written with their reason (and no label), so no input is lost."""
+    import time
+
+    from keepfit.data.validate import load_and_validate
+    from keepfit.train import load_predictor
+    from keepfit.train.predict import PredictReport, prediction_columns, write_table
+
+    cfg = config if is_image(config.task) else config.model_copy(update={"task": IMAGE_CLASSIFICATION})
+    rows = load_and_validate(in_path, cfg, require_answer=False)
+    start = time.perf_counter()
+    preds = load_predictor(model_dir).predict(inputs_of(rows.kept), config.evaluate.batch_size, top_k)
+    kept = rows.kept[["row", "text", "image"]].rename(columns={"text": "path"}).assign(**prediction_columns(preds))
+    rejected = rows.quarantine.assign(path=rows.quarantine["raw_text"])[["row", "path", "reason", "detail"]]
+    out = pd.concat([kept, rejected], ignore_index=True).sort_values("row", kind="stable")
+    write_table(out, out_path)
+    seconds = time.perf_counter() - start
+    return PredictReport(out_path, len(out), seconds, len(rows.kept) / max(seconds, 1e-9), IMAGE_CLASSIFICATION)
+
+
 def _paired_outputs(config: KeepfitConfig, model_dir: Path, frame: pd.DataFrame):
     from keepfit.train import load_predictor
 
-    preds = load_predictor(model_dir).predict(frame["text"].tolist(), batch_size=config.evaluate.batch_size)
+    preds = load_predictor(model_dir).predict(inputs_of(frame), batch_size=config.evaluate.batch_size)
     return preds.labels, preds.outputs, preds.thresholds
 
 
@@ -637,9 +672,9 @@ def _screen(config: KeepfitConfig, champion_dir: Path, judged: Snapshot, batch) 
     result = screen_batch(
         known,
         labels,
-        predictor.predict(known["text"].tolist(), batch_size=bs).outputs,
+        predictor.predict(inputs_of(known), batch_size=bs).outputs,
         val_true=np.array([index[v] for v in val["label"]]),
-        val_probs=predictor.predict(val["text"].tolist(), batch_size=bs).outputs,
+        val_probs=predictor.predict(inputs_of(val), batch_size=bs).outputs,
         min_confidence=config.update.screen_min_confidence,
         reviewed=accepted_pairs(Store.at(config.store).root),
     )
@@ -655,6 +690,10 @@ def _interpolate(
     them all). None when not done: the (first) candidate is then used as it is."""
     dirs = [Path(candidate_dirs)] if isinstance(candidate_dirs, (str, Path)) else [Path(d) for d in candidate_dirs]
     setting = config.update.interpolate
+    if is_image(snapshot.task):
+        log.info("update.interpolate: weight interpolation is done for text models only; the image candidate is "
+                 "used as trained")
+        return None
     if not is_single_label(snapshot.task) or len(snapshot.validation) == 0:
         if len(dirs) > 1:
             log.warning("update.soup: %d candidates trained, but averaging needs single-label validation rows; "
@@ -669,7 +708,7 @@ def _interpolate(
     result = interpolate_candidate(
         champion_dir,
         dirs,
-        snapshot.validation["text"].tolist(),
+        inputs_of(snapshot.validation),
         snapshot.validation["label"].tolist(),
         run_dir / "interpolated" / "model",
         setting=setting,
@@ -689,7 +728,7 @@ def _champion_margins(config: KeepfitConfig, champion_dir: Path, rows: pd.DataFr
     from keepfit.train import load_predictor
 
     predictor = load_predictor(champion_dir)
-    probs = predictor.predict(rows["text"].tolist(), batch_size=config.evaluate.batch_size).outputs
+    probs = predictor.predict(inputs_of(rows), batch_size=config.evaluate.batch_size).outputs
     index = {name: i for i, name in enumerate(predictor.labels)}
     target = np.array([index.get(v, -1) for v in rows["label"]])
     known = target >= 0

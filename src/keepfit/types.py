@@ -36,7 +36,8 @@ import pandas as pd
 
 __all__ = ["Task", "Snapshot", "SPLITS", "ROW", "SOURCE", "TEXT", "LABEL", "LABELS", "TARGET", "GROUP", "TIME",
            "SPLIT", "SLICE_PREFIX", "PROMPT", "COMPLETION", "GENERATION", "IMAGE_CLASSIFICATION", "IMAGE", "IMAGE_SHA",
-           "IMAGE_PHASH", "label_column_for", "is_generation", "answer_kind", "is_single_label", "is_image"]
+           "IMAGE_PHASH", "label_column_for", "is_generation", "answer_kind", "is_single_label", "is_image",
+           "inputs_of"]
 
 Task = Literal["single-label", "multi-label", "regression", "text-generation", "image-classification"]
 GENERATION = "text-generation"
@@ -75,6 +76,11 @@ def answer_kind(task: str) -> str:
 def is_single_label(task: str) -> bool:
     """Whether the task picks exactly one label per row (text or image)."""
     return answer_kind(task) == "single-label"
+
+
+def inputs_of(frame: pd.DataFrame) -> list[str]:
+    """What a model reads for each row of a canonical table: the image's path for image rows, else the text."""
+    return frame[IMAGE if IMAGE in frame else TEXT].astype(str).tolist()
 
 
 def is_image(task: str) -> bool:

@@ -12,7 +12,10 @@ from keepfit.cli._console import console
 
 def predict_command(
     model: str = typer.Argument(..., help="Model folder, run folder, or registry ref (champion, 3)."),
-    in_path: Path = typer.Argument(..., help="CSV, TSV, JSONL or Parquet file with a text column."),
+    in_path: Path = typer.Argument(
+        ..., help="CSV, TSV, JSONL or Parquet file with a text column; for an image model, a folder of images or "
+        "a table of image paths (data.image_column)."
+    ),
     out_path: Path = typer.Argument(..., help="Output file; its suffix picks the format."),
     text_column: str = typer.Option(
         None, "--text-column", help="Column holding the text (default: data.text_column)."
@@ -26,9 +29,10 @@ def predict_command(
 
     cfg = resolve_config(config, overrides)
     report = predict(cfg, model, in_path, out_path, text_column=text_column, top_k=top_k)
+    unit = "images" if report.task == "image-classification" else "texts"
     console.print(
         f"Predicted {report.rows} rows ({report.task}) in {report.seconds:.2f} s "
-        f"({report.texts_per_second:.0f} texts/s): {report.out_path}"
+        f"({report.texts_per_second:.0f} {unit}/s): {report.out_path}"
     )
 
 

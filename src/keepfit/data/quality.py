@@ -25,6 +25,12 @@ has the same ``prompt`` (the whole JSON, system turn included) and the same comp
 prompt with different completions (reason ``conflicting_completions``), exact leakage the same prompt in two
 splits; near-duplicates and near leakage compare ``text`` (the prompt's non-system turns). There is no label
 distribution: the ``label_distribution`` finding reports the completion lengths instead.
+
+For image-classification a row is its image: identity is ``image_sha`` (the file's bytes, whatever its name), so
+exact duplicates, conflicts and exact leakage are found by content; near-duplicates and near leakage compare the
+64-bit perceptual hashes (``image_phash``): two images are near-duplicates when the hashes differ in at most
+``quality.image_near_duplicate_distance`` bits (all pairs, chunked numpy, up to ``_PHASH_PAIRS_MAX_ROWS`` rows;
+above that, equal hashes only). Findings name the images by their path (``text``) and give the distance in bits.
 """
 
 from __future__ import annotations
@@ -42,7 +48,20 @@ import pyarrow.compute as pc
 from keepfit.config import KeepfitConfig
 from keepfit.data.validate import QUARANTINE_COLUMNS
 from keepfit.errors import DataError
-from keepfit.types import COMPLETION, PROMPT, ROW, SOURCE, SPLIT, TARGET, TEXT, Task, is_generation, label_column_for
+from keepfit.types import (
+    COMPLETION,
+    IMAGE_PHASH,
+    IMAGE_SHA,
+    PROMPT,
+    ROW,
+    SOURCE,
+    SPLIT,
+    TARGET,
+    TEXT,
+    Task,
+    is_generation,
+    label_column_for,
+)
 
 __all__ = [
     "Finding",
@@ -165,8 +184,11 @@ TEXT_CODE, NEAR_KEY = "_text_code", "_near_key"
 
 
 def identity_column(frame: pd.DataFrame) -> str:
-    """The column that says two rows ask the same thing: the prompt (text-generation: the whole conversation
-    before the answer, system turn included) where the table has one, else the text."""
+    """The column that says two rows ask the same thing: the image's SHA-256 (image-classification: the same
+    bytes under another name are the same row), the prompt (text-generation: the whole conversation before the
+    answer, system turn included) where the table has one, else the text."""
+    if IMAGE_SHA in frame:
+        return IMAGE_SHA
     return PROMPT if PROMPT in frame else TEXT
 
 
@@ -180,7 +202,7 @@ def text_codes(frame: pd.DataFrame) -> np.ndarray:
 def add_derived_columns(frame: pd.DataFrame, config: KeepfitConfig) -> pd.DataFrame:
     """The frame with the text codes (and, above the near-duplicate row limit, the normalised keys) added."""
     out = frame.assign(**{TEXT_CODE: codes(frame[identity_column(frame)])})
-    if _near_method(len(frame), config) != "minhash":
+    if _frame_near_method(frame, config) == "normalised_key":
         out[NEAR_KEY] = pd.Series(pd.arrays.ArrowExtensionArray(_key_array(frame[TEXT])), index=out.index)
     return out
 
@@ -356,6 +378,115 @@ class _MinHashLSH:
 
 def _near_method(n_rows: int, config: KeepfitConfig) -> str:
     return "minhash" if n_rows <= config.quality.near_duplicate_max_rows else "normalised_key"
+
+
+def _frame_near_method(frame: pd.DataFrame, config: KeepfitConfig) -> str:
+    """How near-duplicates are found in this table: perceptual hashes for images (``phash``: all pairs within
+    the distance; ``phash_equal``: equal hashes only, above the row limit), else the text methods."""
+    if IMAGE_PHASH in frame:
+        limit = min(config.quality.near_duplicate_max_rows, _PHASH_PAIRS_MAX_ROWS)
+        return "phash" if len(frame) <= limit else "phash_equal"
+    return _near_method(len(frame), config)
+
+
+def _near_how(method: str, config: KeepfitConfig) -> str:
+    """The method in words, for summaries."""
+    q = config.quality
+    return {
+        "minhash": f"MinHash/LSH, Jaccard >= {q.near_duplicate_threshold} on word bigrams",
+        "normalised_key": "normalised key (lowercase, no punctuation or digits), used above "
+        f"{q.near_duplicate_max_rows:,} rows",
+        "phash": f"perceptual hash, at most {q.image_near_duplicate_distance} of 64 bits apart",
+        "phash_equal": "equal perceptual hashes, used above "
+        f"{min(q.near_duplicate_max_rows, _PHASH_PAIRS_MAX_ROWS):,} images",
+    }[method]
+
+
+# ------------------------------------------------------------------------------------------------ images
+
+# all-pairs Hamming distances cost n^2/2 popcounts: ~1 s at 20k images; above that only equal hashes are matched
+_PHASH_PAIRS_MAX_ROWS = 20_000
+_PHASH_CHUNK_CELLS = 4_000_000  # query rows x index rows per block of the distance matrix (~36 MB at once)
+_PHASH_BITS = 64
+_HEX16 = r"[0-9a-fA-F]{16}"
+
+
+def phash_bits(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The 64-bit perceptual hashes (16 hex digits each) as uint64, and which rows have a well-formed one."""
+    text = values.astype(object).where(values.notna(), "").astype(str)
+    valid = text.str.fullmatch(_HEX16).to_numpy(dtype=bool)
+    bits = np.zeros(len(text), dtype=np.uint64)
+    if valid.any():
+        raw = bytes.fromhex("".join(text.to_numpy(dtype=object)[valid].tolist()))
+        bits[valid] = np.frombuffer(raw, dtype=">u8").astype(np.uint64)
+    return bits, valid
+
+
+def similarity_from_distance(distance: np.ndarray | int) -> np.ndarray | float:
+    """Hamming distance of two 64-bit hashes as a similarity in [0, 1] (1 = equal hashes)."""
+    return 1.0 - np.asarray(distance, dtype=np.float64) / _PHASH_BITS if np.ndim(distance) else (
+        1.0 - float(distance) / _PHASH_BITS
+    )
+
+
+def distance_from_similarity(similarity: float) -> int:
+    """The inverse of :func:`similarity_from_distance`: bits apart."""
+    return int(round((1.0 - similarity) * _PHASH_BITS))
+
+
+def nearest_by_phash(
+    bits: np.ndarray,
+    query: np.ndarray,
+    index: np.ndarray,
+    max_distance: int,
+    *,
+    earlier_only: bool = False,
+    partition: np.ndarray | None = None,
+) -> dict[int, tuple[int, float]]:
+    """For each query position, the index position whose hash is nearest (ties: the earliest), when at most
+    ``max_distance`` bits apart: ``{query: (index, similarity)}``.
+
+    ``index`` must be sorted. ``earlier_only`` only lets a row match index rows before it, and ``partition``
+    (one code per row) only rows of its own partition: the within-split near-duplicate search. The distance
+    matrix is built in blocks of ``_PHASH_CHUNK_CELLS`` cells (xor, then numpy's popcount).
+    """
+    if len(query) == 0 or len(index) == 0:
+        return {}
+    index_bits = bits[index]
+    step = max(1, _PHASH_CHUNK_CELLS // len(index))
+    out: dict[int, tuple[int, float]] = {}
+    for start in range(0, len(query), step):
+        q = query[start : start + step]
+        distance = np.bitwise_count(bits[q][:, None] ^ index_bits[None, :])
+        if earlier_only:
+            distance[index[None, :] >= q[:, None]] = _PHASH_BITS + 1
+        if partition is not None:
+            distance[partition[index][None, :] != partition[q][:, None]] = _PHASH_BITS + 1
+        best = distance.argmin(axis=1)  # the first minimum: the earliest index row among equally near ones
+        best_distance = distance[np.arange(len(q)), best]
+        for pos, other, d in zip(
+            q[best_distance <= max_distance].tolist(),
+            index[best[best_distance <= max_distance]].tolist(),
+            best_distance[best_distance <= max_distance].tolist(),
+            strict=True,
+        ):
+            out[pos] = (other, similarity_from_distance(int(d)))
+    return out
+
+
+def equal_by_phash(
+    bits: np.ndarray, query: np.ndarray, index: np.ndarray, *, partition: np.ndarray | None = None
+) -> dict[int, tuple[int, float]]:
+    """Query positions whose hash equals that of an index row (the first such; with ``partition``, an earlier
+    row of the same partition): the near-duplicate search above the all-pairs limit."""
+    part = partition if partition is not None else np.zeros(len(bits), dtype=np.int64)
+    key = combine_codes(pd.factorize(bits)[0].astype(np.int64), part)
+    if partition is not None:  # within a table: match the first row of the same hash, if it comes earlier
+        first = first_positions(key)[key[query]]
+        hit = first < query
+        return {int(p): (int(f), 1.0) for p, f in zip(query[hit], first[hit], strict=True)}
+    found = _first_index_by_code(key, index, int(key.max()) + 1)[key[query]]
+    return {int(p): (int(f), 1.0) for p, f in zip(query[found >= 0], found[found >= 0], strict=True)}
 
 
 # ------------------------------------------------------------------------------------------------ the checks

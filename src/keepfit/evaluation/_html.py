@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["page", "table", "figure", "fmt", "fmt_interval", "esc", "text_cell"]
+__all__ = ["page", "table", "figure", "fmt", "fmt_interval", "esc", "text_cell", "thumbnail"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
@@ -31,6 +31,26 @@ def text_cell(value: Any, limit: int = 2000) -> tuple[str, str]:
     text = str(value)
     cut = f" [... {len(text) - limit} more characters]" if len(text) > limit else ""
     return "html", f'<span style="white-space:pre-wrap">{esc(text[:limit])}</span>{esc(cut)}'
+
+
+def thumbnail(path: str, title: str = "", size: int = 96) -> str:
+    """An <img> of the image at ``path`` shrunk to ``size`` pixels, inlined as a JPEG data URI (the report stays
+    one self-contained file); a note in its place when the file cannot be read any more."""
+    import base64
+    import io
+
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as img:
+            small = ImageOps.exif_transpose(img).convert("RGB")
+            small.thumbnail((size, size))
+            buffer = io.BytesIO()
+            small.save(buffer, format="JPEG", quality=80)
+    except (OSError, ValueError) as err:
+        return f'<span class="note">({esc(title or path)}: {esc(type(err).__name__)})</span>'
+    uri = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img src="{uri}" alt="{esc(title)}" title="{esc(title)}" style="margin:2px">'
 
 
 def fmt(value: Any, digits: int = 4) -> str:

@@ -20,7 +20,7 @@ from keepfit.evaluation._json import jsonable
 from keepfit.evaluation.bootstrap import bootstrap_sums, percentile_interval
 from keepfit.evaluation.open_set import OPEN_SET_METRICS, open_set_metrics
 from keepfit.evaluation.slices import slice_masks
-from keepfit.types import TEXT, answer_kind, is_single_label
+from keepfit.types import IMAGE, TEXT, answer_kind, is_single_label
 
 __all__ = ["EvaluationResult", "evaluate_outputs", "MAX_LISTED_ERRORS"]
 
@@ -62,6 +62,7 @@ class EvaluationResult:
     settings: dict[str, Any] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)
     open_set: dict[str, Any] | None = None
+    confused: list[dict[str, Any]] = field(default_factory=list)  # image rows: the most confused class pairs
     truth: np.ndarray | None = field(default=None, repr=False)  # y_true as evaluated, for the report's plots
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,6 +83,7 @@ class EvaluationResult:
                 "settings": self.settings,
                 "errors": self.errors,
                 "open_set": self.open_set,
+                **({"confused": self.confused} if self.confused else {}),
             }
         )
 
@@ -179,6 +181,7 @@ def evaluate_outputs(
         settings=settings,
         errors=_worst_errors(task, labels, y, out, predicted, frame),
         open_set=open_set,
+        confused=most_confused(labels, y, predicted, frame) if is_single_label(task) else [],
         truth=y,
     )
 
@@ -367,6 +370,28 @@ def _named(task, labels, pred) -> list:
     return [float(v) for v in pred]
 
 
+MAX_CONFUSED_PAIRS, EXAMPLES_PER_PAIR = 6, 4
+
+
+def most_confused(labels: list[str], y: np.ndarray, pred: np.ndarray, frame: pd.DataFrame | None) -> list[dict]:
+    """For image rows: the class pairs (truth, predicted) with the most mistakes, most first, each with the
+    paths of up to EXAMPLES_PER_PAIR of its images (the report shows them as thumbnails). Empty for text."""
+    if frame is None or IMAGE not in frame.columns:
+        return []
+    wrong = np.flatnonzero((pred != y) & (y >= 0))
+    if len(wrong) == 0:
+        return []
+    pairs = pd.Series(list(zip(y[wrong], pred[wrong], strict=True)), index=wrong)
+    paths = frame[IMAGE].astype(str).to_numpy()
+    names = frame[TEXT].astype(str).to_numpy() if TEXT in frame.columns else paths
+    out = []
+    for (true, predicted), count in pairs.value_counts(sort=True).head(MAX_CONFUSED_PAIRS).items():
+        rows = pairs.index[pairs == (true, predicted)][:EXAMPLES_PER_PAIR]
+        out.append({"true": labels[true], "predicted": labels[predicted], "count": int(count),
+                    "images": [paths[i] for i in rows], "names": [names[i] for i in rows]})
+    return out
+
+
 def _worst_errors(task, labels, y, out, pred, frame) -> list[dict[str, Any]]:
     """The most confident mistakes (classification) or largest absolute errors (regression)."""
     texts = frame[TEXT].astype(str).tolist() if frame is not None and TEXT in frame.columns else None
@@ -407,4 +432,8 @@ def _worst_errors(task, labels, y, out, pred, frame) -> list[dict[str, Any]]:
     if texts is not None:
         for row in rows:
             row["text"] = texts[row["index"]]
+    if frame is not None and IMAGE in frame.columns:  # the report shows it as a thumbnail
+        paths = frame[IMAGE].astype(str).to_numpy()
+        for row in rows:
+            row["image"] = paths[row["index"]]
     return rows

@@ -10,7 +10,7 @@ import numpy as np
 
 from keepfit._io import atomic_write_text
 from keepfit.evaluation import figures as fg
-from keepfit.evaluation._html import esc, figure, fmt, fmt_interval, page, table, text_cell
+from keepfit.evaluation._html import esc, figure, fmt, fmt_interval, page, table, text_cell, thumbnail
 from keepfit.evaluation._json import jsonable
 from keepfit.evaluation.evaluation import EvaluationResult
 from keepfit.types import is_generation, is_single_label
@@ -107,6 +107,8 @@ def _sections(result: EvaluationResult, history: list[dict]) -> list[str]:
                 ],
             )
         )
+    if result.confused:
+        out.append(_confused_section(result))
     if result.errors and generation:
         out.append(_generation_errors(result))
     elif result.errors:
@@ -115,11 +117,22 @@ def _sections(result: EvaluationResult, history: list[dict]) -> list[str]:
             "<h2>Largest errors</h2>"
             + table(
                 ["row", *keys],
-                [[e["index"], *[_cell(e.get(k)) for k in keys]] for e in result.errors],
+                [[e["index"], *[_error_cell(k, e) for k in keys]] for e in result.errors],
                 numeric_from=99,
             )
         )
     return out
+
+
+def _confused_section(result: EvaluationResult) -> str:
+    rows = [
+        [pair["true"], pair["predicted"], pair["count"],
+         ("html", "".join(thumbnail(path, name) for path, name in zip(pair["images"], pair["names"], strict=True)))]
+        for pair in result.confused
+    ]
+    return ("<h2>Most confused classes</h2><p class=\"note\">The class pairs with the most mistakes (truth, what "
+            "the model said), with some of the images it got wrong.</p>"
+            + table(["true", "predicted", "mistakes", "images"], rows, numeric_from=2))
 
 
 def _generation_note(settings: dict[str, Any]) -> str:
@@ -143,6 +156,12 @@ def _generation_errors(result: EvaluationResult) -> str:
         f"{esc(result.settings.get('match'))} score, lowest first.</p>"
         + table(["row", "prompt", "reference", "output", "score", "ended"], rows, numeric_from=99)
     )
+
+
+def _error_cell(key: str, error: dict[str, Any]) -> Any:
+    if key == "image" and error.get("image"):
+        return ("html", thumbnail(error["image"], str(error.get("text", ""))))
+    return _cell(error.get(key))
 
 
 def _cell(value: Any) -> Any:

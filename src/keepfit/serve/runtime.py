@@ -111,6 +111,12 @@ def load_served_model(config: KeepfitConfig, version: str, model_dir: Path) -> S
             "models only so far. Answer prompts in batches with `keepfit predict VERSION in.csv out.csv`, or serve "
             "the model folder (a plain transformers causal LM) with a generation server."
         )
+    if read_meta(Path(model_dir)).get("task") == "image-classification":
+        raise ConfigError(
+            f"Version {version} is an image-classification model; keepfit serve answers text models only so far "
+            "(its API takes texts). Predict images in batches with `keepfit predict VERSION FOLDER out.csv` (a "
+            "folder of images or a table of image paths)."
+        )
     if serve.backend == "onnx":
         from keepfit.train.onnx_export import OnnxPredictor, ensure_onnx
 

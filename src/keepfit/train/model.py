@@ -61,6 +61,14 @@ def _from_hf_cache(name: str, revision: str | None) -> Path | None:
         return None
 
 
+IMAGE_CONFIG = "image_config.json"  # what marks an image model folder (keepfit.train.vision writes it)
+
+
+def is_model_folder(path: Path) -> bool:
+    """Whether ``path`` holds a model: a Hugging Face folder (config.json) or a keepfit image model folder."""
+    return (path / "config.json").exists() or (path / IMAGE_CONFIG).exists()
+
+
 def resolve_model_path(name: str | Path, revision: str | None = None) -> Path:
     """The local folder holding model ``name``: a folder path, the packaged MiniLM, or the HF cache.
 
@@ -68,9 +76,9 @@ def resolve_model_path(name: str | Path, revision: str | None = None) -> Path:
     """
     path = Path(name).expanduser()
     if path.exists():
-        if (path / "config.json").exists():
+        if is_model_folder(path):
             return path.resolve()
-        if (path / "model" / "config.json").exists():  # a keepfit run folder
+        if is_model_folder(path / "model"):  # a keepfit run folder
             return (path / "model").resolve()
         raise ModelError(
             f"Model folder {path} has no config.json: expected a Hugging Face model folder "

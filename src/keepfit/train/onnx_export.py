@@ -316,6 +316,12 @@ def _refuse_generation(model_dir: Path) -> None:
             f"{model_dir} is a text-generation model: keepfit's ONNX export covers classifiers and regressors. The "
             "folder is a plain transformers causal LM; export it with a causal-LM ONNX exporter, or use it as is."
         )
+    if read_meta(model_dir).get("task") == "image-classification":
+        raise ModelError(
+            f"{model_dir} is an image-classification model: keepfit's ONNX export covers text models so far. Its "
+            "weights are model.safetensors (the backbone and head, image_config.json says how to rebuild it); "
+            "export that module with torch.onnx.export on a [1, 3, S, S] input, or predict with `keepfit predict`."
+        )
 
 
 def _reusable(out_dir: Path, digest: str, int8: bool) -> Path | None:

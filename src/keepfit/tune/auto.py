@@ -284,6 +284,12 @@ def auto(
             "not apply to task text-generation yet. Use `keepfit fit` (LoRA by default) or `keepfit tune` with a "
             "tune.space over train.lr, train.epochs and train.lora_r."
         )
+    if config.task == "image-classification":
+        raise ConfigError(
+            "keepfit auto races text classification recipes; it does not apply to task image-classification yet. "
+            "Use `keepfit fit` (EfficientNet-Lite0, full fine-tuning by default; train.strategy head is the fast "
+            "one) or `keepfit tune` with a tune.space over train.lr and train.epochs."
+        )
     started = time.time()
     snap = resolve_snapshot(config, snapshot)
     _require_trainable(snap)
