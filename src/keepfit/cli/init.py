@@ -9,13 +9,16 @@ from rich.markup import escape
 
 from keepfit.cli._console import console
 from keepfit.config import CONFIG_FILENAME, DataConfig
-from keepfit.types import is_generation
+from keepfit.types import is_generation, is_image
 
-TASKS = ("single-label", "multi-label", "regression", "text-generation")
+TASKS = ("single-label", "multi-label", "regression", "text-generation", "image-classification")
 
 
 def init(
-    data: Path = typer.Argument(..., help="Data file (CSV/TSV/JSONL/Parquet) or a saved datasets folder."),
+    data: Path = typer.Argument(
+        ..., help="Data file (CSV/TSV/JSONL/Parquet), a saved datasets folder, or a folder of images in class "
+        "subfolders."
+    ),
     out: Path = typer.Option(Path(CONFIG_FILENAME), "--out", "-o", help="Where to write the config."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing config file."),
     text_column: str | None = typer.Option(None, "--text-column", help="Use this column as the text."),
@@ -23,8 +26,8 @@ def init(
     target_column: str | None = typer.Option(None, "--target-column", help="Regression: the numeric target."),
     task: str | None = typer.Option(None, "--task", help=" | ".join(TASKS) + "."),
 ) -> None:
-    """Infer the task (single-label, multi-label, regression or text-generation) and the columns, and write a
-    config to review."""
+    """Infer the task (single-label, multi-label, regression, text-generation or image-classification) and the
+    columns, and write a config to review."""
     from keepfit.data.infer import infer, with_model_name, write_config_file
     from keepfit.errors import ConfigError
 
@@ -49,6 +52,10 @@ def init(
 def _columns_line(task: str, d: DataConfig) -> str:
     """The columns the config reads, as one line: text and answer, or for text-generation the chat column
     (messages) or the prompt and completion columns, and the system column when the data has one."""
+    if is_image(task):
+        if "image_column" not in d.model_fields_set:
+            return "[bold]images[/]: a folder, one subfolder per class"
+        return f"[bold]images[/]: {escape(d.image_column)}   [bold]label[/]: {escape(str(d.label_column))}"
     if is_generation(task):
         chosen = d.model_fields_set
         if "messages_column" in chosen or "prompt_column" not in chosen:

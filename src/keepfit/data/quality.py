@@ -422,11 +422,9 @@ def phash_bits(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return bits, valid
 
 
-def similarity_from_distance(distance: np.ndarray | int) -> np.ndarray | float:
-    """Hamming distance of two 64-bit hashes as a similarity in [0, 1] (1 = equal hashes)."""
-    return 1.0 - np.asarray(distance, dtype=np.float64) / _PHASH_BITS if np.ndim(distance) else (
-        1.0 - float(distance) / _PHASH_BITS
-    )
+def similarity_from_distance(distance: int) -> float:
+    """The Hamming distance of two 64-bit hashes as a similarity in [0, 1] (1 = equal hashes)."""
+    return 1.0 - distance / _PHASH_BITS
 
 
 def distance_from_similarity(similarity: float) -> int:
@@ -477,16 +475,18 @@ def nearest_by_phash(
 def equal_by_phash(
     bits: np.ndarray, query: np.ndarray, index: np.ndarray, *, partition: np.ndarray | None = None
 ) -> dict[int, tuple[int, float]]:
-    """Query positions whose hash equals that of an index row (the first such; with ``partition``, an earlier
-    row of the same partition): the near-duplicate search above the all-pairs limit."""
-    part = partition if partition is not None else np.zeros(len(bits), dtype=np.int64)
-    key = combine_codes(pd.factorize(bits)[0].astype(np.int64), part)
-    if partition is not None:  # within a table: match the first row of the same hash, if it comes earlier
-        first = first_positions(key)[key[query]]
-        hit = first < query
-        return {int(p): (int(f), 1.0) for p, f in zip(query[hit], first[hit], strict=True)}
-    found = _first_index_by_code(key, index, int(key.max()) + 1)[key[query]]
-    return {int(p): (int(f), 1.0) for p, f in zip(query[found >= 0], found[found >= 0], strict=True)}
+    """Query positions whose hash equals that of an index row (the first such): the near-duplicate search above
+    the all-pairs limit. With ``partition`` (within one table: ``query`` is ``index``, sorted), an earlier row
+    of the same partition."""
+    if partition is not None:
+        key = combine_codes(pd.factorize(bits[query])[0].astype(np.int64), partition[query].astype(np.int64))
+        first = first_positions(key)[key]
+        later = np.flatnonzero(first != np.arange(len(query)))
+        return {int(query[i]): (int(query[first[i]]), 1.0) for i in later}
+    key = pd.factorize(bits[np.concatenate([index, query])])[0].astype(np.int64)
+    found = _first_index_by_code(key, np.arange(len(index)), int(key.max()) + 1)[key[len(index) :]]
+    hit = found >= 0
+    return {int(p): (int(index[f]), 1.0) for p, f in zip(query[hit], found[hit], strict=True)}
 
 
 # ------------------------------------------------------------------------------------------------ the checks
