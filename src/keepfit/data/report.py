@@ -38,6 +38,18 @@ _REASON_HELP = {
     "no_answer": "no user turn, or not ending with the assistant's answer to one",
     "empty_content": "an empty turn (or prompt)",
     "empty_completion": "an empty answer",
+    # image-classification (keepfit.data.images)
+    "missing_file": "the image path does not exist (or is a dangling link)",
+    "unreadable": "the file cannot be read (permissions, a folder, a link loop)",
+    "empty_file": "a file of 0 bytes",
+    "not_an_image": "not an image (content Pillow cannot identify, or a non-image extension)",
+    "truncated": "an image that stops before its end (cannot be decoded)",
+    "too_small": "a side shorter than data.min_image_side",
+    "extreme_aspect": "longer than data.max_aspect_ratio times its width (or the other way round)",
+    "too_large": "more pixels than data.max_image_pixels (a decompression-bomb guard)",
+    "animated": "more than one frame (animated GIF/PNG/WebP, multi-page TIFF)",
+    "unsupported_mode": "a pixel mode that cannot be converted to RGB safely",
+    "bad_path": "an empty image path",
 }
 
 

@@ -53,7 +53,20 @@ from keepfit.data.load import (
 )
 from keepfit.data.normalize import MISSING_TOKENS, normalize_text
 from keepfit.errors import DataError
-from keepfit.types import GROUP, LABEL, LABELS, ROW, SLICE_PREFIX, SOURCE, SPLIT, TARGET, TEXT, TIME, is_generation
+from keepfit.types import (
+    GROUP,
+    LABEL,
+    LABELS,
+    ROW,
+    SLICE_PREFIX,
+    SOURCE,
+    SPLIT,
+    TARGET,
+    TEXT,
+    TIME,
+    is_generation,
+    is_image,
+)
 
 if TYPE_CHECKING:
     from keepfit.data.chat import TokenCounter
@@ -779,7 +792,8 @@ def load_and_validate(
     ``require_answer=False`` lets a file without the label/target column through (for prediction); ``split``
     picks the split of a saved DatasetDict ('train' when empty). Raises DataError for file-level problems
     only. ``task: text-generation`` has rules of its own (:mod:`keepfit.data.chat`), where ``count_tokens``
-    adds the token-length rule.
+    adds the token-length rule; ``task: image-classification`` reads an image folder or a table of image paths
+    (:mod:`keepfit.data.images`).
     """
     if is_generation(config.task):
         from keepfit.data.chat import load_conversations  # chat builds on this module's checker
@@ -787,6 +801,10 @@ def load_and_validate(
         return load_conversations(
             path, config, require_answer=require_answer, split=split, count_tokens=count_tokens
         )
+    if is_image(config.task):
+        from keepfit.data.images import load_images  # images build on this module's checker
+
+        return load_images(path, config, known_labels=known_labels, require_answer=require_answer)
     src = open_source(path, config, split=split)
     roles, warnings = resolve_columns(src, config, require_answer=require_answer)
     known = (
