@@ -14,7 +14,8 @@ or as a relabel of an earlier row) or quarantined with its reason: ``n_in == new
 quarantined`` is checked.
 
 For text-generation a row is identified by its prompt (see :func:`keepfit.data.merge.identity_for`): a prompt
-seen before with the same completion repeats it, with another completion it is re-answered (a relabel).
+seen before with the same completion repeats it, with another completion it is re-answered (a relabel). For
+image-classification by its image's bytes (``image_sha``): a renamed copy of an earlier image is seen before.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from keepfit.config import KeepfitConfig
 from keepfit.data.merge import identity_for
 from keepfit.errors import DataError
 from keepfit.store import Store
-from keepfit.types import GROUP, SPLIT, SPLITS, TEXT, Snapshot, is_generation, label_column_for
+from keepfit.types import GROUP, SPLIT, SPLITS, TEXT, Snapshot, is_generation, is_image, label_column_for
 
 __all__ = ["Batch", "merge_batch", "snapshot_batch", "pending_texts", "relabel_summary", "MAX_RELABEL_EXAMPLES"]
 
@@ -98,7 +99,7 @@ def _words(config: KeepfitConfig) -> tuple[str, str, str]:
     """(what a row asks, what it answers, what a changed answer is called) in the task's own words."""
     if is_generation(config.task):
         return "prompt", "answer", "re-answered prompts"
-    return "text", "label", "relabels"
+    return ("image" if is_image(config.task) else "text"), "label", "relabels"
 
 
 def _cut(answer: str, generation: bool) -> str:

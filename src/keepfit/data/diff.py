@@ -4,6 +4,8 @@ and the shift in the label and text-length distributions (with the tests that sa
 Rows are matched by their normalised text over all splits: a text in B but not in A is added, in A but not B
 removed, in both with a different answer relabelled. For text-generation rows are matched by their prompt (the
 whole conversation before the answer), "relabelled" means a new completion, and there are no labels to shift.
+For image-classification rows are matched by their image's bytes (``image_sha``: a renamed file is the same
+row) and there is no text length to compare (``text`` holds the file's path).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from keepfit.data.quality import MAX_EXAMPLES, answer_strings, identity_column
-from keepfit.types import LABEL, LABELS, ROW, SOURCE, SPLIT, SPLITS, TEXT, Snapshot, is_generation
+from keepfit.types import LABEL, LABELS, ROW, SOURCE, SPLIT, SPLITS, TEXT, Snapshot, is_generation, is_image
 
 __all__ = ["SnapshotDiff", "diff_snapshots", "diff_renderable", "diff_to_json"]
 
@@ -126,6 +128,8 @@ def _label_shift(a: Snapshot, b: Snapshot) -> tuple[list[dict[str, Any]], dict[s
 def _length_test(a: Snapshot, b: Snapshot) -> dict[str, float]:
     from scipy.stats import ks_2samp
 
+    if is_image(a.task) or is_image(b.task):
+        return {}
     la = pd.concat([a.split(n)[TEXT] for n in SPLITS]).astype(str).str.len().to_numpy()
     lb = pd.concat([b.split(n)[TEXT] for n in SPLITS]).astype(str).str.len().to_numpy()
     if len(la) == 0 or len(lb) == 0:

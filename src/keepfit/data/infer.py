@@ -14,6 +14,9 @@ The rules, applied to the first ``SAMPLE_ROWS`` records:
   shape of hosted fine-tuning services) makes ``data.messages_column``; a prompt-like column (prompt,
   instruction, question, query, input) next to an answer-like one (completion, response, output, answer) whose
   values are free text (mostly distinct, not numbers) makes ``data.prompt_column``/``data.completion_column``.
+- **image-classification**: a folder whose subfolders hold images (by extension: ``IMAGE_EXTENSIONS``) is the
+  folder shape, one subfolder per class (``data.train`` is the folder); a table with a column whose values
+  mostly end in an image extension is the table shape (``data.image_column``, the label picked as for text).
 
 Every choice is explained in the notes, which :func:`write_config_file` puts into the YAML as comments.
 """
@@ -40,8 +43,17 @@ from keepfit.config import DataConfig, KeepfitConfig
 from keepfit.data.load import KIND_LIST, KIND_TEXT, DataSource, open_source
 from keepfit.data.normalize import MISSING_TOKENS
 from keepfit.errors import ConfigError, DataError
+from keepfit.types import IMAGE_CLASSIFICATION, is_image
 
-__all__ = ["Inference", "infer", "infer_config", "write_config_file", "render_config_yaml", "SAMPLE_ROWS"]
+__all__ = [
+    "Inference",
+    "infer",
+    "infer_config",
+    "write_config_file",
+    "render_config_yaml",
+    "SAMPLE_ROWS",
+    "IMAGE_EXTENSIONS",
+]
 
 SAMPLE_ROWS = 50_000
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
@@ -119,6 +131,9 @@ _SPLIT_VALUES = {"train", "training", "validation", "valid", "val", "dev", "test
 _SEPARATORS = ("|", ";", ",")
 _MAX_CLASSES = 1000
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_./\-]*")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+_IMAGE_SHARE = 0.8  # an image column: at least this share of its sampled values end in an image extension
+_PATHS_PROBED = 200  # sampled paths of an image column checked for existence (a note, not a rule)
 
 
 @dataclass
@@ -577,6 +592,15 @@ def infer(
 
     Like :func:`infer_config`, and also returns the labels seen in the sample.
     """
+    if Path(path).is_dir() and task in (None, IMAGE_CLASSIFICATION):
+        classes = _class_folders(Path(path))
+        if classes:
+            return _image_folder_inference(Path(path), classes)
+        if task == IMAGE_CLASSIFICATION:
+            raise DataError(
+                f"{path} holds no images in subfolders; expected one subfolder per class with image files "
+                f"({', '.join(IMAGE_EXTENSIONS)}), or a table (CSV/Parquet) with a column of image paths."
+            )
     src = open_source(path)
     profiles, taken = _sample(src, sample_rows)
     notes = [
@@ -593,6 +617,16 @@ def infer(
     if src.encoding not in ("utf-8", "utf_8"):
         data["encoding"] = src.encoding
         notes.append(f"encoding: {src.encoding} (detected; UTF-8 is the default)")
+    if task in (None, IMAGE_CLASSIFICATION) and not (text_column or target_column):
+        image_column = _pick_image_column(profiles)
+        if image_column is not None:
+            return _image_table_inference(Path(path), profiles, data, notes, image_column, label_column)
+        if task == IMAGE_CLASSIFICATION:
+            raise DataError(
+                f"{src.name} has no column of image paths: expected one whose values mostly end in "
+                f"{', '.join(IMAGE_EXTENSIONS)} (columns: {list(profiles)}). Add such a column, or point keepfit "
+                "init at a folder with one subfolder of images per class."
+            )
     explicit = bool(text_column or label_column or target_column)
     if task == "text-generation" or (task is None and not explicit):
         generation = _generation_settings(profiles, notes, required=task == "text-generation")
@@ -678,6 +712,115 @@ def _generation_inference(
     return Inference(config, notes, [])
 
 
+# --------------------------------------------------------------------------------------------------- images
+
+
+def _is_image_name(name: str) -> bool:
+    return name.strip().lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _count_images(folder: Path) -> int:
+    """Image files (by extension) at any depth under ``folder``, hidden folders skipped."""
+    n = 0
+    for _, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        n += sum(_is_image_name(f) for f in files)
+    return n
+
+
+def _class_folders(folder: Path) -> dict[str, int]:
+    """Image files under each visible subfolder of ``folder``, by subfolder name; subfolders without images
+    are left out."""
+    counts = {sub.name: _count_images(sub) for sub in sorted(folder.iterdir()) if sub.is_dir()
+              and not sub.name.startswith(".")}
+    return {name: n for name, n in counts.items() if n}
+
+
+def _image_folder_inference(folder: Path, classes: dict[str, int]) -> Inference:
+    """image-classification from a folder of class subfolders: ``data.train`` is the folder."""
+    loose = sum(_is_image_name(p.name) for p in folder.iterdir() if p.is_file())
+    notes = [
+        f"task: image-classification, {folder.name}/ holds images in {len(classes)} subfolder(s), one per class "
+        f"({sum(classes.values()):,} image files by extension: {', '.join(IMAGE_EXTENSIONS)})"
+    ]
+    if len(classes) < 2:
+        notes.append("only one class subfolder: a classifier needs at least two, so add a subfolder per class")
+    if loose:
+        notes.append(f"{loose} image(s) lie directly in {folder.name}/, outside any class subfolder, and have no label")
+    if set(c.lower() for c in classes) <= _SPLIT_VALUES:
+        notes.append(
+            f"the subfolders are named like splits ({', '.join(classes)}) but are read as classes; point "
+            "data.train (and data.validation / data.test) at the split folders instead"
+        )
+    shown = sorted(classes, key=lambda k: (-classes[k], k))
+    listed = ", ".join(f"{k} ({classes[k]})" for k in shown[:100])
+    more = f", ... and {len(shown) - 100} more" if len(shown) > 100 else ""
+    notes.append(f"labels found (the subfolders, {len(shown)}, with image counts): {listed}{more}")
+    config = _validated({"task": IMAGE_CLASSIFICATION, "data": {"train": str(folder)}})
+    return Inference(config, notes, shown)
+
+
+def _pick_image_column(profiles: dict[str, _Profile]) -> str | None:
+    """The column whose sampled values mostly name image files (the most such values wins)."""
+    shares = {name: p.share(_is_image_name) for name, p in profiles.items() if p.filled}
+    found = [name for name, share in shares.items() if share >= _IMAGE_SHARE]
+    return max(found, key=lambda n: (shares[n], profiles[n].filled)) if found else None
+
+
+def _image_table_inference(
+    path: Path,
+    profiles: dict[str, _Profile],
+    data: dict[str, Any],
+    notes: list[str],
+    image_column: str,
+    label_column: str | None,
+) -> Inference:
+    """image-classification from a table of image paths: ``data.image_column`` and the label column."""
+    p = profiles[image_column]
+    probe = p.values[:_PATHS_PROBED]
+    found = sum((path.parent / v).is_file() or Path(v).is_file() for v in probe)
+    notes.append(
+        f"image column: {image_column!r} ({p.share(_is_image_name):.0%} of its values end in an image extension; "
+        f"{found} of the first {len(probe)} name existing files, paths relative to {path.name}'s folder)"
+    )
+    if label_column:
+        answer_task, settings = _given_answer(profiles, label_column, None, "single-label")
+    else:
+        split_guess = _pick_split(profiles, {image_column}, [])
+        reserved = {x for x in (split_guess,) if x} | {n for n in profiles if _hinted(n, _GROUP_HINTS) is not None}
+        answer_task, settings = _pick_answer(profiles, image_column, reserved, [])
+    if answer_task != "single-label" or not settings.get("label_column"):
+        raise DataError(
+            f"{path.name}: image-classification takes one label per image, but the label column looks like "
+            f"{answer_task} ({settings}). Pass --label-column NAME for the column holding each image's class."
+        )
+    answer = settings["label_column"]
+    notes.insert(1, f"task: image-classification, label column {answer!r} ({profiles[answer].distinct} distinct "
+                 "values" + (", given)" if label_column else ")"))
+    data.update({"image_column": image_column, "label_column": answer})
+    used = {image_column, answer}
+    split_col = _pick_split(profiles, used, notes)
+    if split_col:
+        data["split_column"] = split_col
+        used.add(split_col)
+    group = _pick_group(profiles, used, notes)
+    if group:
+        data["group_column"] = group
+    note, labels = _label_note(profiles[answer], "single-label", settings)
+    notes.append(note)
+    raw: dict[str, Any] = {"task": IMAGE_CLASSIFICATION, "data": data}
+    if split_col:
+        raw["split"] = {"method": "given"}
+    return Inference(_validated(raw), notes, labels)
+
+
+def _validated(raw: dict[str, Any]) -> KeepfitConfig:
+    try:
+        return KeepfitConfig.model_validate(raw)
+    except Exception as err:  # pydantic ValidationError: report as a config problem
+        raise ConfigError(f"The inferred config is not valid ({err}). Pass the columns explicitly.") from None
+
+
 # --------------------------------------------------------------------------------------------------- writing
 
 
@@ -695,7 +838,7 @@ _SECTION_HELP = {
 }
 _TOP_HELP = {
     "store": "Project store: data snapshots, runs, checkpoints, registry.",
-    "task": "single-label | multi-label | regression | text-generation",
+    "task": "single-label | multi-label | regression | text-generation | image-classification",
     "labels": "Known labels. Empty: taken from the data. Listed: any other label is quarantined as unknown.",
 }
 
@@ -793,7 +936,11 @@ def render_config_yaml(
         "messages_column": _note_for(notes, "task: text-generation, chat"),
         "prompt_column": _note_for(notes, "task: text-generation, prompt"),
         "system_column": _note_for(notes, "system column"),
+        "image_column": _note_for(notes, "image column"),
     }
+    if is_image(config.task) and "image_column" not in config.data.model_fields_set:  # the folder shape
+        column_notes["train"] = "a folder of images, one subfolder per class (the subfolder names are the labels)"
+        column_notes["label_column"] = None
     for name, help_text in _SECTION_HELP.items():
         section = d if name == "data" else getattr(config, name)
         out += ["", f"# {help_text}", f"{name}:"]

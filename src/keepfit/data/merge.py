@@ -9,6 +9,9 @@ stays in test).
 For text-generation a row is identified by its prompt (the whole conversation before the answer, system turn
 included), not by its text: the same question under another system prompt asks something else. A prompt seen
 before with another completion is a relabel too ("re-answered"), handled the same way.
+
+For image-classification a row is identified by its image's bytes (``image_sha``): the same picture under
+another file name is seen before.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import pandas as pd
 from keepfit.config import KeepfitConfig
 from keepfit.types import (
     GROUP,
+    IMAGE_SHA,
     LABEL,
     PROMPT,
     ROW,
@@ -31,6 +35,7 @@ from keepfit.types import (
     Snapshot,
     Task,
     is_generation,
+    is_image,
     is_single_label,
     label_column_for,
 )
@@ -59,7 +64,10 @@ class MergedRows:
 
 
 def identity_for(task: Task) -> str:
-    """The column that says two rows ask the same thing: ``prompt`` for text-generation, else ``text``."""
+    """The column that says two rows ask the same thing: ``prompt`` for text-generation, ``image_sha`` for
+    image-classification (the file's bytes, whatever its name), else ``text``."""
+    if is_image(task):
+        return IMAGE_SHA
     return PROMPT if is_generation(task) else TEXT
 
 
@@ -75,9 +83,17 @@ def _relabel_detail(split: str, old_answer: object, answer: object, task: Task) 
             "whichever is wrong, or set update.relabels: apply to take the new answer"
         )
     return (
-        f"this text is an earlier {split} row labelled {old_answer!s}, here {answer!s}; "
+        f"this {'image' if is_image(task) else 'text'} is an earlier {split} row labelled {old_answer!s}, here "
+        f"{answer!s}; "
         "fix whichever is wrong, or set update.relabels: apply to take the new label"
     )
+
+
+def _what_matched(task: Task) -> str:
+    """What a duplicate of an earlier row shares with it, in the task's words."""
+    if is_generation(task):
+        return "prompt and completion"
+    return "image (same bytes) and label" if is_image(task) else "text and label"
 
 
 def _answer_key(value: object, task: Task) -> object:
@@ -123,8 +139,7 @@ def merge_new_rows(
                     ROW: int(row),
                     SOURCE: source,
                     "reason": "duplicate_of_earlier",
-                    "detail": f"same {'prompt and completion' if identity == PROMPT else 'text and label'} as an "
-                    f"earlier {split} row (snapshot {old.id[:12]})",
+                    "detail": f"same {_what_matched(old.task)} as an earlier {split} row (snapshot {old.id[:12]})",
                     "raw_text": text[:500],
                     "raw_label": str(answer),
                 }
@@ -199,15 +214,15 @@ def leakage_against_earlier(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """New split rows whose text (exactly, or as a near-duplicate) is an earlier row of another split.
 
-    Exact copies are matched by the task's identity (the prompt for text-generation), near-duplicates by the
-    normalised text.
+    Exact copies are matched by the task's identity (the prompt for text-generation, the image's bytes for
+    image-classification), near-duplicates by the normalised text (images: by their perceptual hashes).
 
     Such a row would leak: a new training row that copies an earlier test row lifts the candidate on the very
     rows the gate judges it by, and a new test row that copies an earlier training row measures memory. Earlier
     rows are never touched (they were judged as they are); the new row is quarantined with reason ``leakage``,
     or kept / failed as ``quality.leakage`` says. Returns (kept new rows, quarantine rows).
     """
-    from keepfit.data.quality import QUARANTINE_COLUMNS, _CrossMatcher, _near_method, add_derived_columns
+    from keepfit.data.quality import QUARANTINE_COLUMNS, _CrossMatcher, _frame_near_method, add_derived_columns
 
     empty = pd.DataFrame(columns=QUARANTINE_COLUMNS)
     old = pd.concat([earlier[name].assign(**{SPLIT: name}) for name in SPLITS], ignore_index=True)
@@ -215,7 +230,12 @@ def leakage_against_earlier(
         return new_rows.reset_index(drop=True), empty
     both = pd.concat([old, new_rows], ignore_index=True)
     frame = add_derived_columns(both, config)
-    matcher = _CrossMatcher(frame, _near_method(len(frame), config), config.quality.near_duplicate_threshold)
+    matcher = _CrossMatcher(
+        frame,
+        _frame_near_method(frame, config),
+        config.quality.near_duplicate_threshold,
+        config.quality.image_near_duplicate_distance,
+    )
     partner = np.full(len(frame), -1, dtype=np.int64)
     similarity = np.zeros(len(frame))
     splits = frame[SPLIT].astype(object).to_numpy(dtype=object)

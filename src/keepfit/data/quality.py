@@ -244,6 +244,25 @@ def _example(frame: pd.DataFrame, pos: int, answers: pd.Series, **extra: Any) ->
     return out
 
 
+def _near_detail(method: str, other_row: int, similarity: float) -> str:
+    """The quarantine detail of a near-duplicate: which row it resembles, and how closely."""
+    if method == "minhash":
+        how = f"Jaccard {similarity:.2f} with row {other_row}"
+    elif method in ("phash", "phash_equal"):
+        how = f"perceptual hashes {distance_from_similarity(similarity)} of 64 bits apart"
+    else:
+        how = f"same normalised text as row {other_row}"
+    return f"near-duplicate of row {other_row} ({how})"
+
+
+def _closeness(method: str, similarity: float) -> dict[str, Any]:
+    """How close a near match is, for an example: the similarity, and for images the distance in bits."""
+    out: dict[str, Any] = {"similarity": round(similarity, 3)}
+    if method in ("phash", "phash_equal"):
+        out["distance"] = distance_from_similarity(similarity)
+    return out
+
+
 def _action_word(action: str) -> str:
     return {"drop": "dropped to the quarantine", "keep": "kept", "fail": "fail"}.get(action, action)
 
@@ -404,9 +423,10 @@ def _near_how(method: str, config: KeepfitConfig) -> str:
 
 # ------------------------------------------------------------------------------------------------ images
 
-# all-pairs Hamming distances cost n^2/2 popcounts: ~1 s at 20k images; above that only equal hashes are matched
+# all-pairs Hamming distances cost n^2/2 popcounts: ~0.7 s at 20k images (one core); above that only equal
+# hashes are matched
 _PHASH_PAIRS_MAX_ROWS = 20_000
-_PHASH_CHUNK_CELLS = 4_000_000  # query rows x index rows per block of the distance matrix (~36 MB at once)
+_PHASH_CHUNK_CELLS = 1_000_000  # query rows x index rows per block of the distance matrix (~9 MB at once)
 _PHASH_BITS = 64
 _HEX16 = r"[0-9a-fA-F]{16}"
 
@@ -433,41 +453,34 @@ def distance_from_similarity(similarity: float) -> int:
 
 
 def nearest_by_phash(
-    bits: np.ndarray,
-    query: np.ndarray,
-    index: np.ndarray,
-    max_distance: int,
-    *,
-    earlier_only: bool = False,
-    partition: np.ndarray | None = None,
+    bits: np.ndarray, query: np.ndarray, index: np.ndarray, max_distance: int, *, earlier_only: bool = False
 ) -> dict[int, tuple[int, float]]:
     """For each query position, the index position whose hash is nearest (ties: the earliest), when at most
     ``max_distance`` bits apart: ``{query: (index, similarity)}``.
 
-    ``index`` must be sorted. ``earlier_only`` only lets a row match index rows before it, and ``partition``
-    (one code per row) only rows of its own partition: the within-split near-duplicate search. The distance
-    matrix is built in blocks of ``_PHASH_CHUNK_CELLS`` cells (xor, then numpy's popcount).
+    ``query`` and ``index`` must be sorted. ``earlier_only`` only lets a row match index rows before it (the
+    within-table search, where ``query`` is ``index``). The distance matrix is built in blocks of about
+    ``_PHASH_CHUNK_CELLS`` cells (xor, then numpy's popcount).
     """
     if len(query) == 0 or len(index) == 0:
         return {}
-    index_bits = bits[index]
     step = max(1, _PHASH_CHUNK_CELLS // len(index))
     out: dict[int, tuple[int, float]] = {}
     for start in range(0, len(query), step):
         q = query[start : start + step]
-        distance = np.bitwise_count(bits[q][:, None] ^ index_bits[None, :])
-        if earlier_only:
-            distance[index[None, :] >= q[:, None]] = _PHASH_BITS + 1
-        if partition is not None:
-            distance[partition[index][None, :] != partition[q][:, None]] = _PHASH_BITS + 1
+        # rows after the block's last query row can never be "earlier": leave them out of the block
+        candidates = index[: np.searchsorted(index, q[-1])] if earlier_only else index
+        if len(candidates) == 0:
+            continue
+        distance = np.bitwise_count(bits[q][:, None] ^ bits[candidates][None, :])
+        if earlier_only:  # only the block's last columns can be at or after a query row
+            tail = int(np.searchsorted(candidates, q[0]))
+            distance[:, tail:][candidates[None, tail:] >= q[:, None]] = _PHASH_BITS + 1
         best = distance.argmin(axis=1)  # the first minimum: the earliest index row among equally near ones
         best_distance = distance[np.arange(len(q)), best]
-        for pos, other, d in zip(
-            q[best_distance <= max_distance].tolist(),
-            index[best[best_distance <= max_distance]].tolist(),
-            best_distance[best_distance <= max_distance].tolist(),
-            strict=True,
-        ):
+        near = best_distance <= max_distance
+        for pos, other, d in zip(q[near].tolist(), candidates[best[near]].tolist(), best_distance[near].tolist(),
+                                 strict=True):
             out[pos] = (other, similarity_from_distance(int(d)))
     return out
 
@@ -503,6 +516,8 @@ class ConflictingLabels:
         generation = is_generation(config.task)
         reason = "conflicting_completions" if generation else "conflicting_labels"
         what, answer = ("prompts", "completions") if generation else ("texts", "labels")
+        if IMAGE_SHA in frame:
+            what = "images"
         text_code = text_codes(frame)
         pair = combine_codes(text_code, codes(answers))
         distinct_pairs = first_positions(pair)
@@ -577,12 +592,19 @@ class ExactDuplicates:
         firsts = first_pos[flagged]
         first_rows = frame[ROW].to_numpy()[firsts]
         flag_detail = [f"same as row {int(r)}" for r in first_rows]
+        if IMAGE_SHA in frame:  # the same bytes may come under another name: say which file it copies
+            first_names = frame[TEXT].to_numpy(dtype=object)[firsts]
+            flag_detail = [
+                f"same image as row {int(r)} ({str(n)[:80]})" for r, n in zip(first_rows, first_names, strict=True)
+            ]
         examples = [
             _example(frame, int(p), answers, same_as_row=int(frame[ROW].iat[int(f)]))
             for p, f in zip(flagged[:MAX_EXAMPLES], firsts[:MAX_EXAMPLES], strict=True)
         ]
         n_texts = len(np.unique(key[flagged]))
         what = "prompts with the same completion" if is_generation(config.task) else "texts"
+        if IMAGE_SHA in frame:
+            what = "images (same bytes) with the same label"
         summary = f"{len(flagged)} exact duplicate rows (copies of {n_texts} {what}); {_action_word(action)}"
         return Finding(
             self.name,
@@ -599,27 +621,24 @@ class ExactDuplicates:
 
 class NearDuplicates:
     """Texts nearly the same as an earlier one (within a split): MinHash/LSH on word bigrams up to
-    ``quality.near_duplicate_max_rows`` rows, an aggressively normalised key above that."""
+    ``quality.near_duplicate_max_rows`` rows, an aggressively normalised key above that. Images: perceptual
+    hashes at most ``quality.image_near_duplicate_distance`` bits apart."""
 
     name = "near_duplicates"
 
     def run(self, frame: pd.DataFrame, config: KeepfitConfig) -> Finding:
         action = config.quality.near_duplicates
-        method = _near_method(len(frame), config)
+        method = _frame_near_method(frame, config)
         answers = answer_strings(frame, config.task)
         if method == "minhash":
             pairs = self._minhash(frame, config.quality.near_duplicate_threshold)
+        elif method in ("phash", "phash_equal"):
+            pairs = self._phash(frame, config.quality.image_near_duplicate_distance, method)
         else:
             pairs = self._by_key(frame)
         flagged = np.array(sorted(pairs), dtype=np.int64)
         rows = frame[ROW].to_numpy()
-        what = "Jaccard {:.2f} with row {}" if method == "minhash" else "same normalised text as row {1}"
-        flag_detail = [
-            f"near-duplicate of row {int(rows[pairs[p][0]])} ("
-            + what.format(pairs[p][1], int(rows[pairs[p][0]]))
-            + ")"
-            for p in flagged
-        ]
+        flag_detail = [_near_detail(method, int(rows[pairs[p][0]]), pairs[p][1]) for p in flagged]
         examples = [
             _example(
                 frame,
@@ -628,16 +647,11 @@ class NearDuplicates:
                 similar_to_row=int(rows[pairs[int(p)][0]]),
                 similar_text=str(frame[TEXT].iat[pairs[int(p)][0]])[:200],
                 similar_label=str(answers.iat[pairs[int(p)][0]]),
-                similarity=round(pairs[int(p)][1], 3),
+                **_closeness(method, pairs[int(p)][1]),
             )
             for p in flagged[:MAX_EXAMPLES]
         ]
-        how = (
-            f"MinHash/LSH, Jaccard >= {config.quality.near_duplicate_threshold} on word bigrams"
-            if method == "minhash"
-            else "normalised key (lowercase, no punctuation or digits), used above "
-            f"{config.quality.near_duplicate_max_rows:,} rows"
-        )
+        how = _near_how(method, config)
         summary = (
             f"{len(flagged)} near-duplicate rows ({how}); {_action_word(action)}"
             if len(flagged)
@@ -662,6 +676,21 @@ class NearDuplicates:
         # exact copies are the exact-duplicate check's business: only the first row of each text takes part
         firsts = first_positions(combine_codes(text_codes(frame), part))
         return lsh.earlier_matches(firsts)
+
+    @staticmethod
+    def _phash(frame: pd.DataFrame, max_distance: int, method: str) -> dict[int, tuple[int, float]]:
+        part = _partition(frame)
+        bits, valid = phash_bits(frame[IMAGE_PHASH])
+        # exact copies (same bytes) are the exact-duplicate check's business: the first of each image takes part
+        firsts = first_positions(combine_codes(text_codes(frame), part))
+        firsts = firsts[valid[firsts]]
+        if method == "phash_equal":
+            return equal_by_phash(bits, firsts, firsts, partition=part)
+        pairs: dict[int, tuple[int, float]] = {}
+        for code in np.unique(part[firsts]):  # within a split: each split's images among themselves
+            own = firsts[part[firsts] == code]
+            pairs.update(nearest_by_phash(bits, own, own, max_distance, earlier_only=True))
+        return pairs
 
     @staticmethod
     def _by_key(frame: pd.DataFrame) -> dict[int, tuple[int, float]]:
@@ -767,10 +796,11 @@ class Leakage:
                 reason="leakage",
                 details={"exact": 0, "near": 0},
             )
-        method = _near_method(len(frame), config)
+        method = _frame_near_method(frame, config)
         answers = answer_strings(frame, config.task)
         splits = frame[SPLIT].astype(object).to_numpy(dtype=object)
-        matcher = _CrossMatcher(frame, method, config.quality.near_duplicate_threshold)
+        matcher = _CrossMatcher(frame, method, config.quality.near_duplicate_threshold,
+                                config.quality.image_near_duplicate_distance)
         partner = np.full(len(frame), -1, dtype=np.int64)
         similarity = np.zeros(len(frame))
         for i, index_split in enumerate(_EVAL_ORDER):
@@ -783,10 +813,9 @@ class Leakage:
         rows = frame[ROW].to_numpy()
         same = matcher.text_code[flagged] == matcher.text_code[partner[flagged]]
         exact = int(same.sum())
-        same_what = "same prompt as " if PROMPT in frame else "same text as "
         flag_detail = [
-            (same_what if s else "near-duplicate of ") + f"{splits[o]} row {int(rows[o])}"
-            for s, o in zip(same.tolist(), partner[flagged].tolist(), strict=True)
+            _leak_detail(frame, o, str(splits[o]), s, float(similarity[p]))
+            for p, s, o in zip(flagged.tolist(), same.tolist(), partner[flagged].tolist(), strict=True)
         ]
         examples = [
             _example(
@@ -796,7 +825,7 @@ class Leakage:
                 leaks_into=str(splits[partner[p]]),
                 other_row=int(rows[partner[p]]),
                 other_text=str(frame[TEXT].iat[int(partner[p])])[:200],
-                similarity=round(float(similarity[p]), 3),
+                **_closeness(method, float(similarity[p])),
             )
             for p in flagged[:MAX_EXAMPLES]
         ]
@@ -820,6 +849,20 @@ class Leakage:
         )
 
 
+def _leak_detail(frame: pd.DataFrame, other: int, other_split: str, same: bool, similarity: float) -> str:
+    """The quarantine detail of a leaking row: the row of the other split it copies; images also name that
+    image, and how many bits apart a near copy is."""
+    where = f"{other_split} row {int(frame[ROW].iat[other])}"
+    if IMAGE_SHA in frame:
+        named = f"{where} ({str(frame[TEXT].iat[other])[:80]})"
+        if same:
+            return f"same image as {named}"
+        return f"near-duplicate of {named}, perceptual hash {distance_from_similarity(similarity)} of 64 bits apart"
+    if same:
+        return ("same prompt as " if PROMPT in frame else "same text as ") + where
+    return f"near-duplicate of {where}"
+
+
 def _first_index_by_code(code: np.ndarray, index_pos: np.ndarray, size: int) -> np.ndarray:
     """For every code: the first index position holding it, or -1."""
     out = np.full(size, -1, dtype=np.int64)
@@ -833,12 +876,13 @@ class _CrossMatcher:
     """Finds, for query rows, an index row with the same text or a near-duplicate text (vectorised where
     it can)."""
 
-    def __init__(self, frame: pd.DataFrame, method: str, threshold: float) -> None:
-        self.frame, self.method, self.threshold = frame, method, threshold
+    def __init__(self, frame: pd.DataFrame, method: str, threshold: float, max_distance: int = 4) -> None:
+        self.frame, self.method, self.threshold, self.max_distance = frame, method, threshold, max_distance
         self.text_code = text_codes(frame)
         self._key_code: np.ndarray | None = None
         self._lsh: _MinHashLSH | None = None
         self._keys_nonempty: np.ndarray | None = None
+        self._phash: tuple[np.ndarray, np.ndarray] | None = None
 
     def _keys(self) -> tuple[np.ndarray, np.ndarray]:
         if self._key_code is None:
@@ -859,6 +903,9 @@ class _CrossMatcher:
         rest = query_pos[~hit]
         if len(rest) == 0:
             return
+        if self.method in ("phash", "phash_equal"):
+            self._match_phash(rest, index_pos, partner, similarity)
+            return
         if self.method == "minhash":
             if self._lsh is None:
                 self._lsh = _MinHashLSH(
@@ -873,6 +920,20 @@ class _CrossMatcher:
         hit = (found >= 0) & nonempty[rest]
         partner[rest[hit]] = found[hit]
         similarity[rest[hit]] = 1.0
+
+    def _match_phash(
+        self, query: np.ndarray, index: np.ndarray, partner: np.ndarray, similarity: np.ndarray
+    ) -> None:
+        if self._phash is None:
+            self._phash = phash_bits(self.frame[IMAGE_PHASH])
+        bits, valid = self._phash
+        query, index = query[valid[query]], np.sort(index[valid[index]])
+        if self.method == "phash_equal":
+            found = equal_by_phash(bits, query, index)
+        else:
+            found = nearest_by_phash(bits, query, index, self.max_distance)
+        for pos, (other, sim) in found.items():
+            partner[pos], similarity[pos] = other, sim
 
 
 QUALITY_CHECKS: tuple[QualityCheck, ...] = (

@@ -7,12 +7,21 @@ written with
 :func:`keepfit._io.atomic_dir`, so a kill mid-write leaves nothing half-made. The id is a SHA-256 over the
 canonical content (every row of every split and of the quarantine, in an order-independent way), so the same
 data always gets the same id and snapshotting it again reuses the folder. ``snapshots/HEAD`` names the newest.
+
+Image rows (image-classification) are stored with their images: every distinct image is copied once into the
+store's content-addressed folder ``<store>/images/<sha[:2]>/<sha><suffix>`` (checked against its recorded
+SHA-256 while it is copied), and the parquet files hold ``image`` as that path relative to the store root. So
+the id depends on the images' bytes (``image_sha``) and not on where the store or the user's files live, and the
+snapshot stays usable when the originals move or vanish. Reading turns ``image`` back into an absolute path.
+The quarantine keeps the paths the rows came with (its images are not copied).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,7 +39,7 @@ from keepfit.data.report import render_html
 from keepfit.data.validate import QUARANTINE_COLUMNS
 from keepfit.errors import DataError
 from keepfit.store import Store
-from keepfit.types import LABEL, LABELS, SPLIT, SPLITS, Snapshot, Task, is_generation
+from keepfit.types import IMAGE, IMAGE_SHA, LABEL, LABELS, SPLIT, SPLITS, Snapshot, Task, is_generation
 
 __all__ = [
     "SnapshotInfo",
@@ -125,6 +134,73 @@ def content_hash(
     return digest.hexdigest()
 
 
+# ------------------------------------------------------------------------------------------------ images
+
+IMAGES_DIR = "images"
+_COPY_CHUNK = 1 << 20
+
+
+def image_key(sha: str, original: str | Path) -> str:
+    """The store path of an image, relative to the store root: ``images/<sha[:2]>/<sha><suffix>`` (POSIX)."""
+    return f"{IMAGES_DIR}/{sha[:2]}/{sha}{Path(str(original)).suffix.lower()}"
+
+
+def _copy_verified(source: Path, target: Path, sha: str) -> None:
+    """Copy ``source`` to ``target`` atomically (a temporary file in the same folder, then ``os.replace``),
+    checking the bytes against ``sha`` on the way: a file changed since it was checked must not enter the
+    store under the old hash. (A copy, not a hard link: editing the original in place must not change the
+    snapshot.)"""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, source.open("rb") as f:
+            while chunk := f.read(_COPY_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != sha:
+            raise DataError(
+                f"{source} changed since it was checked: its SHA-256 is {digest.hexdigest()[:12]}..., the check "
+                f"recorded {sha[:12]}.... Run the data check again (or restore the file), then snapshot."
+            )
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _store_images(frames: dict[str, pd.DataFrame], store: Store) -> dict[str, pd.DataFrame]:
+    """Copy every distinct image of the split rows into the store (skipping those already there with the right
+    size) and return the frames with ``image`` as the store path relative to the store root."""
+    rows = pd.concat([f[[IMAGE, IMAGE_SHA]] for f in frames.values() if IMAGE in f], ignore_index=True)
+    keys: dict[tuple[str, str], str] = {}
+    for original, sha in rows.drop_duplicates().itertuples(index=False):
+        key = image_key(sha, original)
+        keys[(original, sha)] = key
+        source, target = Path(original), store.root / key
+        if target.exists() and (not source.exists() or target.stat().st_size == source.stat().st_size):
+            continue  # stored before (an earlier snapshot's row points here already, or an original deleted since)
+        if not source.exists():
+            raise DataError(
+                f"Image {source} (SHA-256 {sha[:12]}...) is gone and is not in the store either; expected the file "
+                "the data check read. Restore it, or run the data check again without it."
+            )
+        _copy_verified(source, target, sha)
+    return {
+        name: frame.assign(**{IMAGE: [keys[(o, s)] for o, s in zip(frame[IMAGE], frame[IMAGE_SHA], strict=True)]})
+        if IMAGE in frame
+        else frame
+        for name, frame in frames.items()
+    }
+
+
+def _absolute_images(frame: pd.DataFrame, store_root: Path) -> pd.DataFrame:
+    """``image`` as an absolute path under the store root (parquet holds it relative to the root)."""
+    if IMAGE not in frame:
+        return frame
+    return frame.assign(**{IMAGE: [str(store_root / rel) for rel in frame[IMAGE].astype(str)]})
+
+
 # ------------------------------------------------------------------------------------------------ writing
 
 
@@ -198,6 +274,8 @@ def create_snapshot(
     unless ``move_head`` is false (an update moves HEAD itself once the snapshot proved trainable).
     """
     split_frames = _as_frames(frames)
+    if any(IMAGE in f for f in split_frames.values()):
+        split_frames = _store_images(split_frames, store)
     task: Task = config.task
     quarantine = _normal_quarantine(quarantine)
     labels = list(labels) if labels is not None else _labels_of(split_frames, task, config)
@@ -313,11 +391,12 @@ def resolve_snapshot_id(store: Store, ref: str = "HEAD") -> str:
     raise DataError(f"Snapshot prefix {ref!r} is ambiguous ({len(matches)} match); give more characters.")
 
 
-def _read_parquet(path: Path, task: Task) -> pd.DataFrame:
+def _read_parquet(path: Path, task: Task, store: Store) -> pd.DataFrame:
+    """One split of a snapshot of ``store``, image paths made absolute."""
     frame = pq.read_table(path).to_pandas()
     if task == "multi-label" and LABELS in frame:
         frame[LABELS] = frame[LABELS].map(lambda v: [str(x) for x in v] if v is not None else [])
-    return frame
+    return _absolute_images(frame, store.root.resolve())
 
 
 def load_snapshot(store: Store, ref: str = "HEAD") -> Snapshot:
@@ -338,9 +417,9 @@ def load_snapshot(store: Store, ref: str = "HEAD") -> Snapshot:
         path=folder,
         task=task,
         labels=list(meta["labels"]),
-        train=_read_parquet(folder / "train.parquet", task),
-        validation=_read_parquet(folder / "validation.parquet", task),
-        test=_read_parquet(folder / "test.parquet", task),
+        train=_read_parquet(folder / "train.parquet", task, store),
+        validation=_read_parquet(folder / "validation.parquet", task, store),
+        test=_read_parquet(folder / "test.parquet", task, store),
         quarantine=pq.read_table(folder / "quarantine.parquet").to_pandas(),
         report=json.loads((folder / "report.json").read_text(encoding="utf-8")),
         parent=meta.get("parent"),
