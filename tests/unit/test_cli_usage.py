@@ -92,8 +92,9 @@ def test_a_budget_keepfit_cannot_read_is_one_clear_error(tmp_path, budget):
     assert "Traceback" not in done.stderr and "Internal error" not in done.stderr
 
 
-def test_an_unknown_demo_task_names_the_two_there_are(tmp_path):
+def test_an_unknown_demo_task_names_the_ones_there_are(tmp_path):
     done = _keepfit("demo", "--task", "images", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
-    assert "--task must be classification or generation, got 'images'" in done.stderr + done.stdout
+    assert "--task must be classification, generation or image, got 'images' (did you mean 'image'?)" in (
+        done.stderr + done.stdout)
     assert not (tmp_path / "keepfit-demo").exists()

@@ -18,6 +18,8 @@ import typer
 
 from keepfit.cli._console import console
 
+_TASKS = ("classification", "generation", "image")
+
 
 def _step(title: str) -> None:
     console.rule(f"[bold]{title}")
@@ -77,20 +79,30 @@ def demo_command(
     small: bool = typer.Option(False, "--small", help="A smaller, faster run (used by the tests)."),
     keep: bool = typer.Option(False, "--keep", help="Keep an existing demo folder instead of starting fresh."),
     task: str = typer.Option(
-        "classification", "--task", help="classification (intent routing, served and monitored) or generation "
-        "(instruction tuning of SmolLM2-135M-Instruct: JSON answers, updates through the same gate)."
+        "classification", "--task", help="classification (intent routing, served and monitored), generation "
+        "(instruction tuning of SmolLM2-135M-Instruct: JSON answers, updates through the same gate) or image "
+        "(visual inspection: EfficientNet-Lite0 on generated photos of parts, a new defect class in week 2)."
     ),
 ) -> None:
-    """Run keepfit end to end on a generated support task."""
-    if task not in ("classification", "generation"):
+    """Run keepfit end to end on a generated task (support tickets by default)."""
+    if task not in _TASKS:
+        import difflib
+
         from keepfit.errors import ConfigError
 
-        raise ConfigError(f"--task must be classification or generation, got {task!r}.")
+        close = difflib.get_close_matches(task, _TASKS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"--task must be classification, generation or image, got {task!r}{hint}.")
     if task == "generation":
         from keepfit.cli.demo_generation import run_generation_demo
 
         run_generation_demo(folder if folder != Path("keepfit-demo") else Path("keepfit-demo-generation"),
                             small=small)
+        return
+    if task == "image":
+        from keepfit.cli.demo_image import run_image_demo
+
+        run_image_demo(folder if folder != Path("keepfit-demo") else Path("keepfit-demo-image"), small=small)
         return
     from keepfit import pipeline
     from keepfit.config import load_config

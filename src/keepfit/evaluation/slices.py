@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from keepfit.errors import DataError
-from keepfit.types import SLICE_PREFIX, TEXT
+from keepfit.types import IMAGE, SLICE_PREFIX, TEXT
 
 __all__ = ["LENGTH_SLICE", "MISSING", "length_bin_names", "slice_masks"]
 
@@ -59,7 +59,7 @@ def slice_masks(
                 continue
             values = frame[column].astype(object).where(frame[column].notna(), MISSING).astype(str).to_numpy()
             out[str(column)[len(SLICE_PREFIX) :]] = {v: values == v for v in sorted(set(values))}
-        if TEXT in frame.columns and length_bins:
+        if TEXT in frame.columns and IMAGE not in frame.columns and length_bins:  # an image's text is its path
             out[LENGTH_SLICE] = _length_slices(frame[TEXT], length_bins)
     if extra:
         out["group"] = {name: np.asarray(mask, dtype=bool) for name, mask in extra.items()}

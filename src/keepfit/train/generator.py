@@ -85,7 +85,7 @@ def generate_file(
 ) -> PredictReport:
     """Answer every row of a CSV/JSONL/Parquet file (a prompt column, or chat messages) into ``out_path`` with
     the columns ``output`` and ``ended`` (it stopped with EOS within the limit) added, written atomically."""
-    from keepfit.train.predict import _read_table, _write_table
+    from keepfit.train.predict import _read_table, write_table
 
     frame = _read_table(Path(in_path))
     if prompt_column not in frame and messages_column not in frame:
@@ -104,5 +104,5 @@ def generate_file(
     seconds = time.perf_counter() - start
     out = frame.assign(**{"predicted_output" if "output" in frame else "output": texts,
                           "predicted_ended" if "ended" in frame else "ended": ended})
-    _write_table(out, Path(out_path))
+    write_table(out, Path(out_path))
     return PredictReport(Path(out_path), len(out), seconds, len(out) / max(seconds, 1e-9), "text-generation")

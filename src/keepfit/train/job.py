@@ -3,12 +3,13 @@
 Classification's builder is :func:`keepfit.train.loop.build_job`; text-generation's is
 :func:`keepfit.train.sft.build_sft_job`. A task kind plugs into the one loop through ``inputs`` (a batch's model
 inputs), ``loss_fn`` (the training loss of a batch's outputs), ``evaluate_fn`` (the validation metrics) and
-``export_fn`` (the model folder); the last three default to classification's when None.
+``export_fn`` (the model folder); the last three default to classification's when None. ``batches``
+(image-classification) replaces ``inputs`` in the loop with an epoch's prefetched stream of batches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,3 +51,6 @@ class Job:
     loss_fn: Callable[[torch.Tensor, np.ndarray], torch.Tensor] | None = None  # (logits, rows) -> loss
     evaluate_fn: Callable[[nn.Module], dict[str, float]] | None = None  # model -> validation metrics
     export_fn: Callable[..., Path] | None = None  # (job, snapshot, state, metric) -> model folder
+    # (epoch's plan of row-index batches, start position, epoch) -> the inputs of plan[start:], in order, made
+    # ahead of the step (images: decoded and augmented by loader workers); None: the loop calls ``inputs``
+    batches: Callable[[list[list[int]], int, int], Iterator[dict[str, torch.Tensor]]] | None = None

@@ -55,7 +55,7 @@ from keepfit.train.model import (
 )
 from keepfit.train.optim import build_optimizer, build_scheduler
 from keepfit.train.postprocess import Postprocessing, fit_postprocessing
-from keepfit.types import Snapshot, is_generation, is_single_label
+from keepfit.types import Snapshot, is_generation, is_image, is_single_label
 
 __all__ = ["TrainResult", "EvalHook", "train_model", "seed_everything"]
 
@@ -432,6 +432,14 @@ def _epoch_plan(job: Job, epoch: int, world: int) -> list[list[int]]:
     return [b.tolist() for b in batches if len(b) >= world]
 
 
+def _batch_stream(job: Job, plan: list[list[int]], start: int, epoch: int, rank: int, world: int):
+    """The task kind's stream of this process's inputs for ``plan[start:]`` (made ahead of the step), or None
+    where the kind makes each batch with ``job.inputs`` when the loop asks (text)."""
+    if job.batches is None:
+        return None
+    return job.batches([b[rank::world] for b in plan], start, epoch)
+
+
 def _decide(on_eval: EvalHook | None, row: dict[str, Any], accelerator) -> str | None:
     """The hook's word after an evaluation ("stop", "pause" or None), asked on the main process and shared with
     the others so every process leaves the loop at the same batch."""
@@ -502,6 +510,7 @@ def fit_loop(
             lengths = job.train.lengths
             overheads.append(padding_overhead([np.array(b) for b in plan[:limit]], lengths))
             model.train()
+            stream = _batch_stream(job, plan[:limit], state.batch, state.epoch, rank, world)
             tick, seen = time.perf_counter(), 0
             while state.batch < limit:
                 rows = np.array(plan[state.batch])
@@ -510,7 +519,7 @@ def fit_loop(
                 sync = contextlib.nullcontext() if boundary or world == 1 else accelerator.no_sync(model)
                 with sync:
                     with autocast(job.precision, accelerator.device.type):
-                        logits = model(**job.inputs(mine)).logits
+                        logits = model(**(next(stream) if stream is not None else job.inputs(mine))).logits
                     loss = _loss(job, logits, mine) / tc.grad_accum
                     accelerator.backward(loss)
                 state.batch += 1
@@ -561,6 +570,8 @@ def fit_loop(
                     checkpoint()
                     tick, seen = time.perf_counter(), 0
             state.train_seconds += time.perf_counter() - tick
+            if stream is not None and hasattr(stream, "close"):
+                stream.close()  # stops the loader's workers when the epoch ends early (stop, pause)
             if state.batch >= limit or _stopped(state, tc):
                 state.epoch, state.batch, state.batch_order = state.epoch + 1, 0, []
             checkpoint()
@@ -769,6 +780,8 @@ def train_model(
         builder = build_job
         if is_generation(snapshot.task):
             from keepfit.train.sft import build_sft_job as builder
+        elif is_image(snapshot.task):
+            from keepfit.train.vision import build_image_job as builder
         job = builder(
             snapshot,
             config,

@@ -33,7 +33,7 @@ from keepfit.train.model import (
     task_from_config,
 )
 from keepfit.train.postprocess import load_postprocessing
-from keepfit.types import is_single_label
+from keepfit.types import IMAGE_CLASSIFICATION, is_single_label
 
 __all__ = [
     "Predictions",
@@ -44,6 +44,7 @@ __all__ = [
     "outputs_from_logits",
     "clean_texts",
     "logits_cache",
+    "write_table",
 ]
 
 
@@ -246,7 +247,15 @@ class Predictor:
 
 
 def load_predictor(model_dir: Path, *, precision: str = "auto") -> Predictor:
-    """A Predictor for a keepfit model folder, a run folder (its ``model/``) or a plain HF folder."""
+    """A Predictor for a keepfit model folder, a run folder (its ``model/``) or a plain HF folder; for an image
+    model folder (image_config.json, or keepfit.json's task image-classification) an
+    :class:`~keepfit.train.vision.ImagePredictor` (same surface; inputs are image paths)."""
+    folder = Path(model_dir)
+    folder = folder / "model" if not (folder / "keepfit.json").exists() and (folder / "model").is_dir() else folder
+    if (folder / "image_config.json").exists() or read_meta(folder).get("task") == IMAGE_CLASSIFICATION:
+        from keepfit.train.vision import ImagePredictor
+
+        return ImagePredictor(folder, precision=precision)
     return Predictor(resolve_model_path(model_dir), precision=precision)
 
 
@@ -256,7 +265,8 @@ def _read_table(path: Path) -> pd.DataFrame:
     return open_source(path).to_pandas()
 
 
-def _write_table(frame: pd.DataFrame, path: Path) -> None:
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """``frame`` written atomically to ``path`` in the format its suffix names (Parquet, JSONL, TSV, else CSV)."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         import io
@@ -319,6 +329,6 @@ def predict_file(
     out = frame.copy()
     for name, values in prediction_columns(preds).items():
         out[f"predicted_{name}" if name in frame.columns else name] = values  # never overwrite input columns
-    _write_table(out, Path(out_path))
+    write_table(out, Path(out_path))
     seconds = time.perf_counter() - start
     return PredictReport(Path(out_path), len(frame), seconds, preds.texts_per_second, preds.task)

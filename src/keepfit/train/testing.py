@@ -1,4 +1,5 @@
-"""Tiny models for tests: a 2-layer BERT from a config (no weights), a tokenizer trained on given texts."""
+"""Tiny models for tests: a 2-layer BERT from a config (no weights), a tokenizer trained on given texts, a tiny
+causal LM, a tiny ResNet image backbone and generated images."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from keepfit.config import KeepfitConfig
 from keepfit.types import Snapshot, is_single_label
 
 __all__ = ["make_tiny_model", "sentiment_frame", "all_texts", "snapshot_of", "config_for", "write_tiny_project",
-           "make_tiny_causal_lm", "chat_frame", "chat_texts", "CHATML_TEMPLATE"]
+           "make_tiny_causal_lm", "chat_frame", "chat_texts", "CHATML_TEMPLATE", "make_tiny_image_model", "image_frame"]
 
 KEYWORDS = {
     "neg": ["bad", "awful", "hate", "sad", "poor"],
@@ -236,3 +237,64 @@ def make_tiny_causal_lm(folder: Path, texts: list[str], *, hidden: int = 32, lay
     with quiet_transformers():
         LlamaForCausalLM(config).save_pretrained(str(folder))
     return folder
+
+
+def make_tiny_image_model(folder: Path, *, seed: int = 0) -> Path:
+    """Save a random tiny transformers ResNet (embedding 8, stages of 8 and 16 channels, one layer each: pooled
+    features [n, 16]) to ``folder``; no download. Returns ``folder``."""
+    import torch
+    from transformers import ResNetConfig, ResNetModel
+
+    from keepfit.train.model import quiet_transformers
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
+    torch.manual_seed(seed)
+    with quiet_transformers():
+        ResNetModel(config).save_pretrained(str(folder))
+    return folder
+
+
+IMAGE_COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 220)}
+IMAGE_SHAPES = {"red": "square", "green": "disc", "blue": "bar"}
+
+
+def image_frame(tmp: Path, n_per_class: int, classes: tuple[str, ...] = ("red", "green"), *, seed: int = 0,
+                size: int = 40) -> pd.DataFrame:
+    """Generated PNGs under ``tmp/images/<class>/`` (a coloured square, disc or bar on a noisy grey background,
+    at a random place: a tiny model learns the colour) and their canonical rows: row, source, text, image,
+    image_sha, image_phash, label."""
+    import hashlib
+
+    import imagehash
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    root = Path(tmp) / "images"
+    rows = []
+    for k in range(n_per_class):
+        for label in classes:
+            noise = rng.integers(90, 160, size=(size, size, 3), dtype=np.uint8)
+            img = Image.fromarray(noise, "RGB")
+            draw = ImageDraw.Draw(img)
+            side = int(rng.integers(size // 3, size // 2))
+            x, y = (int(v) for v in rng.integers(0, size - side, size=2))
+            box = (x, y, x + side, y + side)
+            shape = IMAGE_SHAPES.get(label, "square")
+            colour = IMAGE_COLOURS.get(label, tuple(int(v) for v in rng.integers(0, 256, 3)))
+            if shape == "disc":
+                draw.ellipse(box, fill=colour)
+            elif shape == "bar":
+                draw.rectangle((x, y, x + side, y + max(2, side // 3)), fill=colour)
+            else:
+                draw.rectangle(box, fill=colour)
+            rel = f"{label}/img{k:04d}.png"
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            img.save(path)
+            rows.append({"text": rel, "image": str(path.resolve()), "label": label,
+                         "image_sha": hashlib.sha256(path.read_bytes()).hexdigest(),
+                         "image_phash": str(imagehash.phash(img))})
+    rows.sort(key=lambda r: r["text"])
+    return pd.DataFrame([{"row": i + 1, "source": "images", **r} for i, r in enumerate(rows)])
