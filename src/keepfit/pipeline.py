@@ -690,10 +690,6 @@ def _interpolate(
     them all). None when not done: the (first) candidate is then used as it is."""
     dirs = [Path(candidate_dirs)] if isinstance(candidate_dirs, (str, Path)) else [Path(d) for d in candidate_dirs]
     setting = config.update.interpolate
-    if is_image(snapshot.task):
-        log.info("update.interpolate: weight interpolation is done for text models only; the image candidate is "
-                 "used as trained")
-        return None
     if not is_single_label(snapshot.task) or len(snapshot.validation) == 0:
         if len(dirs) > 1:
             log.warning("update.soup: %d candidates trained, but averaging needs single-label validation rows; "

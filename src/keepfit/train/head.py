@@ -18,7 +18,7 @@ from keepfit._io import atomic_write_bytes
 from keepfit.train.inference import sorted_forward
 from keepfit.train.model import head_linear
 
-__all__ = ["HeadModel", "encode_features", "cached_features"]
+__all__ = ["HeadModel", "encode_features", "cached_features", "fit_probe"]
 
 
 class HeadModel(nn.Module):
@@ -82,3 +82,28 @@ def cached_features(
 
     atomic_write_bytes(path, save({"features": features.contiguous()}))
     return features
+
+
+def fit_probe(head: nn.Linear, features: torch.Tensor, target: torch.Tensor, tc, task: str) -> tuple[float, float]:
+    """Fit ``head`` on frozen ``features`` (a linear probe: full-batch AdamW from zeros, ``tc.probe_steps`` steps,
+    lr 1e-2) and write the weights into it; returns the final loss and the training accuracy (NaN unless
+    single-label). Fine-tuning then starts from a head that already fits (LP-FT, Kumar et al. 2022)."""
+    from keepfit.train.losses import task_loss
+    from keepfit.types import is_single_label
+
+    weight = torch.zeros_like(head.weight, dtype=torch.float32, requires_grad=True)
+    bias = torch.zeros(head.out_features, dtype=torch.float32, device=features.device, requires_grad=True)
+    optimizer = torch.optim.AdamW([weight, bias], lr=1e-2, weight_decay=tc.weight_decay)
+    loss = torch.zeros(())
+    for _ in range(tc.probe_steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = task_loss(features @ weight.T + bias, target, task, label_smoothing=tc.label_smoothing)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        head.weight.copy_(weight.to(head.weight.dtype))
+        if head.bias is not None:
+            head.bias.copy_(bias.to(head.bias.dtype))
+        logits = features @ weight.T + bias
+        fit = (logits.argmax(-1) == target).float().mean() if is_single_label(task) else float("nan")
+    return float(loss.detach()), float(fit)

@@ -301,6 +301,9 @@ def interpolate_candidate(
     values = sorted({0.0, *grid}) if setting == "auto" else sorted({0.0, float(setting)})
     extra: dict[str, Any] = {}
     fishers = None
+    if method == "fisher" and candidate.tokenizer is None:
+        log.info("interpolation: Fisher weighting is done for text models only; the image model is mixed uniformly")
+        method = "uniform"
     if method == "fisher" and any(0 < a < 1 for a in values):  # the ends do not depend on the Fishers
         candidate.model.load_state_dict(new_state)
         fishers, extra = _fishers(champion, candidate, texts, fisher_rows, seed)
@@ -384,6 +387,11 @@ def _write(candidate, dirs: list[Path], out_dir: Path, val_logits: torch.Tensor,
         in_scope_recall=recall,
         out_of_scope_label=fitted.out_of_scope_label,
     )
+    if candidate.tokenizer is None:  # an image model (keepfit.train.vision.ImagePredictor)
+        from keepfit.train.vision import write_image_folder
+
+        candidate.model.to(memory_format=torch.contiguous_format)
+        return write_image_folder(candidate.model, candidate.labels, Path(out_dir), meta, card, post)
     return export_model(candidate.model, candidate.tokenizer, Path(out_dir), meta, card, postprocessing=post)
 
 

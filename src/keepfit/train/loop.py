@@ -330,28 +330,13 @@ def build_job(
 
 def _probe_head(model, train, pad: int, precision: str, device, tc, task: str) -> None:
     """Fit the new head on the frozen encoder's features first (full-batch AdamW, tc.probe_steps steps)."""
-    from keepfit.train.head import encode_features
+    from keepfit.train.head import encode_features, fit_probe
 
     started = time.perf_counter()
     features = encode_features(model, train.ids, pad, 64, precision).to(device)
-    head = head_linear(model)
-    weight = torch.zeros_like(head.weight, dtype=torch.float32, requires_grad=True)
-    bias = torch.zeros(head.out_features, dtype=torch.float32, device=device, requires_grad=True)
-    optimizer = torch.optim.AdamW([weight, bias], lr=1e-2, weight_decay=tc.weight_decay)
-    target = train.targets.to(device)
-    for _ in range(tc.probe_steps):
-        optimizer.zero_grad(set_to_none=True)
-        loss = task_loss(features @ weight.T + bias, target, task, label_smoothing=tc.label_smoothing)
-        loss.backward()
-        optimizer.step()
-    with torch.no_grad():
-        head.weight.copy_(weight.to(head.weight.dtype))
-        if head.bias is not None:
-            head.bias.copy_(bias.to(head.bias.dtype))
-        logits = features @ weight.T + bias
-        fit = (logits.argmax(-1) == target).float().mean() if is_single_label(task) else float("nan")
+    loss, fit = fit_probe(head_linear(model), features, train.targets.to(device), tc, task)
     log.info("linear probe: head fitted on frozen features of %d rows in %.1f s (loss %.4f, training accuracy %.3f)",
-             len(features), time.perf_counter() - started, float(loss.detach()), float(fit))
+             len(features), time.perf_counter() - started, loss, fit)
 
 
 IMPRINT_ROWS = 256  # examples per new label (and of the whole training set, for the centre) to imprint from

@@ -31,7 +31,7 @@ from keepfit.errors import ConfigError, DataError, ModelError
 from keepfit.train import augment, prepare
 from keepfit.train.checkpoint import latest_checkpoint, load_best
 from keepfit.train.export import model_card
-from keepfit.train.head import HeadModel
+from keepfit.train.head import HeadModel, fit_probe
 from keepfit.train.inference import autocast, choose_precision
 from keepfit.train.job import Job
 from keepfit.train.postprocess import POSTPROCESS_FILE, fit_postprocessing, load_postprocessing
@@ -341,6 +341,24 @@ def _features(model: ImageClassifier, pixels: np.ndarray, device, precision: str
         model.train(was)
 
 
+def _centre_pixels(train_px: np.ndarray, side: int, size: int, frame: pd.DataFrame, cache: Path) -> np.ndarray:
+    """The training images as evaluation sees them (shorter side to ``size``, centre crop): the stored pixels
+    when they are stored at that size, else their own cache."""
+    if side == size:
+        return train_px
+    return np.load(augment.pixel_cache(cache, "train", frame[IMAGE].tolist(), size, frame[IMAGE_SHA].tolist()),
+                   mmap_mode="r")
+
+
+def _probe(model: ImageClassifier, pixels: np.ndarray, train, device, precision: str, tc, task: str) -> None:
+    """The new head fitted on the frozen backbone's features of the un-augmented training images first."""
+    started = time.perf_counter()
+    loss, fit = fit_probe(model.head, _features(model, pixels, device, precision).to(device),
+                          train.targets.to(device), tc, task)
+    log.info("linear probe: head fitted on frozen features of %d images in %.1f s (loss %.4f, training accuracy "
+             "%.3f)", len(pixels), time.perf_counter() - started, loss, fit)
+
+
 def _imprint(model: ImageClassifier, pixels: np.ndarray, class_ids: np.ndarray, n_old: int, device, precision):
     """New labels' head rows start at their examples' mean feature direction (imprinting, Qi et al. 2018), scaled
     to the old rows' mean norm; the old rows stay as they were."""
@@ -421,9 +439,10 @@ def build_image_job(
              tc.strategy, time.perf_counter() - started)
     resumes = resume and latest_checkpoint(Path(run_dir) / "checkpoints") is not None
     if old_labels and len(labels) > len(old_labels) and not resumes:  # a checkpoint replaces the head
-        eval_train = train_px if side == size else np.load(augment.pixel_cache(
-            cache, "train", frame[IMAGE].tolist(), size, frame[IMAGE_SHA].tolist()), mmap_mode="r")
+        eval_train = _centre_pixels(train_px, side, size, frame, cache)
         _imprint(model, eval_train, train.class_ids, len(old_labels), device, precision)
+    elif tc.head_init == "probe" and not old_labels and tc.strategy != "head" and not resumes:
+        _probe(model, _centre_pixels(train_px, side, size, frame, cache), train, device, precision, tc, task)
     trainable: nn.Module = model
     batches = None
     if tc.strategy == "head":
@@ -508,18 +527,27 @@ def export_image_model(job: Job, snapshot: Snapshot, state: Any, metric: str) ->
             "config_hash": config_hash(job.config), "strategy": tc.strategy, "seed": tc.seed,
             "best_epoch": state.best_epoch, "best_metric": state.best_metric,
             "metric": metric, "precision": job.precision, "torch": torch.__version__, **job.meta}
-    spec = {**model.spec, "labels": job.labels, "dropout": model.dropout.p}
-    with atomic_dir(job.run_dir / "model", overwrite=True) as tmp:
+    return write_image_folder(model, job.labels, job.run_dir / "model", meta,
+                              _card(meta, state.history, job.config), post)
+
+
+def write_image_folder(model: ImageClassifier, labels: list[str], out: Path, meta: dict[str, Any], card: str,
+                       post: Any) -> Path:
+    """``model`` as a keepfit image model folder at ``out``, written atomically (an existing one is replaced only
+    once the new one is complete): weights, image_config.json, the config.json marker, keepfit.json, the card
+    and the post-processing."""
+    spec = {**model.spec, "labels": labels, "dropout": model.dropout.p}
+    with atomic_dir(Path(out), overwrite=True) as tmp:
         save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp / WEIGHTS))
         if spec["kind"] == "transformers":
             model.backbone.model.config.save_pretrained(str(tmp / "backbone"))
         (tmp / IMAGE_CONFIG).write_text(json.dumps(spec, indent=2), encoding="utf-8")
         (tmp / "config.json").write_text(json.dumps({"keepfit_task": IMAGE_CLASSIFICATION, "architectures": [
-            "keepfit.ImageClassifier"], "id2label": dict(enumerate(job.labels))}, indent=2), encoding="utf-8")
+            "keepfit.ImageClassifier"], "id2label": dict(enumerate(labels))}, indent=2), encoding="utf-8")
         (tmp / "keepfit.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        (tmp / "README.md").write_text(_card(meta, state.history, job.config), encoding="utf-8")
+        (tmp / "README.md").write_text(card, encoding="utf-8")
         (tmp / POSTPROCESS_FILE).write_text(post.to_json(), encoding="utf-8")
-    return job.run_dir / "model"
+    return Path(out)
 
 
 # --------------------------------------------------------------------------------------------- prediction
