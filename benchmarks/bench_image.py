@@ -115,6 +115,7 @@ def recipe(args: argparse.Namespace) -> dict[str, Any]:
         "threads": args.threads,
         "precision": "fp32",
         "augment": args.augment,
+        "keepfit_train": args.keepfit_train,
     }
 
 
@@ -333,6 +334,7 @@ def keepfit_settings(args: argparse.Namespace, strategy: str, table: Path) -> di
             "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing, "scheduler": "linear",
             "warmup_ratio": args.warmup_ratio, "grad_clip": args.grad_clip, "seed": args.seed,
             "threads": args.threads, "precision": "fp32", "augment": {"enabled": True, **args.augment},
+            **args.keepfit_train,
         },
     }
 
@@ -619,6 +621,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--grad-clip", type=float, default=1.0)
     parser.add_argument("--augment", action="append", default=[], metavar="KEY=VALUE",
                         help="override one augmentation setting of every arm, e.g. rotation=5 (YAML value)")
+    parser.add_argument("--keepfit-train", action="append", default=[], metavar="KEY=VALUE",
+                        help="a train.KEY setting for the keepfit arms and the phased run only (e.g. "
+                        "imbalance=class_weights); recorded in the JSON")
     parser.add_argument("--seed", type=int, default=42, help="training seed")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the split (and of --max-images)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every arm")
@@ -648,6 +653,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if args.phased and args.dataset != "elpv":
         parser.error("--phased: the phased update is defined on ELPV (its new defect class); use --dataset elpv")
     args.augment = _augment(parser, args.augment)
+    args.keepfit_train = _train_overrides(parser, args.keepfit_train)
     if args.out is None:
         name = f"bench_image_{args.dataset}"
         args.out = Path(f"benchmarks/out/{name}_quick.json" if args.quick else f"benchmarks/results/{name}.json")
@@ -662,6 +668,20 @@ def _augment(parser: argparse.ArgumentParser, overrides: list[str]) -> dict[str,
         key, sep, value = item.partition("=")
         if not sep or key not in values:
             parser.error(f"--augment {item!r}: expected KEY=VALUE with KEY one of {', '.join(values)}")
+        values[key] = yaml.safe_load(value)
+    return values
+
+
+def _train_overrides(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    from keepfit.config import TrainConfig
+
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in TrainConfig.model_fields:
+            parser.error(f"--keepfit-train {item!r}: expected KEY=VALUE with KEY a train setting (e.g. imbalance)")
         values[key] = yaml.safe_load(value)
     return values
 
