@@ -648,6 +648,14 @@ def _case_variants(value: Any) -> int:
     )
 
 
+def optional_fields(roles: ColumnRoles) -> list[pa.Field]:
+    """The kept rows' optional canonical columns (group, time, split, slice:<name>) the roles name, as strings;
+    shared by the task kinds whose loaders build their own schema (text-generation, images)."""
+    fields = [pa.field(name, pa.string()) for present, name in
+              ((roles.group, GROUP), (roles.time, TIME), (roles.split, SPLIT)) if present]
+    return fields + [pa.field(SLICE_PREFIX + s, pa.string()) for s in roles.slices]
+
+
 def kept_schema(roles: ColumnRoles) -> pa.Schema:
     """The Arrow schema of kept text-generation rows (the canonical columns of :mod:`keepfit.types`)."""
     fields = [
@@ -657,11 +665,7 @@ def kept_schema(roles: ColumnRoles) -> pa.Schema:
         pa.field(PROMPT, pa.string()),
         pa.field(COMPLETION, pa.string()),
     ]
-    for present, name in ((roles.group, GROUP), (roles.time, TIME), (roles.split, SPLIT)):
-        if present:
-            fields.append(pa.field(name, pa.string()))
-    fields += [pa.field(SLICE_PREFIX + s, pa.string()) for s in roles.slices]
-    return pa.schema(fields)
+    return pa.schema(fields + optional_fields(roles))
 
 
 # ------------------------------------------------------------------------------------------------ entry point

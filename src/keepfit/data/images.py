@@ -55,7 +55,7 @@ import pyarrow.compute as pc
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from keepfit.config import DataConfig, KeepfitConfig
-from keepfit.data.chat import Problem
+from keepfit.data.chat import Problem, optional_fields
 from keepfit.data.load import KIND_BOOL, KIND_NUMBER, KIND_TEXT, DataSource, RawChunk, open_source
 from keepfit.data.normalize import normalize_text
 from keepfit.data.validate import (
@@ -72,17 +72,13 @@ from keepfit.data.validate import (
 )
 from keepfit.errors import DataError
 from keepfit.types import (
-    GROUP,
     IMAGE,
     IMAGE_PHASH,
     IMAGE_SHA,
     LABEL,
     ROW,
-    SLICE_PREFIX,
     SOURCE,
-    SPLIT,
     TEXT,
-    TIME,
 )
 
 __all__ = [
@@ -640,11 +636,7 @@ def kept_image_schema(roles: ColumnRoles) -> pa.Schema:
         pa.field(IMAGE_PHASH, pa.string()),
         pa.field(LABEL, pa.string()),
     ]
-    for present, name in ((roles.group, GROUP), (roles.time, TIME), (roles.split, SPLIT)):
-        if present:
-            fields.append(pa.field(name, pa.string()))
-    fields += [pa.field(SLICE_PREFIX + s, pa.string()) for s in roles.slices]
-    return pa.schema(fields)
+    return pa.schema(fields + optional_fields(roles))
 
 
 # ------------------------------------------------------------------------------------------------ notes

@@ -56,25 +56,6 @@ def _image_layers(model: nn.Module) -> int:
     return max((int(m.group(1)) + 1 for m in found if m), default=0)
 
 
-def _image_groups(model: nn.Module, config: TrainConfig) -> dict[tuple[float, float], list[nn.Parameter]]:
-    """An image classifier's groups: the head (``head.*``) at ``head_lr``; the backbone at ``lr``, decayed by
-    ``layerwise_lr_decay`` per block or stage below the top."""
-    n_layers = _image_layers(model)
-    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if name.startswith("head."):
-            lr = config.head_lr or config.lr
-        else:
-            lr = config.lr
-            if config.layerwise_lr_decay and n_layers:
-                lr *= config.layerwise_lr_decay ** (n_layers + 1 - image_layer_depth(name, n_layers))
-        decay = 0.0 if _no_decay(name, param) else config.weight_decay
-        groups.setdefault((lr, decay), []).append(param)
-    return groups
-
-
 def _is_head(model: nn.Module, name: str) -> bool:
     prefix = getattr(model, "base_model_prefix", "")
     return not (prefix and (name.startswith(prefix + ".") or f".{prefix}." in name))
@@ -86,9 +67,26 @@ def param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     The output layer (and the pooler/classifier around it) learns at ``head_lr`` (``lr`` when unset); with
     the head-only strategy the trained module is the output layer alone, so all of it learns at ``head_lr``.
     """
-    if getattr(model, "is_image_classifier", False):
-        groups = _image_groups(model, config)
-        return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+    if getattr(model, "is_image_classifier", False):  # head.*, and blocks or stages below the top
+        n_layers, depth = _image_layers(model), image_layer_depth
+        is_head = lambda name: name.startswith("head.")  # noqa: E731
+    else:
+        n_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0) if hasattr(model, "config") else 0
+        head_only, depth = isinstance(model, HeadModel), layer_depth
+        is_head = lambda name: head_only or (hasattr(model, "config") and _is_head(model, name))  # noqa: E731
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if is_head(name):
+            lr = config.head_lr or config.lr
+        else:
+            lr = config.lr
+            if config.layerwise_lr_decay and n_layers:
+                lr *= config.layerwise_lr_decay ** (n_layers + 1 - depth(name, n_layers))
+        decay = 0.0 if _no_decay(name, param) else config.weight_decay
+        groups.setdefault((lr, decay), []).append(param)
+    return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
     n_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0) if hasattr(model, "config") else 0
     head_only = isinstance(model, HeadModel)
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
