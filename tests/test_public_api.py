@@ -13,7 +13,7 @@ EXPECTED = {
     "DataError", "ModelError", "TrainingError", "GateRejected", "RegistryError", "MissingExtraError",
     "LockBusy", "ChampionMoved", "screen_batch", "ScreenResult", "find_training_label_issues",
     "collect_label_issues", "accept_reviewed", "update_from_feedback", "run_monitor", "MonitorReport", "PredictionLog",
-    "run_tune", "TuneResult", "run_auto", "AutoResult",
+    "run_tune", "TuneResult", "run_auto", "AutoResult", "adapt", "AdaptResult", "federate", "FederateResult",
 }
 
 
@@ -32,7 +32,8 @@ def test_errors_form_one_hierarchy():
 
 def test_lifecycle_functions_take_the_config_first():
     for fn in (keepfit.fit, keepfit.evaluate, keepfit.predict, keepfit.update, keepfit.compare,
-               keepfit.update_from_feedback, keepfit.run_monitor, keepfit.run_tune, keepfit.run_auto):
+               keepfit.update_from_feedback, keepfit.run_monitor, keepfit.run_tune, keepfit.run_auto,
+               keepfit.adapt, keepfit.federate):
         first = next(iter(inspect.signature(fn).parameters.values()))
         assert first.name == "config", fn.__name__
         assert fn.__doc__, f"{fn.__name__} needs a docstring"
@@ -49,6 +50,8 @@ def test_importing_keepfit_does_not_import_torch_or_mlflow():
 
 def test_stage_packages_do_not_shadow_lifecycle_functions():
     import keepfit.evaluation  # noqa: F401  (importing a stage must not replace keepfit.evaluate)
+    import keepfit.federated  # noqa: F401  (nor the federated package keepfit.federate)
     import keepfit.train  # noqa: F401
 
     assert callable(keepfit.evaluate) and callable(keepfit.fit) and callable(keepfit.update)
+    assert callable(keepfit.federate)

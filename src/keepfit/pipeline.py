@@ -47,6 +47,8 @@ __all__ = [
     "resolve_snapshot",
     "resolve_model",
     "evaluate_and_register",
+    "register_gated",
+    "GatedCandidate",
 ]
 
 
@@ -200,6 +202,17 @@ def _require_trainable(snapshot: Snapshot) -> None:
             )
 
 
+def _require_groups(config: KeepfitConfig, snapshot: Snapshot, splits: tuple[str, ...] = ("test",)) -> None:
+    """Before any work: each evaluate.fairness_columns is carried by the snapshot and holds two groups or more in
+    the splits judged (and in train when train.fairness_reweight weighs by them); DataError otherwise."""
+    from keepfit.data.fairness import fairness_groups
+
+    wanted = (*splits, "train") if config.train.fairness_reweight else splits
+    for name in dict.fromkeys(wanted):
+        fairness_groups(snapshot.split(name), config.evaluate.fairness_columns,
+                        where=f"snapshot {snapshot.id[:12]}, {name} split")
+
+
 def _true_values(snapshot: Snapshot, frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
     """Ground truth in the array convention the evaluate stage expects, aligned with ``labels``."""
     column = snapshot.answer_column
@@ -237,6 +250,7 @@ def _evaluate_model(
         )
     if is_generation(snapshot.task):
         return _evaluate_generation(config, model_dir, frame, out_dir, history=history, title=title)
+    _require_groups(config, snapshot, (split,))
     predictor = load_predictor(model_dir)
     preds = predictor.predict(inputs_of(frame), batch_size=config.evaluate.batch_size)
     labels = preds.labels
@@ -365,6 +379,7 @@ def _fit_locked(config, store: Store, snapshot, resume, register: bool, progress
 
     snap = _run_snapshot(config, store, snapshot, resume)
     _require_trainable(snap)
+    _require_groups(config, snap)
     run_dir = Path(resume) if resume else _new_run_dir(store, "fit")
     if resume is None:
         atomic_write_text(run_dir / RUN_SNAPSHOT_FILE, json.dumps({"snapshot": snap.id}))
@@ -606,7 +621,9 @@ def _candidate_config(config: KeepfitConfig, rows: int | None = None) -> Keepfit
     replayed), epochs raised so the candidate takes at least update.min_steps optimiser steps (a small batch
     still gets enough steps to learn a new label)."""
     u = config.update
-    strategy = u.train_strategy or config.train.strategy
+    # a few-shot champion's encoder is tuned already: its warm candidates train the head on it, where replay and
+    # distillation apply (the pair loss has neither), unless update.train_strategy says otherwise
+    strategy = u.train_strategy or ("head" if config.train.strategy == "fewshot" else config.train.strategy)
     head = strategy == "head"
     epochs = u.epochs or (HEAD_UPDATE_EPOCHS if head else config.train.epochs)
     if rows and u.min_steps:
@@ -830,6 +847,7 @@ def _update_locked(config, data: Path, store: Store, force, drop_pending, progre
                                                                         "and the champion's validation rows needed"},
         )
         _require_trainable(snapshot)
+        _require_groups(config, snapshot)
         set_head(store, snapshot.id)  # only now: the batch is in the history, trainable, and judged next
         diff = diff_snapshots(judged, snapshot)
         if on_diff is not None:
@@ -931,7 +949,8 @@ def update_from_feedback(
     folder = Store.at(config.store).feedback_batches
     column = config.data.label_column or config.data.target_column or "label"
     data = config.data
-    required = [c for c in (data.group_column, data.time_column, *data.slice_columns) if c]
+    required = [c for c in (data.group_column, data.time_column, *data.slice_columns,
+                            *config.evaluate.fairness_columns) if c]
     with PredictionLog(log_path_for(config), readonly=True) as log:
         batch = feedback_batch(
             log, folder, text_column=data.text_column, label_column=column, since=since, required=required
@@ -939,3 +958,58 @@ def update_from_feedback(
     result = update(config, batch.path, **options)
     mark_used(batch, folder)
     return result, batch
+
+
+@dataclass(frozen=True)
+class GatedCandidate:
+    """A model trained outside fit/update (e.g. `keepfit federate`), evaluated, registered and, when a champion
+    exists, judged by the gate like an update's candidate."""
+
+    version: str
+    champion_version: str
+    promoted: bool
+    reasons: list[str]
+    evaluation: EvaluateResult
+    compared: CompareResult | None  # None when there was no champion (the candidate became version 1's champion)
+    judged_against: str | None
+
+
+def register_gated(
+    config: KeepfitConfig, snap: Snapshot, trained: Any, run_dir: Path, *, kind: str,
+    tags: dict[str, str] | None = None,
+) -> GatedCandidate:
+    """Score ``trained.model_dir`` once on the snapshot's test split and register it. Without a champion it becomes
+    champion (as a first fit does); with one, the paired comparison and gate of `keepfit update` decide: promoted
+    (compare-and-swap on the champion judged against) or challenger with the reasons. Hold the project lock."""
+    from keepfit.registry import Registry
+
+    registry = Registry.open(config)
+    champion = registry.champion()
+    evaluation = _evaluate_model(config, trained.model_dir, snap, run_dir / "evaluation", history=trained.history)
+    compared = None
+    if champion is not None:
+        compared = _compare_on(
+            config, registry.model_path(champion.version), trained.model_dir, snap, run_dir / "comparison",
+            new_outputs=(*evaluation.outputs, evaluation.thresholds),
+        )
+    info = registry.register(
+        trained.model_dir,
+        metrics=_numeric(evaluation.metrics),
+        lineage=_lineage(config, snap, trained.labels, parent=champion.version if champion else None),
+        evaluation_dir=run_dir / "evaluation",
+        comparison_dir=run_dir / "comparison" if compared else None,
+        alias=None if champion else "champion",
+        tags={"keepfit.kind": kind, "keepfit.run_dir": str(run_dir), **(tags or {})},
+    )
+    if champion is None:
+        return GatedCandidate(info.version, info.version, True, [], evaluation, None, None)
+    reasons = list(compared.decision.reasons)
+    promoted = bool(compared.decision.passed)
+    if promoted:
+        promoted, reasons = _promote(registry, info.version, champion.version, compared.decision, reasons)
+    if not promoted:
+        registry.set_challenger(info.version, reasons=reasons)
+    return GatedCandidate(
+        info.version, info.version if promoted else champion.version, promoted, reasons, evaluation, compared,
+        champion.version,
+    )

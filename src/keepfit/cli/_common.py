@@ -43,8 +43,11 @@ EXIT_CODES: list[tuple[int, str]] = [
 
 
 def exit_codes_epilog() -> str:
-    """The exit codes as the root --help's epilog, one line each."""
-    return "Exit codes:\n" + "\n".join(f"{code:>3}  {meaning}" for code, meaning in EXIT_CODES)
+    """The exit codes as the root --help's epilog, one line each.
+
+    Paragraphs (blank-line separated): typer < 0.21 (which the ``federated`` extra's flwr pins) joins single
+    line breaks of an epilog into one paragraph; later typers keep them."""
+    return "Exit codes:\n\n" + "\n\n".join(f"{code:>3}  {meaning}" for code, meaning in EXIT_CODES)
 
 
 ConfigOption = typer.Option(None, "--config", "-c", help=f"Config file (default: ./{CONFIG_FILENAME} if present).")

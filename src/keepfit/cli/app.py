@@ -30,7 +30,7 @@ app = typer.Typer(
 # Each module defines ``register(app: typer.Typer) -> None``. Order is the order of --help.
 COMMAND_MODULES = [
     "init", "data", "fit", "evaluate", "predict", "registry", "update", "tune", "serve", "feedback", "monitor",
-    "export", "demo",
+    "export", "adapt", "federate", "demo",
 ]
 
 _state = {"debug": False}

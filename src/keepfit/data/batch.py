@@ -68,7 +68,7 @@ def merge_batch(config: KeepfitConfig, base: Snapshot, judged: Snapshot, path: P
     from keepfit.data.check import check_data
     from keepfit.data.merge import merge_new_rows
 
-    checked = check_data(path, config)
+    checked = check_data(path, config, batch=True)
     merged = merge_new_rows(
         base,
         checked.kept,

@@ -17,6 +17,7 @@ import pandas as pd
 
 from keepfit._io import atomic_write_text
 from keepfit.config import KeepfitConfig
+from keepfit.data.fairness import fairness_groups
 from keepfit.data.quality import (
     QUALITY_CHECKS,
     Finding,
@@ -222,11 +223,16 @@ def check_data(
     known_labels: list[str] | None = None,
     split: bool = False,
     count_tokens: TokenCounter | None = None,
+    batch: bool = False,
 ) -> CheckResult:
     """Check one file: validation with quarantine, then the quality findings (and, with ``split``, the split
     and leakage). With ``store``, the quarantine and report are also written under
-    ``<store>/checks/<file>/``. ``count_tokens``: text-generation's token-length rule (see check_files)."""
+    ``<store>/checks/<file>/``. ``count_tokens``: text-generation's token-length rule (see check_files).
+    Each of evaluate.fairness_columns must hold two groups or more (DataError), except in an update ``batch``,
+    which may come from one group (the gaps are judged on the merged data)."""
     result = check_files(path, config, known_labels=known_labels, split=split, count_tokens=count_tokens)
+    if not batch:
+        fairness_groups(result.kept, config.evaluate.fairness_columns, where=Path(path).name)
     if store is not None:
         write_check_outputs(result, store.root / "checks" / Path(path).stem)
     return result
@@ -279,6 +285,7 @@ def snapshot_data(
         split=True,
         count_tokens=count_tokens,
     )
+    fairness_groups(result.kept, config.evaluate.fairness_columns, where=Path(path).name)
     return create_snapshot(
         result.kept,
         quarantine=result.quarantine,

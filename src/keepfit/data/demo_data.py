@@ -10,10 +10,16 @@ by side.
 
 Week 2 (:func:`generate_next_week`): a new intent, a shifted intent and channel mix, some texts repeated from
 week 1 and a few week-1 texts relabelled (corrections of planted noise).
+
+Both weeks carry a ``region`` column (north/south/east, from a hash of the text, so copies of a text share it) with
+a planted fairness gap: the texts of :data:`HARD_REGION` are terse and noisy (about half their words dropped and a
+typo added), so a model really does worse there (``harder_rows`` counts them). The texts are changed after the rest
+is drawn, from a hash of each text, so every other planted problem and count stays as it was.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +32,7 @@ from keepfit._io import atomic_write_text
 __all__ = [
     "DemoData",
     "DemoFiles",
+    "HARD_REGION",
     "INTENTS",
     "NEW_INTENT",
     "generate_demo_data",
@@ -34,6 +41,9 @@ __all__ = [
 ]
 
 TEXT_COLUMN, LABEL_COLUMN, GROUP_COLUMN, SLICE_COLUMN = "text", "intent", "customer_id", "channel"
+REGION_COLUMN, HARD_REGION = "region", "east"
+_REGION_SHARES = (("north", 0.40), ("south", 0.35), (HARD_REGION, 0.25))
+_DROP_WORD = 0.5  # the hard region's texts lose about half their words
 
 _SLOTS: dict[str, list[str]] = {
     "item": [
@@ -223,6 +233,7 @@ class DemoData:
     frame: pd.DataFrame
     planted: dict[str, Any]
     noisy_rows: list[int] = field(default_factory=list)
+    harder_rows: int = 0  # rows of HARD_REGION whose text was made terse and noisy (the planted fairness gap)
 
 
 @dataclass(frozen=True)
@@ -236,6 +247,7 @@ class DemoFiles:
     planted_week1: dict[str, Any]
     planted_week2: dict[str, Any]
     noisy_rows_week1: tuple[int, ...] = ()  # CSV line numbers of week 1's flipped labels
+    harder_rows_week1: int = 0  # week 1's rows of HARD_REGION made terse and noisy
 
 
 def _typo(text: str, rng: np.random.Generator) -> str:
@@ -264,6 +276,49 @@ def _phrase(template: str, rng: np.random.Generator) -> str:
     elif r < 0.38:
         text = text.upper()
     return text
+
+
+def _hashed(text: str, salt: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{salt}:{text}".encode()).digest()[:8], "big")
+
+
+def _region_of(text: str) -> str:
+    u = _hashed(text, "region") / 2**64
+    for region, share in _REGION_SHARES:
+        if u < share:
+            return region
+        u -= share
+    return _REGION_SHARES[-1][0]
+
+
+def _terse(text: str) -> str:
+    """The hard region's version of a text: about half its words dropped, and a typo (seeded by the text)."""
+    rng = np.random.default_rng(_hashed(text, "terse"))
+    words = text.split()
+    kept = [w for w in words if rng.random() >= _DROP_WORD] or words[-1:]
+    return _typo(" ".join(kept), rng)
+
+
+def _key(text: str) -> str:
+    """What the data check treats as the same text (case, spaces and punctuation aside)."""
+    return "".join(ch for ch in text.casefold() if ch.isalnum())
+
+
+def _with_regions(frame: pd.DataFrame, avoid: set[str]) -> tuple[pd.DataFrame, int]:
+    """``frame`` with its region column and the hard region's texts made terse; a terse text that would read as
+    another text of ``frame`` (or of ``avoid``, keys of :func:`_key`) keeps its original, so no duplicate is added.
+    Returns the frame and how many rows changed."""
+    texts = frame[TEXT_COLUMN].astype(str)
+    regions = texts.map(_region_of)
+    taken = {_key(t) for t in texts} | avoid
+    terse: dict[str, str] = {}
+    for text in sorted(set(texts[regions == HARD_REGION])):
+        short = _terse(text) if text.strip() else text
+        if short != text and _key(short) and _key(short) not in taken:
+            terse[text] = short
+            taken.add(_key(short))
+    changed = texts.map(lambda t: terse.get(t, t))
+    return frame.assign(**{TEXT_COLUMN: changed, REGION_COLUMN: regions}), int((changed != texts).sum())
 
 
 def _unique_phrases(
@@ -362,7 +417,7 @@ def generate_demo_data(n_rows: int = 2000, seed: int = 0) -> DemoData:
     )
     frame = pd.concat([base, dups, conflicts, malformed], ignore_index=True)
     order = rng.permutation(len(frame))
-    frame = frame.iloc[order].reset_index(drop=True)
+    frame, harder = _with_regions(frame.iloc[order].reset_index(drop=True), set())
     # CSV line numbers (header is line 1) of the noisy rows, so a model's suspects can be compared with them
     noisy_lines = sorted(int(np.flatnonzero(order == i)[0]) + 2 for i in noisy)
     planted = {
@@ -373,7 +428,7 @@ def generate_demo_data(n_rows: int = 2000, seed: int = 0) -> DemoData:
         "unknown_label": n_bad,
         "missing_label": n_bad,
     }
-    return DemoData(frame, planted, noisy_lines)
+    return DemoData(frame, planted, noisy_lines, harder)
 
 
 def generate_next_week(week1: pd.DataFrame, n_rows: int = 600, seed: int = 1) -> DemoData:
@@ -392,6 +447,7 @@ def generate_next_week(week1: pd.DataFrame, n_rows: int = 600, seed: int = 1) ->
     valid = valid.drop_duplicates(TEXT_COLUMN, keep=False)
     taken = set(week1[TEXT_COLUMN])
     base = _base_rows(n_base, templates, weights, [0.2, 0.6, 0.2], rng, taken, max(10, n_rows // 3), 50_000)
+    base, harder = _with_regions(base, {_key(t) for t in week1[TEXT_COLUMN].astype(str)})
     picked = valid.iloc[rng.choice(len(valid), size=n_repeat + n_relabel, replace=False)]
     repeats = picked.iloc[:n_repeat].copy()
     relabels = picked.iloc[n_repeat:].copy()
@@ -402,6 +458,7 @@ def generate_next_week(week1: pd.DataFrame, n_rows: int = 600, seed: int = 1) ->
             LABEL_COLUMN: ["order_status"] * n_empty,
             GROUP_COLUMN: ["C50000"] * n_empty,
             SLICE_COLUMN: ["chat"] * n_empty,
+            REGION_COLUMN: ["north"] * n_empty,
         }
     )
     frame = pd.concat([base, repeats, relabels, empty], ignore_index=True)
@@ -413,7 +470,7 @@ def generate_next_week(week1: pd.DataFrame, n_rows: int = 600, seed: int = 1) ->
         "relabelled_from_week1": int(n_relabel),
         "empty_text": n_empty,
     }
-    return DemoData(frame, planted)
+    return DemoData(frame, planted, harder_rows=harder)
 
 
 def write_demo_files(folder: str | Path, *, small: bool = False, seed: int = 0) -> DemoFiles:
@@ -426,5 +483,6 @@ def write_demo_files(folder: str | Path, *, small: bool = False, seed: int = 0) 
     p1 = atomic_write_text(folder / "week1.csv", week1.frame.to_csv(index=False))
     p2 = atomic_write_text(folder / "week2.csv", week2.frame.to_csv(index=False))
     return DemoFiles(
-        p1, p2, len(week1.frame), len(week2.frame), week1.planted, week2.planted, tuple(week1.noisy_rows)
+        p1, p2, len(week1.frame), len(week2.frame), week1.planted, week2.planted, tuple(week1.noisy_rows),
+        week1.harder_rows,
     )

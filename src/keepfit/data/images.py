@@ -68,6 +68,7 @@ from keepfit.data.validate import (
     _np_mask,
     _quarantine_frame,
     _show,
+    slice_settings,
     suggest_label,
 )
 from keepfit.errors import DataError
@@ -444,7 +445,8 @@ def resolve_image_columns(
         if warning:
             warnings.append(f"{src.name}: {warning}")
         if found is None and required:
-            problems.append(f"data.{key} is {name!r}, which is not a column{_did_you_mean(name, src.columns)}")
+            setting = key if "." in key else f"data.{key}"
+            problems.append(f"{setting} is {name!r}, which is not a column{_did_you_mean(name, src.columns)}")
         return found
 
     roles = ColumnRoles(
@@ -453,7 +455,7 @@ def resolve_image_columns(
         group=find("group_column", d.group_column, True),
         time=find("time_column", d.time_column, True),
         split=find("split_column", d.split_column, True),
-        slices={name: col for name in d.slice_columns if (col := find("slice_columns", name, True))},
+        slices={name: col for name, key in slice_settings(config).items() if (col := find(key, name, True))},
     )
     if problems:
         raise DataError(

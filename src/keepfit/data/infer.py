@@ -14,6 +14,8 @@ The rules, applied to the first ``SAMPLE_ROWS`` records:
   shape of hosted fine-tuning services) makes ``data.messages_column``; a prompt-like column (prompt,
   instruction, question, query, input) next to an answer-like one (completion, response, output, answer) whose
   values are free text (mostly distinct, not numbers) makes ``data.prompt_column``/``data.completion_column``.
+- **few-shot**: single-label text whose labels have a median of at most ``FEWSHOT_MAX_PER_LABEL`` rows (the whole
+  file read) gets ``train.strategy: fewshot`` (SetFit's contrastive pairs, then the head; see BENCHMARKS.md).
 - **image-classification**: a folder whose subfolders hold images (by extension: ``IMAGE_EXTENSIONS``) is the
   folder shape, one subfolder per class (``data.train`` is the folder); a table with a column whose values
   mostly end in an image extension is the table shape (``data.image_column``, the label picked as for text).
@@ -56,6 +58,9 @@ __all__ = [
 ]
 
 SAMPLE_ROWS = 50_000
+# Few-shot is suggested up to this median of rows per label: on banking77 (bench_fewshot, BENCHMARKS.md) the pair
+# phase beat head-only and full fine-tuning on the same shots at 5, 10 and 20 per intent.
+FEWSHOT_MAX_PER_LABEL = 20
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
 _INTEGER = re.compile(r"^[+-]?\d+(?:\.0*)?$")
 _LABEL_HINTS = (
@@ -527,6 +532,23 @@ def _label_note(p: _Profile, task: str, settings: dict[str, Any]) -> tuple[str, 
     return f"labels found in the sample ({len(shown)}, with counts): {listed}{more}", shown
 
 
+def _few_per_label(p: _Profile, notes: list[str]) -> bool:
+    """Whether the labels of ``p`` (the whole file) have so few rows that few-shot training fits; says why in
+    ``notes``."""
+    _, counts = np.unique(np.array(p.values, dtype=object), return_counts=True)
+    if len(counts) < 2 or np.median(counts) > FEWSHOT_MAX_PER_LABEL:
+        return False
+    short = int((counts < 3).sum())
+    notes.append(
+        f"train.strategy: fewshot (a median of {np.median(counts):g} rows per label, at most "
+        f"{FEWSHOT_MAX_PER_LABEL}: contrastive pairs of the examples tune the encoder before the head learns, "
+        "more accurate than full fine-tuning on so few rows; BENCHMARKS.md)"
+        + (f"; {short} label(s) have fewer than 3 rows: few-shot needs 2 per label left for training after the "
+           "split, so add examples of them" if short else "")
+    )
+    return True
+
+
 def _given_answer(
     profiles: dict[str, _Profile], label_column: str | None, target_column: str | None, task: str | None
 ) -> tuple[str, dict[str, Any]]:
@@ -679,6 +701,8 @@ def infer(
     raw: dict[str, Any] = {"task": inferred_task, "data": data}
     if split_col:
         raw["split"] = {"method": "given"}
+    if inferred_task == "single-label" and answer and taken < sample_rows and _few_per_label(profiles[answer], notes):
+        raw["train"] = {"strategy": "fewshot"}
     try:
         config = KeepfitConfig.model_validate(raw)
     except Exception as err:  # pydantic ValidationError: report as a config problem
@@ -944,7 +968,10 @@ def render_config_yaml(
     for name, help_text in _SECTION_HELP.items():
         section = d if name == "data" else getattr(config, name)
         out += ["", f"# {help_text}", f"{name}:"]
-        out += _section_lines(section, {k: v for k, v in column_notes.items() if v} if name == "data" else {})
+        notes_for = {k: v for k, v in column_notes.items() if v} if name == "data" else {}
+        if name == "train" and _note_for(notes, "train.strategy"):
+            notes_for = {"strategy": _note_for(notes, "train.strategy")}
+        out += _section_lines(section, notes_for)
     return "\n".join(out) + "\n"
 
 

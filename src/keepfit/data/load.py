@@ -47,6 +47,7 @@ __all__ = [
     "KIND_LIST",
     "KIND_OBJECT",
     "FORMATS",
+    "detect_encoding",
 ]
 
 KIND_TEXT, KIND_NUMBER, KIND_BOOL, KIND_LIST, KIND_OBJECT = 0, 1, 2, 3, 4
@@ -226,6 +227,9 @@ def _detect_encoding(p: Path, sample: bytes, forced: str | None) -> tuple[str, l
         f"{p.name}: not valid UTF-8; encoding detected as {encoding} and decoded from it. If the text looks "
         "wrong, set data.encoding in keepfit.yaml."
     ]
+
+
+detect_encoding = _detect_encoding  # public: keepfit.data.unlabelled reads plain-text files with it
 
 
 _PREFERRED = ("cp1252", "latin_1", "iso8859_15", "cp1250", "cp1251", "shift_jis", "gb18030", "euc_kr", "big5")

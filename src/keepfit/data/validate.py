@@ -76,6 +76,7 @@ __all__ = [
     "ColumnRoles",
     "load_and_validate",
     "resolve_columns",
+    "slice_settings",
     "suggest_label",
     "QUARANTINE_COLUMNS",
     "REASONS",
@@ -199,9 +200,8 @@ def resolve_columns(
         if warning:
             warnings.append(f"{src.name}: {warning}")
         if found is None and required:
-            problems.append(
-                f"data.{key} is {name!r}, which is not a column{_did_you_mean(name, src.columns)}"
-            )
+            setting = key if "." in key else f"data.{key}"
+            problems.append(f"{setting} is {name!r}, which is not a column{_did_you_mean(name, src.columns)}")
         return found
 
     text = find("text_column", d.text_column)
@@ -221,7 +221,7 @@ def resolve_columns(
         group=find("group_column", d.group_column),
         time=find("time_column", d.time_column),
         split=find("split_column", d.split_column),
-        slices={name: col for name in d.slice_columns if (col := find("slice_columns", name))},
+        slices={name: col for name, key in slice_settings(config).items() if (col := find(key, name))},
     )
     if problems:
         hint = ""
@@ -237,6 +237,13 @@ def resolve_columns(
         )
     _check_column_types(src, roles)
     return roles, warnings
+
+
+def slice_settings(config: KeepfitConfig) -> dict[str, str]:
+    """The columns carried as ``slice:<name>`` and the setting naming each: data.slice_columns, then the
+    evaluate.fairness_columns not among them (a fairness group travels, and is reported, as a slice)."""
+    named = {name: "data.slice_columns" for name in config.data.slice_columns}
+    return named | {name: "evaluate.fairness_columns" for name in config.evaluate.fairness_columns if name not in named}
 
 
 def _check_column_types(src: DataSource, roles: ColumnRoles) -> None:

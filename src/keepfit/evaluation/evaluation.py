@@ -13,11 +13,13 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from keepfit.config import EvaluateConfig
+from keepfit.data.fairness import fairness_groups
 from keepfit.errors import DataError
 from keepfit.evaluation import calibration as cal
 from keepfit.evaluation import metrics as m
 from keepfit.evaluation._json import jsonable
 from keepfit.evaluation.bootstrap import bootstrap_sums, percentile_interval
+from keepfit.evaluation.fairness import fairness_headline, group_fairness
 from keepfit.evaluation.open_set import OPEN_SET_METRICS, open_set_metrics
 from keepfit.evaluation.slices import slice_masks
 from keepfit.types import IMAGE, TEXT, answer_kind, is_single_label
@@ -64,6 +66,7 @@ class EvaluationResult:
     open_set: dict[str, Any] | None = None
     confused: list[dict[str, Any]] = field(default_factory=list)  # image rows: the most confused class pairs
     truth: np.ndarray | None = field(default=None, repr=False)  # y_true as evaluated, for the report's plots
+    fairness: dict[str, Any] | None = None  # per-group figures and gaps (evaluate.fairness_columns), see fairness.py
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (NaN becomes null). Per-row predictions are left out; see ``.predicted``."""
@@ -84,6 +87,7 @@ class EvaluationResult:
                 "errors": self.errors,
                 "open_set": self.open_set,
                 **({"confused": self.confused} if self.confused else {}),
+                **({"fairness": self.fairness} if self.fairness else {}),
             }
         )
 
@@ -165,6 +169,11 @@ def evaluate_outputs(
     intervals = _intervals(task, stats, from_sums, config, seed)
     masks = slice_masks(frame, len(y), config.length_bins)
     per_slice = _per_slice(task, stats, from_sums, masks, config, seed)
+    fairness = _fairness(task, labels, y, predicted, frame, config, seed)
+    if fairness is not None:
+        gaps, gap_intervals = fairness_headline(fairness)
+        headline.update(gaps)
+        intervals.update(gap_intervals)
     return EvaluationResult(
         task=task,
         labels=list(labels),
@@ -183,7 +192,21 @@ def evaluate_outputs(
         open_set=open_set,
         confused=most_confused(labels, y, predicted, frame) if is_single_label(task) else [],
         truth=y,
+        fairness=fairness,
     )
+
+
+def _fairness(task, labels, y, pred, frame, config: EvaluateConfig, seed: int) -> dict[str, Any] | None:
+    """Per-group figures and gaps between groups of evaluate.fairness_columns (classification; None otherwise)."""
+    if not config.fairness_columns or task in ("regression", "text-generation"):
+        return None
+    if frame is None:
+        raise DataError(
+            f"evaluate.fairness_columns is {config.fairness_columns}, which needs the evaluated rows with their "
+            "groups: pass frame= (the rows that produced the outputs), or empty evaluate.fairness_columns."
+        )
+    groups = fairness_groups(frame, config.fairness_columns, where="the evaluated rows")
+    return group_fairness(task, labels, y, pred, groups, config, seed)
 
 
 def _single(labels, y, probs, config, val):

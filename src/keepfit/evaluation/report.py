@@ -13,6 +13,7 @@ from keepfit.evaluation import figures as fg
 from keepfit.evaluation._html import esc, figure, fmt, fmt_interval, page, table, text_cell, thumbnail
 from keepfit.evaluation._json import jsonable
 from keepfit.evaluation.evaluation import EvaluationResult
+from keepfit.evaluation.fairness_report import fairness_section
 from keepfit.types import is_generation, is_single_label
 
 __all__ = ["write_evaluation_report", "EVALUATION_JSON", "REPORT_HTML"]
@@ -107,6 +108,8 @@ def _sections(result: EvaluationResult, history: list[dict]) -> list[str]:
                 ],
             )
         )
+    if result.fairness:
+        out.append(fairness_section(result.fairness))
     if result.confused:
         out.append(_confused_section(result))
     if result.errors and generation:

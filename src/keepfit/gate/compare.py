@@ -43,8 +43,10 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from keepfit.config import EvaluateConfig
+from keepfit.data.fairness import fairness_groups
 from keepfit.errors import ConfigError, DataError
 from keepfit.evaluation import calibration as cal
+from keepfit.evaluation import fairness as fair
 from keepfit.evaluation import generation as gen
 from keepfit.evaluation import metrics as m
 from keepfit.evaluation._json import jsonable
@@ -104,6 +106,8 @@ class GroupComparison:
     per_slice: dict[str, dict[str, dict[str, Any]]]
     calibration: dict[str, float] | None
     negative_flip_rate_of_right: float = float("nan")  # negative flips / rows the old model got right
+    # per fairness column and gap (evaluate.fairness_columns): both models' gaps and the paired change
+    fairness: dict[str, dict[str, dict[str, Any]]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(self.__dict__)
@@ -258,12 +262,19 @@ def compare_outputs(
         if task != "multi-label"
         else {"old": "0.5" if thresholds_old is None else "given", "new": "0.5" if thresholds_new is None else "given"},
     }
+    fair = fairness_groups(frame, config.fairness_columns, where="the compared rows") if (
+        config.fairness_columns and frame is not None and task != "regression") else {}
+    judged = [union.index(x) for x in config.fairness_labels if x in union] or [
+        union.index(x) for x in labels_old if x in labels_new]  # a label one model lacks would read as a gap
     out = {}
     for name, mask in masks.items():
         extra = {k: v for k, v in masks.items() if k != ALL} if name == ALL else None
         out[name] = _compare_group(
             name, mask, task, union, y, old, new, model_old, model_new, frame, extra, config, seed
         )
+        if fair:
+            out[name].fairness = _fairness_changes(task, union, judged, y, model_old, model_new, fair, mask, config,
+                                                   seed)
     return Comparison(
         task=task,
         labels=union,
@@ -435,6 +446,27 @@ def _compare_group(
         calibration=_calibration(task, y[rows], old[rows], new[rows], config.calibration_bins) if n else None,
         negative_flip_rate_of_right=len(neg) / int((ca == 1).sum()) if (ca == 1).any() else float("nan"),
     )
+
+
+def _fairness_changes(task, union, judged, y, a: _Scored, b: _Scored, groups: dict[str, np.ndarray], mask,
+                      config: EvaluateConfig, seed: int) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per fairness column and gap: both models' gaps on the rows of ``mask`` and the paired interval of the change
+    (the same bootstrap resamples for both models); a gap undefined for either model has no delta."""
+    rows = np.flatnonzero(mask)
+    old, new = (fair.outcomes(task, y[rows], s.pred[rows], judged) for s in (a, b))
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for column, values in groups.items():
+        gaps = fair.paired_gaps(old, new, values[rows], [union[j] for j in judged],
+                                min_rows=config.fairness_min_group_rows, resamples=config.bootstrap, seed=seed)
+        out[column] = {}
+        for metric, d in gaps.items():
+            diffs = None if d["samples_old"] is None else d["samples_new"] - d["samples_old"]
+            defined = d["old"] is not None and d["new"] is not None
+            change = _delta(d["old"], d["new"], diffs, config.confidence) if defined else {
+                "old": d["old"], "new": d["new"], "delta": None, "interval": None, "one_sided": None}
+            out[column][metric] = {**change, **{k: d[k] for k in ("label", "groups_old", "groups_new",
+                                                                  "compared_groups")}}
+    return out
 
 
 def _delta(old: Any, new: Any, diffs: np.ndarray | None, confidence: float) -> dict[str, Any]:

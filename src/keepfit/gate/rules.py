@@ -25,6 +25,11 @@ bootstrap intervals at ``EvaluateConfig.confidence``):
   recall (F1 for multi-label) of at least ``new_label_min_recall``.
 - **significance** (only with ``require_significance``): McNemar's exact test on the improvement's group must
   give p < ``alpha`` with the new model ahead.
+- **fairness_gap** on the earlier test set (with ``evaluate.fairness_columns``): for every fairness column, the
+  accuracy gap, demographic parity and equalised odds difference between its groups
+  (:mod:`keepfit.evaluation.fairness`) of both models on the same rows; a candidate fails when a gap is shown to
+  widen by more than ``max_fairness_gap_increase``: the lower end of the one-sided paired interval of the change
+  (the same bootstrap resamples for both models) lies above it. Without fairness columns it passes with a note.
 
 A group the comparison lacks, or that has no rows, falls back: the earlier and the new test set to all rows
 (plain ``keepfit compare A B``, or an update without new test rows); the rule's detail says which group it
@@ -73,6 +78,7 @@ __all__ = [
     "Improvement",
     "NewLabelRecall",
     "Significance",
+    "FairnessGap",
     "DEFAULT_RULES",
     "FALLBACK",
     "apply_gate",
@@ -524,6 +530,56 @@ class Significance:
         return RuleResult(self.name, passed, p, policy.alpha, f"{head}; {tail}.", group=g.name)
 
 
+@dataclass(frozen=True)
+class FairnessGap:
+    name: str = "fairness_gap"
+
+    def evaluate(self, comparison: Comparison, policy: GateConfig, *, group: str | None = None) -> RuleResult:
+        g, note = judged_group(comparison, policy, self.name, group)
+        budget = policy.max_fairness_gap_increase
+        if not g.fairness:
+            return RuleResult(
+                self.name, True, None, budget,
+                "0 fairness columns configured (evaluate.fairness_columns is empty); no gap between groups to judge.",
+                skipped=True, group=g.name,
+            )
+        gaps = [(column, metric, d) for column, per in g.fairness.items() for metric, d in per.items()
+                if d["delta"] is not None]
+        head = (f"{len(gaps)} gaps between groups of {', '.join(map(repr, g.fairness))} on "
+                f"{describe_group(g.name)} ({g.n} rows){note}, budget +{budget:.4f} on a widening")
+        if not gaps:
+            return RuleResult(self.name, True, None, budget, f"{head}; passes: no gap is defined for both models "
+                              "(fewer than two groups with enough rows).", skipped=True, group=g.name)
+        missing = [d for _, _, d in gaps if d["one_sided"] is None]
+        if missing:
+            return RuleResult(self.name, False, None, budget, f"{head}; fails: there is no interval to judge them "
+                              "with; set evaluate.bootstrap above 0 (e.g. 1000).", group=g.name)
+        widened = [(c, m, d) for c, m, d in gaps if min(d["one_sided"]) > budget + _TOL]
+        worst = max(gaps, key=lambda x: min(x[2]["one_sided"]))
+        if not widened:
+            return RuleResult(self.name, True, min(worst[2]["one_sided"]), budget,
+                              f"{head}; passes: none is shown to widen beyond it; the closest: "
+                              f"{_gap_sentence(*worst)}.", group=g.name)
+        listed = "; ".join(_gap_sentence(*x) for x in widened[:_LISTED])
+        return RuleResult(
+            self.name, False, max(min(d["one_sided"]) for _, _, d in widened), budget,
+            f"{head}; fails for {len(widened)}: {listed} (the lower end of each change is above the budget).",
+            group=g.name, failed=[f"{c} {m} {_between(d)}" for c, m, d in widened],
+        )
+
+
+def _between(d: dict[str, Any]) -> str:
+    ends = d.get("groups_new") or d.get("groups_old")
+    where = f"between {ends[0]!r} and {ends[1]!r}" if ends else "between its groups"
+    return where + (f", label {d['label']!r}" if d.get("label") else "")
+
+
+def _gap_sentence(column: str, metric: str, d: dict[str, Any]) -> str:
+    lo, hi = sorted(d["one_sided"])
+    return (f"{column!r} {metric} {_between(d)}: old {d['old']:.4f}, new {d['new']:.4f}, change {d['delta']:+.4f}, "
+            f"one-sided bounds (paired bootstrap) [{lo:+.4f}, {hi:+.4f}]")
+
+
 DEFAULT_RULES: tuple[GateRule, ...] = (
     NonInferiority(),
     MaxNegativeFlipRate(),
@@ -531,6 +587,7 @@ DEFAULT_RULES: tuple[GateRule, ...] = (
     Improvement(),
     NewLabelRecall(),
     Significance(),
+    FairnessGap(),
 )
 
 

@@ -43,6 +43,8 @@ or `keepfit predict PATH in.csv out.csv`."""
 
 def model_card(meta: dict[str, Any], history: list[dict[str, Any]], config_yaml: str) -> str:
     """README.md naming the data snapshot, the config and the validation metrics."""
+    from keepfit.train.fewshot import fewshot_summary
+
     last = history[-1] if history else {}
     metric_lines = (
         "\n".join(f"| {k} | {v:.4f} |" for k, v in last.items() if isinstance(v, float)) or "| - | - |"
@@ -58,7 +60,7 @@ tags: [keepfit]
 
 - task: {meta["task"]}
 - base model: {meta.get("base_model")}
-- strategy: {meta.get("strategy")}
+- strategy: {meta.get("strategy")}{fewshot_summary(meta)}
 - data snapshot: `{meta.get("data_snapshot")}`
 - config hash: `{meta.get("config_hash")}`
 - labels ({len(labels)}): {", ".join(labels[:50])}{" ..." if len(labels) > 50 else ""}

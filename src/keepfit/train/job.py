@@ -44,6 +44,7 @@ class Job:
     mean: float = 0.0
     std: float = 1.0
     weights: torch.Tensor | None = None
+    row_weights: torch.Tensor | None = None  # [n train rows] loss weight per row (train.fairness_reweight)
     teacher_logits: torch.Tensor | None = None
     teacher_correct: torch.Tensor | None = None
     teacher_index: torch.Tensor | None = None
@@ -51,6 +52,8 @@ class Job:
     loss_fn: Callable[[torch.Tensor, np.ndarray], torch.Tensor] | None = None  # (logits, rows) -> loss
     evaluate_fn: Callable[[nn.Module], dict[str, float]] | None = None  # model -> validation metrics
     export_fn: Callable[..., Path] | None = None  # (job, snapshot, state, metric) -> model folder
+    # a strategy's last step on the best weights before classification's export (few-shot: fit the head)
+    finish: Callable[[Job], None] | None = None
     # (epoch's plan of row-index batches, start position, epoch) -> the inputs of plan[start:], in order, made
     # ahead of the step (images: decoded and augmented by loader workers); None: the loop calls ``inputs``
     batches: Callable[[list[list[int]], int, int], Iterator[dict[str, torch.Tensor]]] | None = None

@@ -55,9 +55,10 @@ from keepfit.train.model import (
 )
 from keepfit.train.optim import build_optimizer, build_scheduler
 from keepfit.train.postprocess import Postprocessing, fit_postprocessing
+from keepfit.train.reweigh import training_row_weights
 from keepfit.types import Snapshot, is_generation, is_image, is_single_label
 
-__all__ = ["TrainResult", "EvalHook", "train_model", "seed_everything"]
+__all__ = ["TrainResult", "EvalHook", "train_model", "seed_everything", "export_current"]
 
 log = logging.getLogger("keepfit.train")
 
@@ -258,7 +259,8 @@ def build_job(
     if old_labels and is_single_label(task) and len(labels) > len(old_labels):
         _imprint_new_labels(model, train, len(old_labels), pad, precision, device, tc.seed)
     resumes = resume and latest_checkpoint(run_dir / "checkpoints") is not None
-    if tc.head_init == "probe" and not old_labels and task != "regression" and tc.strategy != "head" and not resumes:
+    probed = tc.strategy not in ("head", "fewshot")  # few-shot fits its head after the pairs
+    if tc.head_init == "probe" and not old_labels and task != "regression" and probed and not resumes:
         _probe_head(model, train, pad, precision, device, tc, task)
         release_free_memory()  # the feature pass's activations are gone: give their pages back
     if tc.freeze_embeddings and tc.strategy != "head":
@@ -313,6 +315,8 @@ def build_job(
         job.meta["feature_seconds"] = feature_seconds
     if tc.imbalance == "class_weights" and task != "regression":
         job.weights = prepare.class_weights(task, train.targets, len(labels)).to(device)
+    if tc.fairness_reweight:  # rows of `frame` are the rows of `train`, in order
+        job.row_weights = training_row_weights(frame, config.evaluate.fairness_columns)
     if teacher is not None and tc.distill_weight > 0:
         started = time.perf_counter()
         _teacher_outputs(job, Path(teacher), frame["text"].tolist())
@@ -383,7 +387,9 @@ def _loss(job: Job, logits: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
     tc = job.config.train
     index = torch.from_numpy(rows)
     target = job.train.targets[index].to(logits.device)
-    loss = task_loss(logits, target, job.task, class_weights=job.weights, label_smoothing=tc.label_smoothing)
+    row_weights = None if job.row_weights is None else job.row_weights[index].to(logits.device)
+    loss = task_loss(logits, target, job.task, class_weights=job.weights, label_smoothing=tc.label_smoothing,
+                     row_weights=row_weights)
     if job.teacher_logits is not None:
         loss = loss + tc.distill_weight * focal_distillation_loss(
             logits[:, job.teacher_index.to(logits.device)],
@@ -693,6 +699,8 @@ def _export(job: Job, snapshot: Snapshot, state: TrainState, metric: str) -> Pat
     load_best(job.run_dir / "checkpoints", job.model)
     if tc.average_checkpoints > 1:
         _average_checkpoints(job, state, metric)
+    if job.finish is not None:
+        job.finish(job)
     postprocessing = _postprocessing(job)
     model = job.full_model
     if tc.strategy == "head":
@@ -724,6 +732,15 @@ def _export(job: Job, snapshot: Snapshot, state: TrainState, metric: str) -> Pat
 
     card = model_card(meta, state.history, config_to_yaml(job.config))
     return export_model(model, job.tokenizer, job.run_dir / "model", meta, card, postprocessing)
+
+
+def export_current(job: Job, snapshot: Snapshot, state: TrainState, metric: str) -> Path:
+    """``job.model``'s current weights as a model folder, exported exactly as a fit exports its best ones (for
+    weights made outside this loop, e.g. a federated average); ``state`` gives the card its history."""
+    best = float("nan") if state.best_metric is None else state.best_metric
+    save_best(job.run_dir / "checkpoints", job.model, best, state.best_epoch or 0.0,
+              everything=job.config.train.strategy != "lora")
+    return _export(job, snapshot, state, metric)
 
 
 def train_model(
@@ -767,6 +784,8 @@ def train_model(
             from keepfit.train.sft import build_sft_job as builder
         elif is_image(snapshot.task):
             from keepfit.train.vision import build_image_job as builder
+        elif tc.strategy == "fewshot":
+            from keepfit.train.fewshot import build_fewshot_job as builder
         job = builder(
             snapshot,
             config,

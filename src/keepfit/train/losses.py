@@ -17,14 +17,22 @@ def task_loss(
     *,
     class_weights: torch.Tensor | None = None,
     label_smoothing: float = 0.0,
+    row_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean loss of a batch.
 
-    single-label: cross-entropy, ``logits`` [B, C], ``target`` [B] class ids;
+    single-label: cross-entropy, ``logits`` [B, C], ``target`` [B] class ids; ``row_weights`` [B] makes it the
+    weighted mean over rows (train.fairness_reweight), each row's weight times its class weight;
     multi-label: BCE-with-logits, ``target`` [B, C] in {0, 1} (``class_weights`` act as pos_weight);
     regression: MSE on the standardised target, ``logits`` [B, 1], ``target`` [B].
     """
     logits = logits.float()
+    if is_single_label(task) and row_weights is not None:
+        per_row = F.cross_entropy(
+            logits, target, weight=class_weights, label_smoothing=label_smoothing, reduction="none"
+        )
+        scale = row_weights if class_weights is None else row_weights * class_weights[target]
+        return (row_weights * per_row).sum() / scale.sum().clamp_min(1e-12)
     if is_single_label(task):
         return F.cross_entropy(logits, target, weight=class_weights, label_smoothing=label_smoothing)
     if task == "multi-label":

@@ -11,7 +11,7 @@ import torch
 
 from keepfit.errors import DataError
 from keepfit.train.batching import sequence_cap, tokenize
-from keepfit.types import Snapshot, is_single_label, label_column_for
+from keepfit.types import SLICE_PREFIX, Snapshot, is_single_label, label_column_for
 
 __all__ = [
     "Encoded",
@@ -54,15 +54,17 @@ def resolve_labels(
 
 
 def training_frame(snapshot: Snapshot, replay: pd.DataFrame | None) -> pd.DataFrame:
-    """Training rows: the snapshot's train split plus the replayed rows (text and answer columns)."""
+    """Training rows: the snapshot's train split plus the replayed rows (text, answer and ``slice:`` columns; the
+    last carry the groups train.fairness_reweight weighs by)."""
     column = label_column_for(snapshot.task)
-    train = snapshot.train[["text", column]]
+    keep = ["text", column, *[c for c in snapshot.train.columns if str(c).startswith(SLICE_PREFIX)]]
+    train = snapshot.train[keep]
     if replay is None or len(replay) == 0:
         return train.reset_index(drop=True)
     missing = {"text", column} - set(replay.columns)
     if missing:
         raise DataError(f"Replay rows need columns text and {column}; missing {sorted(missing)}.")
-    return pd.concat([train, replay[["text", column]]], ignore_index=True)
+    return pd.concat([train, replay[[c for c in keep if c in replay.columns]]], ignore_index=True)
 
 
 def known_rows(frame: pd.DataFrame, task: str, labels: list[str]) -> np.ndarray:
@@ -108,6 +110,8 @@ def model_max_length(model, tokenizer) -> int:
 
 
 def encode_texts(tokenizer, texts: list[str], limit: int) -> list[list[int]]:
+    if len(texts) == 0:  # a job without validation rows (a federated client); fast tokenizers fail on []
+        return []
     return tokenize(tokenizer, [str(t) for t in texts], limit)
 
 

@@ -481,6 +481,10 @@ def build_image_job(
         job.meta["feature_seconds"] = time.perf_counter() - started
     if tc.imbalance == "class_weights":
         job.weights = prepare.class_weights(task, train.targets, len(labels)).to(device)
+    if tc.fairness_reweight:  # rows of `frame` are the rows of `train`, in order
+        from keepfit.train.reweigh import training_row_weights
+
+        job.row_weights = training_row_weights(frame, config.evaluate.fairness_columns)
     if teacher is not None and tc.distill_weight > 0:
         started = time.perf_counter()
         _teacher(job, Path(teacher), frame[IMAGE].tolist())

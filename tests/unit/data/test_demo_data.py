@@ -29,7 +29,7 @@ def test_generation_is_seeded_and_shaped():
     a, b = generate_demo_data(500, seed=3), generate_demo_data(500, seed=3)
     pd.testing.assert_frame_equal(a.frame, b.frame)
     assert not a.frame.equals(generate_demo_data(500, seed=4).frame)
-    assert list(a.frame.columns) == ["text", "intent", "customer_id", "channel"]
+    assert list(a.frame.columns) == ["text", "intent", "customer_id", "channel", "region"]
     assert len(a.frame) == 500 and len(INTENTS) >= 10
     assert set(a.frame["channel"]) == {"email", "chat", "phone"}
     assert a.frame["customer_id"].nunique() < len(a.frame)  # customers have several tickets

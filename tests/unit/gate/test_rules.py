@@ -411,6 +411,9 @@ def _cases(kit):
         "class_regression": (_compare(kit, y, old, broken_class, frame), GateConfig()),
         "new_label_recall": (_new_label(kit, 1), GateConfig()),
         "significance": (_compare(kit, y, old, _flips(y, old, 0, 2)), GateConfig(require_significance=True)),
+        "fairness_gap": (_compare(kit, y, old, np.where(frame["slice:source"] == "web", (y + 1) % 5, old), frame,
+                                  cfg=EvaluateConfig(bootstrap=300, length_bins=[], fairness_columns=["source"])),
+                         GateConfig()),
     }
 
 

@@ -1,0 +1,82 @@
+"""The ServerApp and ClientApp that Flower's deployment runtime loads by reference (a SuperLink runs
+``server_app`` in its own process; each SuperNode runs ``client_app`` in its own): separate processes that talk
+over the network. Everything they need comes from files named in their config: the server's plan (written by
+`keepfit federate server`) and each client's node config (written by `keepfit federate client`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
+
+from keepfit._io import atomic_write_text
+from keepfit.errors import KeepfitError, TrainingError
+from keepfit.federated.flower import ClientSetup, make_client_app
+
+__all__ = ["server_app", "client_app", "OUTCOME_FILE", "PLAN_FILE"]
+
+log = logging.getLogger("keepfit.federate")
+
+PLAN_FILE, OUTCOME_FILE = "plan.json", "outcome.json"
+server_app = ServerApp()
+
+
+def _wait_for_clients(grid, clients: int, timeout: float) -> None:
+    """Flower's strategies wait for clients without end; a federation whose clients never come is an error."""
+    deadline = time.monotonic() + timeout
+    while len(list(grid.get_node_ids())) < clients:
+        if time.monotonic() > deadline:
+            raise TrainingError(
+                f"Only {len(list(grid.get_node_ids()))} of {clients} clients connected within {timeout:.0f} s. "
+                "Expected every client to run `keepfit federate client --server ADDRESS`; start them, or "
+                "lower --clients, or raise federate.connect_timeout."
+            )
+        time.sleep(0.5)
+
+
+@server_app.main()
+def _serve(grid, context) -> None:
+    """Run the plan's rounds; write the outcome (the exported model, or the error) for the waiting command."""
+    from keepfit.config import load_config
+    from keepfit.data import load_snapshot
+    from keepfit.federated.flower import Ledger, run_rounds
+    from keepfit.federated.run import export_average, ledger_json, server_member
+    from keepfit.store import Store
+
+    plan = json.loads(Path(str(context.run_config["plan"])).read_text(encoding="utf-8"))
+    run_dir = Path(plan["run_dir"])
+    try:
+        config = load_config(Path(plan["config"]))
+        snap = load_snapshot(Store.at(config.store), plan["snapshot"])
+        server, labels = server_member(config, snap, Path(plan["base"]), run_dir)
+        _wait_for_clients(grid, plan["clients"], config.federate.connect_timeout)
+        ledger = Ledger()
+        run_rounds(grid, config, server, labels, plan["clients"], ledger)
+        trained = export_average(server, snap, ledger, run_dir)
+        outcome: dict[str, Any] = {"ok": True, "model_dir": str(trained.model_dir), "labels": trained.labels,
+                                   "history": trained.history, **ledger_json(ledger)}
+    except KeepfitError as err:
+        outcome = {"ok": False, "error": type(err).__name__, "message": str(err)}
+    atomic_write_text(run_dir / OUTCOME_FILE, json.dumps(outcome, default=float))
+
+
+def _deployed_client(node_config: dict[str, Any], labels: list[str]) -> ClientSetup:
+    """A client process's setup from its node config: the keepfit config, the shard file, the work folder."""
+    from keepfit.config import load_config
+    from keepfit.federated.run import read_shard
+
+    config = load_config(Path(node_config["keepfit-config"]))
+    work = Path(node_config["work-dir"])
+    rows = read_shard(config, Path(node_config["data-path"]), labels)
+    model = node_config.get("model") or None
+    return ClientSetup(config=config, rows=rows, name=work.name, work_dir=work,
+                       base_model=Path(model) if model else None, done_file=work / "done")
+
+
+client_app: ClientApp = make_client_app(_deployed_client)

@@ -1,0 +1,236 @@
+"""Flower glue: the ClientApp a member runs, the ServerApp that averages with Flower's own FedAvg / FedProx, and a
+ledger of what the server received (per round: which records, which arrays, how many bytes).
+
+Messages use Flower's Message API (``flwr.serverapp`` / ``flwr.clientapp``): the server sends the trainable part's
+weights (an ArrayRecord) with a ConfigRecord (round, labels, FedProx's ``proximal-mu``); a client answers with
+its new weights and a MetricRecord (``num-examples``, the averaging weight, and its training loss). Nothing else
+crosses: the rows stay with the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from keepfit.config import KeepfitConfig
+from keepfit.federated.local import Member, build_member, set_weights, train_round, trainable_weights
+
+__all__ = ["Ledger", "RoundRecord", "make_strategy", "make_server_app", "run_rounds", "make_client_app",
+           "ClientSetup", "ClientSource"]
+
+log = logging.getLogger("keepfit.federate")
+
+ARRAYS, CONFIG, METRICS = "arrays", "config", "metrics"  # the record keys of Flower's strategies
+WEIGHT_KEY = "num-examples"
+Weights = dict[str, torch.Tensor]
+# (server round, the round's averaged weights) -> validation metrics of the server's member
+RoundHook = Callable[[int, Weights], dict[str, float]]
+
+
+@dataclass
+class RoundRecord:
+    """One round as the server saw it. Bytes are the serialised arrays: ``bytes_down`` the global weights times
+    the clients sampled, ``bytes_up`` what the clients sent back."""
+
+    round: int
+    clients: int
+    failures: int
+    examples: int
+    bytes_down: int
+    bytes_up: int
+    received: list[dict[str, Any]]  # per reply: its records and what each held (names, shapes, metric keys)
+    train_loss: float
+    validation: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Ledger:
+    """What the server received, round by round; ``replies`` (only with ``keep_replies``) holds each round's
+    (examples, weights) per client, so a test can recompute the average."""
+
+    keep_replies: bool = False
+    rounds: list[RoundRecord] = field(default_factory=list)
+    replies: dict[int, list[tuple[int, dict[str, np.ndarray]]]] = field(default_factory=dict)
+    final: Weights | None = None
+
+    def record(self, server_round: int, replies: list[Any], sent_bytes: int) -> None:
+        ok = [m for m in replies if not m.has_error()]
+        received = [_describe(m.content) for m in ok]
+        examples = [int(m.content[METRICS][WEIGHT_KEY]) for m in ok]
+        losses = [float(m.content[METRICS].get("train-loss", math.nan)) for m in ok]
+        self.rounds.append(RoundRecord(
+            round=server_round, clients=len(ok), failures=len(replies) - len(ok), examples=sum(examples),
+            bytes_down=sent_bytes * len(replies), bytes_up=sum(m.content[ARRAYS].count_bytes() for m in ok),
+            received=received,
+            train_loss=float(np.average(losses, weights=examples)) if examples and sum(examples) else math.nan,
+        ))
+        for m in replies:
+            if m.has_error():
+                log.warning("round %d: a client failed: %s", server_round, m.error.reason)
+        if self.keep_replies:
+            self.replies[server_round] = [
+                (n, {k: a.numpy() for k, a in m.content[ARRAYS].items()}) for n, m in zip(examples, ok, strict=True)
+            ]
+
+
+def _describe(content: Any) -> dict[str, Any]:
+    """The shape of a reply without its values: record names and kinds, array names and shapes, metric keys."""
+    out: dict[str, Any] = {}
+    for key, record in content.items():
+        kind = type(record).__name__
+        if kind == "ArrayRecord":
+            out[key] = {"kind": kind, "arrays": {n: list(a.shape) for n, a in record.items()}}
+        else:
+            out[key] = {"kind": kind, "keys": sorted(record.keys())}
+    return out
+
+
+def make_strategy(config: KeepfitConfig, clients: int, ledger: Ledger):
+    """Flower's FedAvg or FedProx (federate.strategy), sampling federate.fraction of ``clients`` each round
+    (at least two), waiting for all of them to connect, with no client-side evaluation (the server scores
+    the average on its validation rows); every round's replies go through ``ledger`` first."""
+    from flwr.serverapp.strategy import FedAvg, FedProx
+
+    fc = config.federate
+    per_round = max(2, min(clients, math.ceil(fc.fraction * clients)))
+    common = dict(fraction_train=fc.fraction, fraction_evaluate=0.0, min_train_nodes=per_round,
+                  min_evaluate_nodes=0, min_available_nodes=clients)
+    base = FedProx if fc.strategy == "fedprox" else FedAvg
+
+    class Recording(base):  # type: ignore[misc, valid-type]
+        """The library's strategy; the ledger sees each round's replies before they are averaged."""
+
+        def configure_train(self, server_round, arrays, config, grid):
+            self._sent_bytes = arrays.count_bytes()
+            return super().configure_train(server_round, arrays, config, grid)
+
+        def aggregate_train(self, server_round, replies):
+            replies = list(replies)
+            ledger.record(server_round, replies, self._sent_bytes)
+            return super().aggregate_train(server_round, replies)
+
+    return Recording(**common, proximal_mu=fc.mu) if base is FedProx else Recording(**common)
+
+
+def make_server_app(
+    config: KeepfitConfig, server: Member, labels: list[str], clients: int, ledger: Ledger,
+    on_round: RoundHook | None = None,
+):
+    """The ServerApp of a simulation: :func:`run_rounds` with the server member held here."""
+    from flwr.serverapp import ServerApp
+
+    app = ServerApp()
+
+    @app.main()
+    def main(grid, context) -> None:
+        run_rounds(grid, config, server, labels, clients, ledger, on_round)
+
+    return app
+
+
+def run_rounds(
+    grid, config: KeepfitConfig, server: Member, labels: list[str], clients: int, ledger: Ledger,
+    on_round: RoundHook | None = None,
+) -> None:
+    """federate.rounds of train-and-average from the server member's weights: after each round the average is
+    scored on the server's validation rows (into the ledger); the last average ends in ``ledger.final``."""
+    from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+
+    fc = config.federate
+
+    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if server_round == 0:
+            return None
+        weights = arrays.to_torch_state_dict()
+        metrics = _score(server, weights)
+        if on_round is not None:
+            metrics |= on_round(server_round, weights)
+        if ledger.rounds and ledger.rounds[-1].round == server_round:
+            ledger.rounds[-1].validation = metrics
+        log.info("round %d: %s", server_round, metrics)
+        return MetricRecord({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
+
+    random.seed(fc.seed)  # Flower samples the round's clients with `random`
+    strategy = make_strategy(config, clients, ledger)
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord(trainable_weights(server)),
+        num_rounds=fc.rounds,
+        timeout=fc.round_timeout,
+        train_config=ConfigRecord({"labels": list(labels), "base-model": str(server.base_model),
+                                   "rounds": fc.rounds}),
+        evaluate_fn=evaluate,
+    )
+    if ledger.rounds and result.arrays is not None and len(result.arrays):
+        ledger.final = result.arrays.to_torch_state_dict()
+
+
+def _score(member: Member, weights: Weights) -> dict[str, float]:
+    """Validation metrics of ``weights`` in the member's model (its job's validation rows)."""
+    from keepfit.train.metrics import eval_metrics
+
+    job = member.job
+    if len(job.val.ids) == 0:
+        return {}
+    set_weights(member, weights)
+    job.model.eval()
+    metrics = eval_metrics(job.task, job.val_logits(job.model), job.val.targets, job.mean, job.std)
+    return {f"validation_{k}": float(v) for k, v in metrics.items()}
+
+
+@dataclass(frozen=True)
+class ClientSetup:
+    """What a ClientApp needs on its node: the config, its own rows (checked), a name, a work folder, the start
+    model (None: the path the server names, on the same machine or a copy) and, for a client process that
+    should end with the federation, a file to write after the last round."""
+
+    config: KeepfitConfig
+    rows: pd.DataFrame
+    name: str
+    work_dir: Path
+    base_model: Path | None = None
+    done_file: Path | None = None
+
+
+# (the node's config, the federation's labels) -> the client's setup
+ClientSource = Callable[[dict[str, Any], list[str]], ClientSetup]
+_MEMBERS: dict[tuple[str, str], Member] = {}  # one per shard and start model in a client process
+
+
+def make_client_app(source: ClientSource):
+    """The ClientApp: on each train message, its member (built once per process from the rows of the node's
+    setup) trains from the received weights and replies with its new weights and example count."""
+    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context) -> Message:
+        settings = msg.content[CONFIG]
+        labels = list(settings["labels"])
+        setup = source(dict(context.node_config), labels)
+        base = Path(setup.base_model or settings["base-model"])
+        key = (setup.name, str(base))
+        if key not in _MEMBERS:
+            _MEMBERS[key] = build_member(setup.config, setup.rows, labels, base, setup.work_dir)
+        server_round = int(settings["server-round"])
+        weights, n, metrics = train_round(
+            _MEMBERS[key], msg.content[ARRAYS].to_torch_state_dict(),
+            server_round=server_round, mu=float(settings.get("proximal-mu", 0.0)),
+        )
+        if setup.done_file is not None and server_round >= int(settings.get("rounds", server_round + 1)):
+            setup.done_file.write_text(f"{server_round}\n", encoding="utf-8")
+        reply = RecordDict({ARRAYS: ArrayRecord(weights), METRICS: MetricRecord({WEIGHT_KEY: n, **metrics})})
+        return Message(content=reply, reply_to=msg)
+
+    return app

@@ -1,0 +1,278 @@
+"""`keepfit federate`: deal the snapshot's training rows to simulated clients, run Flower rounds, export the
+average as a normal model folder, evaluate it on the test split and register it through the gate."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from keepfit._io import atomic_write_text
+from keepfit.config import KeepfitConfig
+from keepfit.errors import ConfigError, MissingExtraError, TrainingError
+from keepfit.federated.shards import check_shard, deal_rows
+from keepfit.store import Store
+from keepfit.types import Snapshot
+
+__all__ = ["FederateResult", "federate", "require_flower"]
+
+log = logging.getLogger("keepfit.federate")
+
+EXTRA_HINT = "Install it with `pip install 'keepfit[federated]'` (Flower with its Ray simulation engine)."
+LEDGER_FILE = "federation.json"
+
+
+def require_flower() -> None:
+    """MissingExtraError naming the extra when Flower (or its simulation engine, Ray) is not installed."""
+    missing = [name for name in ("flwr", "ray") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingExtraError(
+            f"keepfit federate needs the 'federated' extra: {', '.join(missing)} is not installed. {EXTRA_HINT}"
+        )
+
+
+@dataclass(frozen=True)
+class FederateResult:
+    """What `keepfit federate` made. ``rounds``: per round the clients that replied, their examples, the bytes
+    of weights sent down (to all sampled clients) and up (all replies), and the average's validation metrics.
+    ``metrics`` are the exported model's test metrics; ``promoted`` says whether it is the champion now."""
+
+    run_dir: Path
+    model_dir: Path
+    snapshot_id: str
+    clients: list[int]  # training rows per client
+    rounds: list[dict[str, Any]]
+    metrics: dict[str, float]
+    report: Path
+    version: str | None
+    champion_version: str | None
+    promoted: bool
+    reasons: list[str] = field(default_factory=list)
+    judged_against: str | None = None
+    seconds: float = 0.0
+
+
+def _check_settings(config: KeepfitConfig, snap: Snapshot, clients: int) -> None:
+    if snap.task != "single-label":
+        raise ConfigError(
+            f"keepfit federate trains single-label text classifiers; the task is {snap.task}. "
+            "Use `keepfit fit` for this task."
+        )
+    if clients < 2:
+        raise ConfigError(f"A federation needs at least 2 clients, got {clients}. Set federate.clients (or --clients).")
+
+
+def _base_model(config: KeepfitConfig) -> tuple[Path, str | None]:
+    """The start model: the champion's folder when there is one (its weights start the rounds), else the
+    configured pre-trained model; and the champion's version."""
+    from keepfit.registry import Registry
+    from keepfit.train.model import resolve_model_path
+
+    registry = Registry.open(config)
+    champion = registry.champion()
+    if champion is not None:
+        return registry.model_path(champion.version), champion.version
+    return resolve_model_path(config.model.name, config.model.revision), None
+
+
+def _write_shards(train: pd.DataFrame, parts: list[np.ndarray], folder: Path) -> list[Path]:
+    """One Parquet file per simulated client (text, label): each client process reads its own file only."""
+    from keepfit._io import atomic_write_bytes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, rows in enumerate(parts):
+        path = folder / f"client-{i}.parquet"
+        atomic_write_bytes(path, train.iloc[rows][["text", "label"]].reset_index(drop=True).to_parquet(index=False))
+        paths.append(path)
+    return paths
+
+
+def _simulated_client(config: KeepfitConfig, folder: Path, work_root: Path, base: Path):
+    """A simulated client's setup: its own Parquet file, by the partition id Flower gives the node."""
+    from keepfit.federated.flower import ClientSetup
+
+    def source(node_config: dict[str, Any], labels: list[str]) -> ClientSetup:
+        name = f"client-{int(node_config['partition-id'])}"
+        path = folder / f"{name}.parquet"
+        rows = check_shard(pd.read_parquet(path), labels, path)
+        return ClientSetup(config=config, rows=rows, name=name, work_dir=work_root / name, base_model=base)
+
+    return source
+
+
+def federate(
+    config: KeepfitConfig,
+    *,
+    snapshot: str | None = None,
+    clients: int | None = None,
+    shards: str | None = None,
+    rounds: int | None = None,
+    register: bool = True,
+    on_round: Callable[[int, dict[str, Any]], dict[str, float]] | None = None,
+    keep_replies: bool = False,
+) -> FederateResult:
+    """Federated fine-tuning on Flower's simulation engine: the snapshot's training rows are dealt to
+    ``clients`` (federate.clients) simulated clients (``shards``: iid or dirichlet label skew), each trains the
+    small part (federate.train_strategy) on its own rows for federate.local_epochs per round, and the server
+    averages (federate.strategy: FedAvg or FedProx) for ``rounds`` rounds. The average is exported as a model
+    folder (as `keepfit fit` writes), evaluated on the test split and registered: version 1 becomes champion;
+    with a champion the rounds start from its weights and the gate judges the result (rejected: challenger).
+
+    ``on_round(round, weights)`` (Python only): extra metrics of each round's average (benchmarks);
+    ``keep_replies`` keeps every reply's weights in the ledger (tests). Holds the project lock.
+    """
+    from keepfit.lock import project_lock
+
+    require_flower()
+    changes = {k: v for k, v in {"clients": clients, "shards": shards, "rounds": rounds}.items() if v is not None}
+    config = config.model_copy(update={"federate": config.federate.model_copy(update=changes)}) if changes else config
+    store = Store.at(config.store)
+    with project_lock(store, "keepfit federate", timeout=config.update.lock_timeout):
+        return _federate_locked(config, store, snapshot, register, on_round, keep_replies)
+
+
+def _federate_locked(config, store: Store, snapshot, register: bool, on_round, keep_replies: bool) -> FederateResult:
+    from keepfit.pipeline import _new_run_dir, _require_trainable, resolve_snapshot
+
+    started = time.perf_counter()
+    fc = config.federate
+    snap = resolve_snapshot(config, snapshot)
+    _check_settings(config, snap, fc.clients)
+    _require_trainable(snap)
+    parts = deal_rows(snap.train["label"], fc.clients, fc.shards, alpha=fc.alpha, seed=fc.seed)
+    base, _ = _base_model(config)
+    run_dir = _new_run_dir(store, "federate")
+    folder = run_dir / "shards"
+    _write_shards(snap.train, parts, folder)
+    trained, ledger = _simulate(config, snap, base, run_dir, folder, on_round, keep_replies)
+    outcome = {"model_dir": str(trained.model_dir), "labels": trained.labels, "history": trained.history,
+               "clients": [len(p) for p in parts], **ledger_json(ledger)}
+    return finish(config, snap, run_dir, outcome, register, started)
+
+
+@dataclass(frozen=True)
+class _Exported:
+    """The exported average as registration needs it (what a ServerApp process reports back)."""
+
+    model_dir: Path
+    history: list[dict[str, Any]]
+    labels: list[str]
+
+
+def finish(config: KeepfitConfig, snap: Snapshot, run_dir: Path, outcome: dict[str, Any], register: bool,
+           started: float) -> FederateResult:
+    """Record the federation (``federation.json``), then evaluate and register the exported average through the
+    gate (see :func:`keepfit.pipeline.register_gated`)."""
+    from keepfit.pipeline import register_gated
+
+    fc = config.federate
+    clients, rounds = outcome.get("clients", []), outcome["rounds"]
+    atomic_write_text(run_dir / LEDGER_FILE, json.dumps({"clients": clients, "rounds": rounds}, indent=2,
+                                                        default=float))
+    trained = _Exported(Path(outcome["model_dir"]), outcome["history"], outcome["labels"])
+    if not register:
+        return FederateResult(run_dir, trained.model_dir, snap.id, clients, rounds, {}, run_dir / LEDGER_FILE,
+                              None, None, False, seconds=time.perf_counter() - started)
+    tags = {"keepfit.federate": f"{fc.strategy}, {len(rounds[-1]['received']) if rounds else 0} clients, "
+                                f"{len(rounds)} rounds"}
+    gated = register_gated(config, snap, trained, run_dir, kind="federate", tags=tags)
+    return FederateResult(
+        run_dir=run_dir, model_dir=trained.model_dir, snapshot_id=snap.id, clients=clients, rounds=rounds,
+        metrics=dict(gated.evaluation.metrics),
+        report=gated.compared.report if gated.compared else gated.evaluation.report, version=gated.version,
+        champion_version=gated.champion_version, promoted=gated.promoted, reasons=gated.reasons,
+        judged_against=gated.judged_against, seconds=time.perf_counter() - started,
+    )
+
+
+def server_member(config: KeepfitConfig, snap: Snapshot, base: Path, run_dir: Path):
+    """The server's member (its validation rows scored each round; it exports the average) and the federation's
+    labels: the start model's labels first, then the snapshot's new ones (as a warm start grows its head)."""
+    from keepfit.federated.local import build_member
+    from keepfit.train.model import read_meta
+    from keepfit.train.prepare import resolve_labels
+
+    labels = resolve_labels(snap, read_meta(base).get("labels"), None)
+    member = build_member(config, snap.validation[["text", "label"]], labels, base, run_dir / "server",
+                          validation=snap.validation)
+    return member, labels
+
+
+def _simulate(config, snap: Snapshot, base: Path, run_dir: Path, folder: Path, on_round, keep_replies: bool):
+    """Flower's simulation engine (Ray) runs the ServerApp here and one ClientApp per client in its workers."""
+    from flwr.simulation import run_simulation
+
+    from keepfit.federated.flower import Ledger, make_client_app, make_server_app
+
+    fc = config.federate
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # no GPUs here: silences Ray's notice
+    logging.getLogger("flwr").setLevel(logging.WARNING)  # the rounds are reported from the ledger instead
+    server, labels = server_member(config, snap, base, run_dir)
+    ledger = Ledger(keep_replies=keep_replies)
+    server_app = make_server_app(config, server, labels, fc.clients, ledger, on_round)
+    client_app = make_client_app(_simulated_client(config, folder, run_dir / "clients", base))
+    backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+               "init_args": {"num_cpus": fc.workers, "num_gpus": 0, "include_dashboard": False,
+                             "logging_level": "error", "log_to_driver": False}}
+    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=fc.clients, backend_config=backend)
+    return export_average(server, snap, ledger, run_dir), ledger
+
+
+def ledger_json(ledger) -> dict[str, Any]:
+    """The ledger's rounds as JSON-able dicts (what the server received, per round)."""
+    return {"rounds": [asdict(r) for r in ledger.rounds]}
+
+
+def export_average(server, snap: Snapshot, ledger, run_dir: Path):
+    """The last average in the server's model, exported like a fit's model folder; a TrainingError when no
+    round produced one (every client failed)."""
+    from keepfit.federated.local import set_weights
+    from keepfit.train.checkpoint import TrainState
+    from keepfit.train.loop import TrainResult, export_current
+    from keepfit.train.metrics import best_metric_name
+
+    if ledger.final is None:
+        failures = sum(r.failures for r in ledger.rounds)
+        raise TrainingError(
+            f"The federation ended without an average: {len(ledger.rounds)} round(s) ran, {failures} client "
+            f"failure(s). Expected every round to get replies; see {run_dir} and the clients' logs for their errors."
+        )
+    job = server.job
+    set_weights(server, ledger.final)
+    metric = best_metric_name(job.task, job.config.train.metric_for_best)
+    history = [{"epoch": float(r.round), "step": r.round, "train_loss": r.train_loss, **r.validation}
+               for r in ledger.rounds]
+    last = history[-1].get(f"validation_{metric}", math.nan) if history else math.nan
+    state = TrainState(precision=job.precision, history=history, best_epoch=float(len(history)), best_metric=last)
+    fc = job.config.federate
+    job.meta |= {"federated": {"rounds": len(ledger.rounds), "strategy": fc.strategy, "mu": fc.mu,
+                               "train_strategy": fc.train_strategy, "local_epochs": fc.local_epochs}}
+    model_dir = export_current(job, snap, state, metric)
+    return TrainResult(
+        run_dir=job.run_dir, model_dir=model_dir, history=history, best_epoch=state.best_epoch,
+        best_metric=last, samples_per_second=0.0, padding_overhead=1.0, wall_seconds=0.0, labels=job.labels,
+        task=job.task, metric_name=metric, precision=job.precision, max_length=job.max_length,
+    )
+
+
+def read_shard(config: KeepfitConfig, path: Path, labels: list[str] | None) -> pd.DataFrame:
+    """A client's own rows from its file, validated like any data file (rows set aside are counted in the log),
+    then checked against the federation's ``labels`` (None: only that rows are left)."""
+    from keepfit.data.validate import load_and_validate
+
+    checked = load_and_validate(path, config.model_copy(update={"labels": None}))
+    if len(checked.quarantine):
+        log.warning("shard %s: %d row(s) set aside by the data checks", path, len(checked.quarantine))
+    known = labels if labels is not None else sorted(set(checked.kept["label"].astype(str)))
+    return check_shard(checked.kept, known, path)

@@ -1,0 +1,131 @@
+"""train.strategy fewshot: pair sampling (balanced, seeded), a few-shot fit on the tiny model that a predictor
+reads, the CLI path, the fewer-than-two-examples error, and what `keepfit update` trains from a few-shot champion."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from keepfit.cli.app import app
+from keepfit.errors import DataError
+from keepfit.train.fewshot import require_shots, sample_pairs
+from keepfit.train.testing import config_for, sentiment_frame, snapshot_of
+
+LABELS = np.array([0, 0, 1, 1, 1, 1, 1, 2, 2, 2])  # imbalanced on purpose: 2, 5 and 3 examples
+
+
+def test_pairs_are_balanced_and_every_label_is_represented():
+    pairs = sample_pairs(LABELS, iterations=4, seed=0)
+    same_label = LABELS[pairs.first] == LABELS[pairs.second]
+    assert len(pairs) == 2 * 4 * len(LABELS) and pairs.counts() == {"pairs": 80, "positive": 40, "negative": 40}
+    assert np.array_equal(same_label, pairs.same == 1.0)  # positives share a label, negatives never do
+    assert not (pairs.first == pairs.second).any()  # a row is never paired with itself
+    anchors = np.bincount(pairs.first[pairs.same == 1.0], minlength=len(LABELS))
+    assert (anchors == 4).all()  # every example anchors one positive and one negative pair per round
+    assert (np.bincount(pairs.first[pairs.same == 0.0], minlength=len(LABELS)) == 4).all()
+    for label in (0, 1, 2):  # every label appears among the partners of both kinds
+        assert (LABELS[pairs.second[pairs.same == 1.0]] == label).any()
+        assert (LABELS[pairs.second[pairs.same == 0.0]] == label).any()
+
+
+def test_pairs_are_seeded():
+    a, b, c = (sample_pairs(LABELS, iterations=3, seed=s) for s in (5, 5, 6))
+    assert np.array_equal(a.first, b.first) and np.array_equal(a.second, b.second)
+    assert not np.array_equal(a.second, c.second)
+
+
+def test_a_label_with_one_example_is_refused_with_the_fix():
+    with pytest.raises(DataError, match=r"at least 2 training examples.*'absent' \(0\), 'rare' \(1\).*split"):
+        require_shots(pd.Series(["a", "a", "b", "b", "rare"]), ["a", "b", "rare", "absent"])
+    with pytest.raises(DataError, match="at least two labels"):
+        require_shots(pd.Series(["a", "a"]), ["a"])
+
+
+@pytest.fixture(scope="module")
+def fewshot_run(tiny_model, tmp_path_factory):
+    """A few-shot fit of the tiny model on 12 examples per label of the easy task."""
+    from keepfit.train import train_model
+
+    snapshot = snapshot_of(sentiment_frame(24, 0), sentiment_frame(20, 1), sentiment_frame(200, 2))
+    config = config_for(tiny_model, strategy="fewshot", fewshot_iterations=4, epochs=3, lr=3e-3)
+    return train_model(snapshot, config, tmp_path_factory.mktemp("fewshot") / "run", progress=False), snapshot
+
+
+def test_fewshot_fit_makes_a_model_folder_that_predicts_above_chance(fewshot_run):
+    from keepfit.train import load_predictor
+
+    result, snapshot = fewshot_run
+    predictor = load_predictor(result.model_dir)
+    predictions = predictor.predict(snapshot.test["text"].tolist())
+    predicted = np.array(predictions.labels)[predictions.decisions()]
+    accuracy = float((predicted == snapshot.test["label"].to_numpy()).mean())
+    assert accuracy >= 0.8, accuracy  # chance is 0.5
+    meta = json.loads((result.model_dir / "keepfit.json").read_text())
+    assert meta["strategy"] == "fewshot" and meta["pooling"] == "mean"
+    assert meta["fewshot"] == {"examples": 24, "examples_per_label": {"min": 12, "median": 12.0, "max": 12},
+                               "iterations": 4, "epochs": 3.0, "pairs": 192, "positive": 96, "negative": 96}
+    assert "192 contrastive pairs: 96 positive, 96 negative" in (result.model_dir / "README.md").read_text()
+    assert result.history[-1]["samples_seen"] == 3 * 192  # the loop's rows are the pairs
+
+
+def _project(tmp_path, tiny_model, rows: pd.DataFrame) -> None:
+    rows.to_csv(tmp_path / "data.csv", index=False)
+    train = {"epochs": 2, "lr": 3e-3, "batch_size": 16, "precision": "fp32", "threads": 1,
+             "freeze_embeddings": False, "fewshot_iterations": 2}
+    raw = {"data": {"train": "data.csv"}, "model": {"name": str(tiny_model)}, "train": train,
+           "registry": {"model_name": "tiny"}}
+    (tmp_path / "keepfit.yaml").write_text(yaml.safe_dump(raw))
+
+
+def test_fit_command_trains_fewshot_and_registers(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _project(tmp_path, tiny_model, sentiment_frame(60, 5))
+    result = CliRunner().invoke(app, ["fit", "--quiet", "--set", "train.strategy=fewshot"])
+    assert result.exit_code == 0, result.output
+    assert "test accuracy" in result.output
+    (run,) = (tmp_path / ".keepfit" / "runs").glob("*-fit-*")
+    meta = json.loads((run / "model" / "keepfit.json").read_text())
+    assert meta["strategy"] == "fewshot" and meta["fewshot"]["positive"] == meta["fewshot"]["negative"] > 0
+    shown = CliRunner().invoke(app, ["models", "show", "champion"])
+    assert shown.exit_code == 0 and "fewshot" in shown.output, shown.output
+
+
+def test_fit_command_refuses_a_label_with_one_example_before_training(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = pd.concat([sentiment_frame(40, 5), pd.DataFrame({"text": ["so-so movie okay"], "label": ["neu"]})])
+    _project(tmp_path, tiny_model, rows)
+    result = CliRunner().invoke(app, ["fit", "--quiet", "--set", "train.strategy=fewshot"])
+    assert result.exit_code == DataError.exit_code, result.output
+    assert "'neu' (" in result.output and "at least 2 training examples" in result.output
+    assert "Traceback" not in result.output
+    assert not list((tmp_path / ".keepfit" / "runs").glob("*-fit-*/checkpoints"))  # nothing trained
+
+
+def test_update_of_a_fewshot_champion_trains_the_head_unless_told_otherwise(tiny_model):
+    from keepfit.pipeline import _candidate_config
+
+    config = config_for(tiny_model, strategy="fewshot")
+    assert _candidate_config(config).train.strategy == "head"  # the tuned encoder stays; replay + distillation
+    told = config.model_copy(update={"update": config.update.model_copy(update={"train_strategy": "fewshot"})})
+    assert _candidate_config(told).train.strategy == "fewshot"
+    full = config_for(tiny_model, strategy="full")
+    assert _candidate_config(full).train.strategy == "full"
+
+
+def test_warm_fewshot_candidate_starts_from_the_champion(fewshot_run, tmp_path):
+    """update.train_strategy fewshot: pairs of the new and replayed rows tune the champion's encoder."""
+    from keepfit.train import train_model
+
+    champion, _ = fewshot_run
+    batch = snapshot_of(sentiment_frame(12, 7), sentiment_frame(10, 8), sentiment_frame(10, 9))
+    config = config_for(champion.model_dir, strategy="fewshot", fewshot_iterations=1, epochs=1, lr=1e-3)
+    replay = sentiment_frame(8, 10)
+    result = train_model(batch, config, tmp_path / "run", init_from=champion.model_dir,
+                         teacher=champion.model_dir, replay=replay, progress=False)
+    meta = json.loads((result.model_dir / "keepfit.json").read_text())
+    assert meta["init_from"] == str(champion.model_dir) and meta["fewshot"]["examples"] == 20
