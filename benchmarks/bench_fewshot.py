@@ -15,7 +15,7 @@ from it, all cores) plus the arm's settings:
 
 - ``fewshot``: train.strategy fewshot (defaults: train.fewshot_iterations rounds of pairs, train.epochs);
 - ``head``: the frozen encoder's features and a linear head (strategy head, 30 epochs, head lr 1e-2: the small-data
-  head of ``keepfit auto``);
+  head of ``keepfit auto``; no label smoothing, as few-shot's head);
 - ``full``: full fine-tuning (LP-FT: probe, then everything at lr 1e-4, head lr 2e-3), 10 epochs.
 
 ``--set KEY=VALUE`` applies to the keepfit arms given. Each run records the training wall time (train_model:
@@ -45,7 +45,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 ARMS = {
     "fewshot": {"strategy": "fewshot"},
-    "head": {"strategy": "head", "epochs": 30, "head_lr": 1e-2},
+    "head": {"strategy": "head", "epochs": 30, "head_lr": 1e-2, "label_smoothing": 0.0},
     "full": {"strategy": "full", "epochs": 10},
 }
 

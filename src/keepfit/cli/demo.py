@@ -57,6 +57,23 @@ def _label_issues_vs_planted(found, noisy_rows: tuple[int, ...]) -> None:
     )
 
 
+def _fairness_vs_planted(evaluation: Path, harder_rows: int) -> None:
+    """The accuracy gap between regions the evaluation found, against the region whose texts were made harder."""
+    import json
+
+    from keepfit.data.demo_data import HARD_REGION
+
+    report = json.loads(evaluation.read_text(encoding="utf-8"))["fairness"]["columns"]["region"]
+    gap, groups = report["gaps"]["accuracy_gap"], report["groups"]
+    lo, hi = gap["interval"] or (float("nan"), float("nan"))
+    accuracy = ", ".join(f"{name} {g['accuracy']:.3f} (n={g['n']})" for name, g in groups.items())
+    console.print(
+        f"fairness: planted: {harder_rows} week-1 texts of region '{HARD_REGION}' made terse and noisy; found: test "
+        f"accuracy by region {accuracy}; accuracy gap {gap['value']:.3f} [{lo:.3f}, {hi:.3f}], lowest "
+        f"'{gap['groups'][0]}'; the report's fairness section has the per-group table and the parity and odds gaps"
+    )
+
+
 def _corrupted_batch(week1: Path, dst: Path, n_rows: int, seed: int) -> tuple[str, str, int]:
     """Write a fresh batch like week 2 in which an annotator swapped the two most frequent intents.
 
@@ -125,7 +142,7 @@ def demo_command(
     config_path = write_config_file(inferred, notes, folder / "keepfit.yaml", force=True)
     for note in notes:
         console.print(f"  - {note}")
-    overrides = [f"train.epochs={2 if small else 3}", "train.lr=1e-4"]
+    overrides = [f"train.epochs={2 if small else 3}", "train.lr=1e-4", "evaluate.fairness_columns=[region]"]
     if small:
         # head-only on cached frozen features: cheap epochs, so many of them at a head learning rate
         overrides += ["train.strategy=head", "train.epochs=30", "train.head_lr=1e-2", "evaluate.bootstrap=200"]
@@ -149,6 +166,7 @@ def demo_command(
             console.print(f"  {name}: {fitted.metrics[name]:.4f}")
     console.print(f"  report: {fitted.report}")
     _label_issues_vs_planted(fitted.label_issues, files.noisy_rows_week1)
+    _fairness_vs_planted(fitted.report.parent / "evaluation.json", files.harder_rows_week1)
 
     _step("6. keepfit serve: the champion answers live traffic (a steady client runs from here to the end)")
     from keepfit.cli.demo_loop import DemoServer, SteadyLoad, declare_labels
@@ -206,7 +224,7 @@ def _served_week2(config, folder: Path, files, url: str):
 
     _step("7. Week-2 traffic drifts (a new intent, another intent and channel mix); users send true labels back")
     week2 = pd.read_csv(files.week2, dtype=str, keep_default_na=False)
-    ids = send_stream(url, week2, "text", ["customer_id", "channel"])
+    ids = send_stream(url, week2, "text", ["customer_id", "channel", "region"])
     labelled = week2.sample(frac=0.8, random_state=0).index
     answer = post_feedback(url, [ids[week2.index.get_loc(i)] for i in labelled], week2.loc[labelled, "intent"].tolist())
     console.print(f"{len(ids)} texts answered and logged; feedback for {len(labelled)} of them: {answer}")

@@ -12,9 +12,9 @@ Week 2 (:func:`generate_next_week`): a new intent, a shifted intent and channel 
 week 1 and a few week-1 texts relabelled (corrections of planted noise).
 
 Both weeks carry a ``region`` column (north/south/east, from a hash of the text, so copies of a text share it) with
-a planted fairness gap: the texts of :data:`HARD_REGION` are terse and noisy (about half their words dropped and a
-typo added), so a model really does worse there (``harder_rows`` counts them). The texts are changed after the rest
-is drawn, from a hash of each text, so every other planted problem and count stays as it was.
+a planted fairness gap: the texts of :data:`HARD_REGION` are terse and noisy (about a third of their words
+dropped and a typo added), so a model really does worse there (``harder_rows`` counts them). The texts are
+changed after the rest is drawn, from a hash of each text, so every other planted problem and count stays as it was.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ __all__ = [
 TEXT_COLUMN, LABEL_COLUMN, GROUP_COLUMN, SLICE_COLUMN = "text", "intent", "customer_id", "channel"
 REGION_COLUMN, HARD_REGION = "region", "east"
 _REGION_SHARES = (("north", 0.40), ("south", 0.35), (HARD_REGION, 0.25))
-_DROP_WORD = 0.5  # the hard region's texts lose about half their words
+_DROP_WORD = 0.3  # the hard region's texts lose about a third of their words
 
 _SLOTS: dict[str, list[str]] = {
     "item": [

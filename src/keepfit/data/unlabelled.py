@@ -142,8 +142,9 @@ def _table_texts(p: Path, config: KeepfitConfig) -> UnlabelledText:
     source = open_source(p, config)
     column = config.data.text_column
     if column not in source.columns:
-        raise DataError(f"{p} has no column {column!r} (data.text_column); its columns are {source.columns}. "
-                        f"Name the text column with --set data.text_column=NAME, or pass a plain text file.")
+        raise DataError(f"{p} has no column {column!r}: expected the texts in data.text_column, got the columns "
+                        f"{source.columns}. Name the text column with --set data.text_column=NAME, or pass a plain "
+                        "text file (one text per line).")
     texts: list[str] = []
     read = empty = unparseable = 0
     for chunk in source.chunks([column]):

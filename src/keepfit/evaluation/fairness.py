@@ -113,6 +113,8 @@ def _rates(sums: np.ndarray, g: int, n_labels: int) -> dict[str, np.ndarray]:
 
 def _spread(values: np.ndarray) -> np.ndarray:
     """Highest minus lowest along the last axis, NaNs (an undefined rate) left out; NaN with fewer than two."""
+    if values.shape[-1] == 0:  # no group with enough rows among these
+        return np.full(values.shape[:-1], np.nan)
     finite = np.isfinite(values)
     with warnings.catch_warnings(), np.errstate(invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -235,7 +237,7 @@ def _gap_details(rates: dict[str, np.ndarray], gaps: dict[str, np.ndarray], lay:
     return out
 
 
-def _column_report(task, y, pred, o: Outcomes, values, names: list[str], config: EvaluateConfig, seed: int):
+def _column_report(y, pred, o: Outcomes, values, names: list[str], config: EvaluateConfig, seed: int):
     """The fairness section of one column: groups (fairlearn's values), gaps with intervals, per-label gaps."""
     lay = _layout(values, o.truth, config.fairness_min_group_rows)
     by_acc, by_label = _metric_frames(y, pred, o, values, names)
@@ -311,7 +313,7 @@ def group_fairness(
             "interval": f"{config.confidence:.0%} percentile bootstrap, {config.bootstrap} resamples",
         },
         "columns": {
-            column: _column_report(task, y, pred, o, values, names, config, seed) for column, values in groups.items()
+            column: _column_report(y, pred, o, values, names, config, seed) for column, values in groups.items()
         },
     }
 
@@ -345,7 +347,7 @@ def paired_gaps(
     """Per gap metric, both models' gaps on the same rows (groups ``values`` [n]): ``old``/``new`` point values,
     ``samples_old``/``samples_new`` [resamples] from the *same* bootstrap resamples (None without resamples), and
     ``label``/``groups_old``/``groups_new`` (where each model's gap is largest and between which groups)."""
-    lay = _layout(values, old.truth | new.truth, min_rows)
+    lay = _layout(values, old.truth, min_rows)  # the same rows, so the same truth, for both models
     g, n_labels = len(lay.names), len(names)
     stats_old, stats_new = _row_stats(old, lay.member), _row_stats(new, lay.member)
     k = stats_old.shape[1]

@@ -6,7 +6,7 @@ from typing import Any
 
 from keepfit.evaluation._html import esc, fmt_interval, table
 
-__all__ = ["fairness_section"]
+__all__ = ["fairness_section", "fairness_changes"]
 
 _GAP_NAMES = {
     "accuracy_gap": "accuracy gap (highest - lowest group accuracy)",
@@ -30,6 +30,20 @@ def fairness_section(section: dict[str, Any]) -> str:
     for column, report in section["columns"].items():
         parts.append(f"<h2>Fairness: {esc(column)}</h2>" + _gaps_table(report) + _groups_table(report))
     return "".join(parts)
+
+
+def fairness_changes(changes: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """HTML for a comparison group's gaps between groups, old and new model (GroupComparison.fairness)."""
+    rows = [
+        [column, _GAP_NAMES[metric], *("" if d[k] is None else d[k] for k in ("old", "new", "delta")),
+         fmt_interval(d["interval"]), d.get("label") or "",
+         " - ".join(d.get("groups_new") or d.get("groups_old") or [])]
+        for column, gaps in changes.items()
+        for metric, d in gaps.items()
+    ]
+    return ("<h3>Gaps between groups (fairness columns)</h3>"
+            + table(["column", "gap", "old", "new", "delta", "interval", "label", "new model's ends"], rows,
+                    numeric_from=2))
 
 
 def _gaps_table(report: dict[str, Any]) -> str:

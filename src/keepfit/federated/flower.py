@@ -24,7 +24,7 @@ import torch
 from keepfit.config import KeepfitConfig
 from keepfit.federated.local import Member, build_member, set_weights, train_round, trainable_weights
 
-__all__ = ["Ledger", "RoundRecord", "make_strategy", "make_server_app", "run_rounds", "make_client_app",
+__all__ = ["Ledger", "RoundRecord", "make_strategy", "run_rounds", "make_client_app",
            "ClientSetup", "ClientSource"]
 
 log = logging.getLogger("keepfit.federate")
@@ -32,17 +32,16 @@ log = logging.getLogger("keepfit.federate")
 ARRAYS, CONFIG, METRICS = "arrays", "config", "metrics"  # the record keys of Flower's strategies
 WEIGHT_KEY = "num-examples"
 Weights = dict[str, torch.Tensor]
-# (server round, the round's averaged weights) -> validation metrics of the server's member
-RoundHook = Callable[[int, Weights], dict[str, float]]
 
 
 @dataclass
 class RoundRecord:
     """One round as the server saw it. Bytes are the serialised arrays: ``bytes_down`` the global weights times
-    the clients sampled, ``bytes_up`` what the clients sent back."""
+    the clients sampled, ``bytes_up`` what the clients sent back (message framing not counted)."""
 
     round: int
-    clients: int
+    sampled: int  # clients the round's messages went to
+    clients: int  # replies with weights
     failures: int
     examples: int
     bytes_down: int
@@ -54,32 +53,48 @@ class RoundRecord:
 
 @dataclass
 class Ledger:
-    """What the server received, round by round; ``replies`` (only with ``keep_replies``) holds each round's
-    (examples, weights) per client, so a test can recompute the average."""
+    """What the server received, round by round. With ``keep_weights``, ``replies`` holds each round's
+    (examples, weights) per client and ``averages`` each round's average (tests and benchmarks recompute from
+    them); :meth:`save_weights` writes both."""
 
-    keep_replies: bool = False
+    keep_weights: bool = False
     rounds: list[RoundRecord] = field(default_factory=list)
     replies: dict[int, list[tuple[int, dict[str, np.ndarray]]]] = field(default_factory=dict)
+    averages: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     final: Weights | None = None
 
-    def record(self, server_round: int, replies: list[Any], sent_bytes: int) -> None:
+    def record(self, server_round: int, replies: list[Any], sent_bytes: int, sampled: int) -> None:
         ok = [m for m in replies if not m.has_error()]
+        if len(ok) < sampled:
+            log.warning("round %d: %d of %d sampled clients replied with weights", server_round, len(ok), sampled)
         received = [_describe(m.content) for m in ok]
         examples = [int(m.content[METRICS][WEIGHT_KEY]) for m in ok]
         losses = [float(m.content[METRICS].get("train-loss", math.nan)) for m in ok]
         self.rounds.append(RoundRecord(
-            round=server_round, clients=len(ok), failures=len(replies) - len(ok), examples=sum(examples),
-            bytes_down=sent_bytes * len(replies), bytes_up=sum(m.content[ARRAYS].count_bytes() for m in ok),
-            received=received,
+            round=server_round, sampled=sampled, clients=len(ok), failures=len(replies) - len(ok),
+            examples=sum(examples), bytes_down=sent_bytes * sampled,
+            bytes_up=sum(m.content[ARRAYS].count_bytes() for m in ok), received=received,
             train_loss=float(np.average(losses, weights=examples)) if examples and sum(examples) else math.nan,
         ))
         for m in replies:
             if m.has_error():
                 log.warning("round %d: a client failed: %s", server_round, m.error.reason)
-        if self.keep_replies:
+        if self.keep_weights:
             self.replies[server_round] = [
                 (n, {k: a.numpy() for k, a in m.content[ARRAYS].items()}) for n, m in zip(examples, ok, strict=True)
             ]
+
+    def save_weights(self, folder: Path) -> None:
+        """Each round's average and replies as safetensors files (``round-001-average``, ``round-001-client-0``
+        with the reply's example count in its metadata)."""
+        from safetensors.numpy import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        for r, weights in self.averages.items():
+            save_file(weights, str(folder / f"round-{r:03d}-average.safetensors"))
+        for r, replies in self.replies.items():
+            for k, (n, weights) in enumerate(replies):
+                save_file(weights, str(folder / f"round-{r:03d}-client-{k}.safetensors"), metadata={"examples": str(n)})
 
 
 def _describe(content: Any) -> dict[str, Any]:
@@ -110,37 +125,19 @@ def make_strategy(config: KeepfitConfig, clients: int, ledger: Ledger):
         """The library's strategy; the ledger sees each round's replies before they are averaged."""
 
         def configure_train(self, server_round, arrays, config, grid):
-            self._sent_bytes = arrays.count_bytes()
-            return super().configure_train(server_round, arrays, config, grid)
+            messages = list(super().configure_train(server_round, arrays, config, grid))
+            self._sent = (arrays.count_bytes(), len(messages))
+            return messages
 
         def aggregate_train(self, server_round, replies):
             replies = list(replies)
-            ledger.record(server_round, replies, self._sent_bytes)
+            ledger.record(server_round, replies, *self._sent)
             return super().aggregate_train(server_round, replies)
 
     return Recording(**common, proximal_mu=fc.mu) if base is FedProx else Recording(**common)
 
 
-def make_server_app(
-    config: KeepfitConfig, server: Member, labels: list[str], clients: int, ledger: Ledger,
-    on_round: RoundHook | None = None,
-):
-    """The ServerApp of a simulation: :func:`run_rounds` with the server member held here."""
-    from flwr.serverapp import ServerApp
-
-    app = ServerApp()
-
-    @app.main()
-    def main(grid, context) -> None:
-        run_rounds(grid, config, server, labels, clients, ledger, on_round)
-
-    return app
-
-
-def run_rounds(
-    grid, config: KeepfitConfig, server: Member, labels: list[str], clients: int, ledger: Ledger,
-    on_round: RoundHook | None = None,
-) -> None:
+def run_rounds(grid, config: KeepfitConfig, server: Member, labels: list[str], clients: int, ledger: Ledger) -> None:
     """federate.rounds of train-and-average from the server member's weights: after each round the average is
     scored on the server's validation rows (into the ledger); the last average ends in ``ledger.final``."""
     from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
@@ -152,8 +149,8 @@ def run_rounds(
             return None
         weights = arrays.to_torch_state_dict()
         metrics = _score(server, weights)
-        if on_round is not None:
-            metrics |= on_round(server_round, weights)
+        if ledger.keep_weights:
+            ledger.averages[server_round] = {k: v.numpy().copy() for k, v in weights.items()}
         if ledger.rounds and ledger.rounds[-1].round == server_round:
             ledger.rounds[-1].validation = metrics
         log.info("round %d: %s", server_round, metrics)
@@ -201,7 +198,7 @@ class ClientSetup:
     done_file: Path | None = None
 
 
-# (the node's config, the federation's labels) -> the client's setup
+# (the run's config overlaid with the node's, the federation's labels) -> the client's setup
 ClientSource = Callable[[dict[str, Any], list[str]], ClientSetup]
 _MEMBERS: dict[tuple[str, str], Member] = {}  # one per shard and start model in a client process
 
@@ -218,7 +215,7 @@ def make_client_app(source: ClientSource):
     def train(msg: Message, context) -> Message:
         settings = msg.content[CONFIG]
         labels = list(settings["labels"])
-        setup = source(dict(context.node_config), labels)
+        setup = source({**context.run_config, **context.node_config}, labels)
         base = Path(setup.base_model or settings["base-model"])
         key = (setup.name, str(base))
         if key not in _MEMBERS:

@@ -129,9 +129,10 @@ def train_round(
 
     Returns the new weights, the number of training examples (the averaging weight) and metrics (mean
     training loss of the round's last epoch). ``mu`` > 0 adds FedProx's proximal term."""
-    from keepfit.train.loop import fit_loop
+    from keepfit.train.loop import fit_loop, seed_everything
 
     job = member.job
+    seed_everything(member.seed + server_round)  # dropout and batch order: the same round repeats exactly
     set_weights(member, weights)
     tc = job.config.train
     job.config = job.config.model_copy(update={"train": tc.model_copy(update={"seed": member.seed + server_round})})

@@ -80,6 +80,13 @@ def _tool(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
+def _env(**extra: str) -> dict[str, str]:
+    """This environment with the venv's scripts first on PATH: SuperLink and SuperNode start Flower's own
+    helpers (flower-superexec, flwr-serverapp, flwr-clientapp) by name."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {**os.environ, "PATH": path, **extra}
+
+
 @contextlib.contextmanager
 def _child(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
     """A child process writing to ``log_path``; stopped (SIGTERM, then SIGKILL after a grace) on the way out."""
@@ -103,7 +110,7 @@ def _flower_env(home: Path, address: str) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
     atomic_write_text(home / "config.toml", f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
                                             f'address = "{address}"\ninsecure = true\n')
-    return {**os.environ, "FLWR_HOME": str(home), "FLWR_DISABLE_UPDATE_CHECK": "1"}
+    return _env(FLWR_HOME=str(home), FLWR_DISABLE_UPDATE_CHECK="1")
 
 
 def _wait_until_listening(host: str, port: int, proc: subprocess.Popen, timeout: float, log_path: Path) -> None:
@@ -142,6 +149,20 @@ def _await_outcome(path: Path, link: subprocess.Popen, timeout: float, log_path:
     if not outcome["ok"]:
         raise ERRORS.get(outcome["error"], KeepfitError)(outcome["message"])
     return outcome
+
+
+def _await_server_end(server: str, proc: subprocess.Popen, timeout: float) -> None:
+    """After its last round a client keeps its SuperNode up until the server closes (so the last reply is
+    delivered), or at most ``timeout`` seconds."""
+    host, port = parse_address(server)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                pass
+        except OSError:
+            return
+        time.sleep(1.0)
 
 
 def serve(
@@ -212,7 +233,7 @@ def join(
     fc = config.federate
     command = [_tool("flower-supernode"), "--insecure", "--superlink", server, "--node-config", node,
                "--max-wait-time", str(fc.connect_timeout), "--port", str(_free_port())]
-    with _child(command, log_path) as proc:
+    with _child(command, log_path, _env(FLWR_DISABLE_UPDATE_CHECK="1")) as proc:
         deadline = time.monotonic() + fc.connect_timeout + fc.rounds * fc.round_timeout + 120
         while not (work / "done").exists():
             if proc.poll() is not None:
@@ -225,5 +246,6 @@ def join(
             if time.monotonic() > deadline:
                 raise TrainingError(f"The federation at {server} did not finish in time; see {log_path}.")
             time.sleep(0.5)
+        _await_server_end(server, proc, fc.round_timeout)
     rounds = int((work / "done").read_text(encoding="utf-8").strip())
     return ClientResult(rows=len(rows), rounds=rounds, work_dir=work, log=log_path)

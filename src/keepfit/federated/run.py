@@ -10,7 +10,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,14 @@ EXTRA_HINT = "Install it with `pip install 'keepfit[federated]'` (Flower with it
 LEDGER_FILE = "federation.json"
 
 
+def missing_modules() -> list[str]:
+    """The federated extra's modules that are not installed."""
+    return [name for name in ("flwr", "ray") if importlib.util.find_spec(name) is None]
+
+
 def require_flower() -> None:
     """MissingExtraError naming the extra when Flower (or its simulation engine, Ray) is not installed."""
-    missing = [name for name in ("flwr", "ray") if importlib.util.find_spec(name) is None]
+    missing = missing_modules()
     if missing:
         raise MissingExtraError(
             f"keepfit federate needs the 'federated' extra: {', '.join(missing)} is not installed. {EXTRA_HINT}"
@@ -60,6 +65,8 @@ class FederateResult:
     reasons: list[str] = field(default_factory=list)
     judged_against: str | None = None
     seconds: float = 0.0
+    # with keep_replies: per round, each client's (examples, weights by name) as the server received them
+    replies: dict[int, list[tuple[int, dict[str, np.ndarray]]]] = field(default_factory=dict)
 
 
 def _check_settings(config: KeepfitConfig, snap: Snapshot, clients: int) -> None:
@@ -158,7 +165,7 @@ def _federate_locked(config, store: Store, snapshot, register: bool, on_round, k
     trained, ledger = _simulate(config, snap, base, run_dir, folder, on_round, keep_replies)
     outcome = {"model_dir": str(trained.model_dir), "labels": trained.labels, "history": trained.history,
                "clients": [len(p) for p in parts], **ledger_json(ledger)}
-    return finish(config, snap, run_dir, outcome, register, started)
+    return replace(finish(config, snap, run_dir, outcome, register, started), replies=ledger.replies)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from keepfit.gate.report import write_comparison_report
 from keepfit.gate.rules import (
     DEFAULT_RULES,
     ClassRegression,
+    FairnessGap,
     GateDecision,
     GateRule,
     Improvement,
@@ -55,6 +56,7 @@ __all__ = [
     "Improvement",
     "NewLabelRecall",
     "Significance",
+    "FairnessGap",
     "DEFAULT_RULES",
     "apply_gate",
     "class_checks",

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 from keepfit._io import atomic_write_text
 from keepfit.evaluation import figures as fg
 from keepfit.evaluation._html import esc, figure, fmt_interval, page, table, text_cell
+from keepfit.evaluation.fairness_report import fairness_changes
 from keepfit.gate.compare import (
     OUTPUT_NEW,
     OUTPUT_OLD,
@@ -370,6 +371,8 @@ def _group_section(c: Comparison, g: GroupComparison) -> str:
                 ],
             )
         )
+    if g.fairness:
+        parts.append(fairness_changes(g.fairness))
     for title, flips in (
         ("Negative flips (old right, new wrong)", g.negative_flips),
         ("Positive flips (old wrong, new right)", g.positive_flips),

@@ -76,3 +76,22 @@ def test_without_fairness_columns_it_passes_with_a_note_and_judges_the_earlier_t
     decision = apply_gate(comparison, GateConfig())
     assert decision.groups["fairness_gap"] == EARLIER
     assert next(r for r in decision.rules if r.name == "fairness_gap").passed
+
+
+def test_groups_too_small_to_compare_leave_no_gap_and_the_rule_passes_with_a_note():
+    y, old, frame, _ = _rows(n=60)
+    cfg = EvaluateConfig(bootstrap=100, length_bins=[], fairness_columns=["region"], fairness_min_group_rows=50)
+    comparison = _compare(y, old, (old + 1) % len(LABELS), frame, cfg=cfg)
+    assert comparison.group("all").fairness["region"]["accuracy_gap"]["delta"] is None
+    result = FairnessGap().evaluate(comparison, GateConfig())
+    assert result.passed and result.skipped and "no gap is defined for both models" in result.detail
+
+
+def test_the_comparison_report_shows_both_models_gaps(tmp_path):
+    from keepfit.gate import write_comparison_report
+
+    y, old, frame, _ = _rows()
+    comparison = _compare(y, old, old, frame)
+    write_comparison_report(comparison, apply_gate(comparison, GateConfig()), tmp_path)
+    html = next(tmp_path.glob("*.html")).read_text()
+    assert "Gaps between groups (fairness columns)" in html and "demographic parity difference" in html

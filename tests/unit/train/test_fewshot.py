@@ -4,14 +4,14 @@ reads, the CLI path, the fewer-than-two-examples error, and what `keepfit update
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from keepfit.cli.app import app
+from keepfit.cli import main
 from keepfit.errors import DataError
 from keepfit.train.fewshot import require_shots, sample_pairs
 from keepfit.train.testing import config_for, sentiment_frame, snapshot_of
@@ -48,11 +48,11 @@ def test_a_label_with_one_example_is_refused_with_the_fix():
 
 @pytest.fixture(scope="module")
 def fewshot_run(tiny_model, tmp_path_factory):
-    """A few-shot fit of the tiny model on 12 examples per label of the easy task."""
+    """A few-shot fit of the tiny model on 20 examples per label of the easy task."""
     from keepfit.train import train_model
 
-    snapshot = snapshot_of(sentiment_frame(24, 0), sentiment_frame(20, 1), sentiment_frame(200, 2))
-    config = config_for(tiny_model, strategy="fewshot", fewshot_iterations=4, epochs=3, lr=3e-3)
+    snapshot = snapshot_of(sentiment_frame(40, 0), sentiment_frame(20, 1), sentiment_frame(200, 2))
+    config = config_for(tiny_model, strategy="fewshot", fewshot_iterations=8, epochs=3, lr=1e-2)
     return train_model(snapshot, config, tmp_path_factory.mktemp("fewshot") / "run", progress=False), snapshot
 
 
@@ -64,13 +64,13 @@ def test_fewshot_fit_makes_a_model_folder_that_predicts_above_chance(fewshot_run
     predictions = predictor.predict(snapshot.test["text"].tolist())
     predicted = np.array(predictions.labels)[predictions.decisions()]
     accuracy = float((predicted == snapshot.test["label"].to_numpy()).mean())
-    assert accuracy >= 0.8, accuracy  # chance is 0.5
+    assert accuracy >= 0.9, accuracy  # chance is 0.5; seeds 0-2 of this recipe score 0.975-0.995
     meta = json.loads((result.model_dir / "keepfit.json").read_text())
     assert meta["strategy"] == "fewshot" and meta["pooling"] == "mean"
-    assert meta["fewshot"] == {"examples": 24, "examples_per_label": {"min": 12, "median": 12.0, "max": 12},
-                               "iterations": 4, "epochs": 3.0, "pairs": 192, "positive": 96, "negative": 96}
-    assert "192 contrastive pairs: 96 positive, 96 negative" in (result.model_dir / "README.md").read_text()
-    assert result.history[-1]["samples_seen"] == 3 * 192  # the loop's rows are the pairs
+    assert meta["fewshot"] == {"examples": 40, "examples_per_label": {"min": 20, "median": 20.0, "max": 20},
+                               "iterations": 8, "epochs": 3.0, "pairs": 640, "positive": 320, "negative": 320}
+    assert "640 contrastive pairs: 320 positive, 320 negative" in (result.model_dir / "README.md").read_text()
+    assert result.history[-1]["samples_seen"] == 3 * 640  # the loop's rows are the pairs
 
 
 def _project(tmp_path, tiny_model, rows: pd.DataFrame) -> None:
@@ -82,27 +82,36 @@ def _project(tmp_path, tiny_model, rows: pd.DataFrame) -> None:
     (tmp_path / "keepfit.yaml").write_text(yaml.safe_dump(raw))
 
 
-def test_fit_command_trains_fewshot_and_registers(tiny_model, tmp_path, monkeypatch):
+def _keepfit(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """``keepfit ARGS`` through the real entry point: (exit code, stdout + stderr)."""
+    monkeypatch.setattr(sys, "argv", ["keepfit", *args])
+    with pytest.raises(SystemExit) as done:
+        main()
+    out = capsys.readouterr()
+    return done.value.code, out.out + out.err
+
+
+def test_fit_command_trains_fewshot_and_registers(tiny_model, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     _project(tmp_path, tiny_model, sentiment_frame(60, 5))
-    result = CliRunner().invoke(app, ["fit", "--quiet", "--set", "train.strategy=fewshot"])
-    assert result.exit_code == 0, result.output
-    assert "test accuracy" in result.output
+    code, output = _keepfit(monkeypatch, capsys, "fit", "--quiet", "--set", "train.strategy=fewshot")
+    assert code == 0, output
+    assert "test accuracy" in output
     (run,) = (tmp_path / ".keepfit" / "runs").glob("*-fit-*")
     meta = json.loads((run / "model" / "keepfit.json").read_text())
     assert meta["strategy"] == "fewshot" and meta["fewshot"]["positive"] == meta["fewshot"]["negative"] > 0
-    shown = CliRunner().invoke(app, ["models", "show", "champion"])
-    assert shown.exit_code == 0 and "fewshot" in shown.output, shown.output
+    code, output = _keepfit(monkeypatch, capsys, "models", "show", "champion")
+    assert code == 0 and "version 1" in output, output
 
 
-def test_fit_command_refuses_a_label_with_one_example_before_training(tiny_model, tmp_path, monkeypatch):
+def test_fit_command_refuses_a_label_with_one_example_before_training(tiny_model, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     rows = pd.concat([sentiment_frame(40, 5), pd.DataFrame({"text": ["so-so movie okay"], "label": ["neu"]})])
     _project(tmp_path, tiny_model, rows)
-    result = CliRunner().invoke(app, ["fit", "--quiet", "--set", "train.strategy=fewshot"])
-    assert result.exit_code == DataError.exit_code, result.output
-    assert "'neu' (" in result.output and "at least 2 training examples" in result.output
-    assert "Traceback" not in result.output
+    code, output = _keepfit(monkeypatch, capsys, "fit", "--quiet", "--set", "train.strategy=fewshot")
+    assert code == DataError.exit_code, output
+    assert "'neu' (" in output and "at least 2 training examples" in output
+    assert "Traceback" not in output
     assert not list((tmp_path / ".keepfit" / "runs").glob("*-fit-*/checkpoints"))  # nothing trained
 
 
@@ -129,3 +138,16 @@ def test_warm_fewshot_candidate_starts_from_the_champion(fewshot_run, tmp_path):
                          teacher=champion.model_dir, replay=replay, progress=False)
     meta = json.loads((result.model_dir / "keepfit.json").read_text())
     assert meta["init_from"] == str(champion.model_dir) and meta["fewshot"]["examples"] == 20
+
+
+def test_fewshot_model_exports_to_onnx_unchanged(fewshot_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from keepfit.train import Predictor
+    from keepfit.train.onnx_export import OnnxPredictor, export_onnx
+
+    result, snapshot = fewshot_run
+    export = export_onnx(result.model_dir, tmp_path / "onnx", int8=False)
+    texts = snapshot.test["text"].tolist()[:8]
+    torch_side = Predictor(result.model_dir, precision="fp32").logits(texts)
+    onnx_side = OnnxPredictor(result.model_dir, export.fp32_path, threads=1).logits(texts)
+    assert np.allclose(np.asarray(onnx_side), np.asarray(torch_side), atol=1e-4)
