@@ -19,8 +19,10 @@ shown, not compared):
 
 Point values come from fairlearn's ``MetricFrame``. Every figure is also a function of per-row sums (rows, right
 rows, and per label: rows with it, rows given it, rows with it given it, per group), so intervals are the
-percentile bootstrap of :mod:`keepfit.evaluation.bootstrap` on those sums, and the gate's paired comparison
-resamples both models' sums together (:func:`paired_gaps`); a test pins the sums to fairlearn's values.
+percentile bootstrap of :mod:`keepfit.evaluation.bootstrap` on those sums (a label gap's interval is that of the
+label where the gap is largest), and the gate's paired comparison resamples both models' sums together
+(:func:`paired_gaps`; there the largest gap over labels is taken in each resample, for both models alike); a test
+pins the sums to fairlearn's values.
 """
 
 from __future__ import annotations
@@ -271,7 +273,7 @@ def _column_report(y, pred, o: Outcomes, values, names: list[str], config: Evalu
         "gaps": {
             metric: {
                 "value": _finite(gaps[metric]),
-                "interval": None if samples is None else percentile_interval(samples[metric], config.confidence),
+                "interval": _gap_interval(samples, metric, details[metric]["label"], names, config.confidence),
                 **details[metric],
             }
             for metric in GAP_METRICS
@@ -282,6 +284,21 @@ def _column_report(y, pred, o: Outcomes, values, names: list[str], config: Evalu
             for j, label in enumerate(names)
         },
     }
+
+
+_PER_LABEL = {"demographic_parity_difference": "parity_per_label", "equalized_odds_difference": "odds_per_label"}
+
+
+def _gap_interval(samples, metric: str, label: str | None, names: list[str], confidence: float):
+    """The percentile interval of a gap: the accuracy gap's over its resampled values; a label gap's over the
+    resampled gap of the label where it is largest on the rows as given (a maximum over labels taken anew in each
+    resample sits above the point value: the largest of many noisy rates is biased up)."""
+    if samples is None:
+        return None
+    if metric not in _PER_LABEL:
+        return percentile_interval(samples[metric], confidence)
+    return None if label is None else percentile_interval(samples[_PER_LABEL[metric]][:, names.index(label)],
+                                                          confidence)
 
 
 def _finite(value: Any) -> float | None:

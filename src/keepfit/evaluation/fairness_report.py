@@ -24,8 +24,8 @@ def fairness_section(section: dict[str, Any]) -> str:
     parts = [
         '<h2>Fairness: groups and gaps</h2><p class="note">'
         f"Labels judged as the selected outcome: {esc(judged)}. Gaps compare the groups with at least "
-        f"{settings['min_group_rows']} rows; intervals: {esc(settings['interval'])} (for the largest gap over "
-        "several labels the resampled maxima sit above the point value: a maximum of noisy rates is biased up).</p>"
+        f"{settings['min_group_rows']} rows; intervals: {esc(settings['interval'])} (a label gap's interval is "
+        "that of the label named; the largest of many one-vs-rest gaps is biased up by chance).</p>"
     ]
     for column, report in section["columns"].items():
         parts.append(f"<h2>Fairness: {esc(column)}</h2>" + _gaps_table(report) + _groups_table(report))

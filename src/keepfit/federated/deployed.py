@@ -1,7 +1,8 @@
-"""The ServerApp and ClientApp that Flower's deployment runtime loads by reference (a SuperLink runs
-``server_app`` in its own process; each SuperNode runs ``client_app`` in its own): separate processes that talk
-over the network. Everything they need comes from files named in their config: the server's plan (written by
-`keepfit federate server`) and each client's node config (written by `keepfit federate client`).
+"""The ServerApp and ClientApp that Flower loads by reference, in its own processes: a SuperLink runs
+``server_app``; in simulation (``flower-superlink --simulation``) its simulation runtime runs one ``client_app``
+per simulated client on Ray; in deployment each SuperNode runs ``client_app`` next to its own rows. Everything
+they need comes from files named in their config: the plan that `keepfit federate` writes (run config ``plan``),
+and for a deployed client its node config (written by `keepfit federate client`).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from keepfit._io import atomic_write_text
 from keepfit.errors import KeepfitError, TrainingError
 from keepfit.federated.flower import ClientSetup, make_client_app
 
-__all__ = ["server_app", "client_app", "OUTCOME_FILE", "PLAN_FILE"]
+__all__ = ["server_app", "client_app", "OUTCOME_FILE", "PLAN_FILE", "WEIGHTS_DIR"]
 
 log = logging.getLogger("keepfit.federate")
 
-PLAN_FILE, OUTCOME_FILE = "plan.json", "outcome.json"
+PLAN_FILE, OUTCOME_FILE, WEIGHTS_DIR = "plan.json", "outcome.json", "weights"
 server_app = ServerApp()
 
 
@@ -56,9 +57,11 @@ def _serve(grid, context) -> None:
         snap = load_snapshot(Store.at(config.store), plan["snapshot"])
         server, labels = server_member(config, snap, Path(plan["base"]), run_dir)
         _wait_for_clients(grid, plan["clients"], config.federate.connect_timeout)
-        ledger = Ledger()
+        ledger = Ledger(keep_weights=plan.get("keep_weights", False))
         run_rounds(grid, config, server, labels, plan["clients"], ledger)
         trained = export_average(server, snap, ledger, run_dir)
+        if ledger.keep_weights:
+            ledger.save_weights(run_dir / WEIGHTS_DIR)
         outcome: dict[str, Any] = {"ok": True, "model_dir": str(trained.model_dir), "labels": trained.labels,
                                    "history": trained.history, **ledger_json(ledger)}
     except KeepfitError as err:
@@ -66,17 +69,28 @@ def _serve(grid, context) -> None:
     atomic_write_text(run_dir / OUTCOME_FILE, json.dumps(outcome, default=float))
 
 
-def _deployed_client(node_config: dict[str, Any], labels: list[str]) -> ClientSetup:
-    """A client process's setup from its node config: the keepfit config, the shard file, the work folder."""
+def _client(settings: dict[str, Any], labels: list[str]) -> ClientSetup:
+    """A client's setup: a deployed node's own config (``keepfit-config``, ``data-path``, ``work-dir``,
+    ``model``), or a simulated client's shard from the plan by the partition id Flower gives it."""
     from keepfit.config import load_config
     from keepfit.federated.run import read_shard
+    from keepfit.federated.shards import check_shard
 
-    config = load_config(Path(node_config["keepfit-config"]))
-    work = Path(node_config["work-dir"])
-    rows = read_shard(config, Path(node_config["data-path"]), labels)
-    model = node_config.get("model") or None
-    return ClientSetup(config=config, rows=rows, name=work.name, work_dir=work,
-                       base_model=Path(model) if model else None, done_file=work / "done")
+    if "data-path" in settings:
+        config = load_config(Path(settings["keepfit-config"]))
+        work = Path(settings["work-dir"])
+        rows = read_shard(config, Path(settings["data-path"]), labels)
+        model = settings.get("model") or None
+        return ClientSetup(config=config, rows=rows, name=work.name, work_dir=work,
+                           base_model=Path(model) if model else None, done_file=work / "done")
+    import pandas as pd
+
+    plan = json.loads(Path(str(settings["plan"])).read_text(encoding="utf-8"))
+    name = f"client-{int(settings['partition-id'])}"
+    path = Path(plan["shards"]) / f"{name}.parquet"
+    rows = check_shard(pd.read_parquet(path), labels, path)
+    return ClientSetup(config=load_config(Path(plan["config"])), rows=rows, name=name,
+                       work_dir=Path(plan["run_dir"]) / "clients" / name, base_model=Path(plan["base"]))
 
 
-client_app: ClientApp = make_client_app(_deployed_client)
+client_app: ClientApp = make_client_app(_client)

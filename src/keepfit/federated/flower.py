@@ -1,4 +1,4 @@
-"""Flower glue: the ClientApp a member runs, the ServerApp that averages with Flower's own FedAvg / FedProx, and a
+"""Flower glue: the ClientApp a member runs, the rounds a ServerApp runs with Flower's own FedAvg / FedProx, and a
 ledger of what the server received (per round: which records, which arrays, how many bytes).
 
 Messages use Flower's Message API (``flwr.serverapp`` / ``flwr.clientapp``): the server sends the trainable part's
@@ -36,8 +36,9 @@ Weights = dict[str, torch.Tensor]
 
 @dataclass
 class RoundRecord:
-    """One round as the server saw it. Bytes are the serialised arrays: ``bytes_down`` the global weights times
-    the clients sampled, ``bytes_up`` what the clients sent back (message framing not counted)."""
+    """One round as the server saw it. Bytes are Flower's count of the ArrayRecords (serialised NumPy arrays with
+    their small headers, plus the names): ``bytes_down`` the global weights times the clients sampled, ``bytes_up``
+    what the clients sent back; the rest of a message (config, metrics, framing) is not counted."""
 
     round: int
     sampled: int  # clients the round's messages went to
@@ -48,6 +49,7 @@ class RoundRecord:
     bytes_up: int
     received: list[dict[str, Any]]  # per reply: its records and what each held (names, shapes, metric keys)
     train_loss: float
+    errors: list[str] = field(default_factory=list)  # the failed clients' reasons, as Flower reports them
     validation: dict[str, float] = field(default_factory=dict)
 
 
@@ -75,6 +77,7 @@ class Ledger:
             examples=sum(examples), bytes_down=sent_bytes * sampled,
             bytes_up=sum(m.content[ARRAYS].count_bytes() for m in ok), received=received,
             train_loss=float(np.average(losses, weights=examples)) if examples and sum(examples) else math.nan,
+            errors=[m.error.reason for m in replies if m.has_error()],
         ))
         for m in replies:
             if m.has_error():

@@ -22,7 +22,7 @@ from keepfit.config import KeepfitConfig, save_config
 from keepfit.errors import ConfigError, DataError, KeepfitError, ModelError, TrainingError
 from keepfit.store import Store
 
-__all__ = ["serve", "join", "ClientResult", "parse_address"]
+__all__ = ["launch", "serve", "join", "ClientResult", "parse_address", "free_port"]
 
 APP_TOML = """[build-system]
 requires = ["hatchling"]
@@ -69,7 +69,7 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _free_port(host: str = "127.0.0.1") -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
@@ -89,20 +89,33 @@ def _env(**extra: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def _child(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
-    """A child process writing to ``log_path``; stopped (SIGTERM, then SIGKILL after a grace) on the way out."""
+    """A child process writing to ``log_path``; it and everything it started are stopped on the way out."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop_tree(proc)
+
+
+def _stop_tree(proc: subprocess.Popen) -> None:
+    """SIGTERM to the process and all its descendants (Flower starts its helpers detached, and the simulation
+    runtime starts Ray: an interrupted run must not leave them behind), SIGKILL to any alive after a grace."""
+    import psutil
+
+    try:
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    for member in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.terminate()
+    _, alive = psutil.wait_procs(family, timeout=STOP_GRACE_S)
+    for member in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    proc.wait()
 
 
 def _flower_env(home: Path, address: str) -> dict[str, str]:
@@ -125,9 +138,11 @@ def _wait_until_listening(host: str, port: int, proc: subprocess.Popen, timeout:
     raise TrainingError(f"The Flower SuperLink did not listen on {host}:{port} within {timeout:.0f} s; see {log_path}.")
 
 
-def _submit(app: Path, plan: Path, env: dict[str, str], log_path: Path) -> None:
-    """`flwr run` of the keepfit Flower App on this run's SuperLink."""
+def _submit(app: Path, plan: Path, env: dict[str, str], log_path: Path, federation: dict[str, object]) -> None:
+    """`flwr run` of the keepfit Flower App on this run's SuperLink (``federation``: the simulation's settings)."""
     command = [_tool("flwr"), "run", str(app), CONNECTION, "--run-config", f"plan='{plan}'", "--format", "json"]
+    if federation:
+        command += ["--federation-config", " ".join(f"{k}={json.dumps(v)}" for k, v in federation.items())]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=SUBMIT_TIMEOUT_S)
     with open(log_path, "a", encoding="utf-8") as out:
         out.write(done.stdout + done.stderr)
@@ -165,6 +180,32 @@ def _await_server_end(server: str, proc: subprocess.Popen, timeout: float) -> No
         time.sleep(1.0)
 
 
+def launch(config: KeepfitConfig, run_dir: Path, plan: dict[str, object], address: str,
+           simulation: dict[str, object] | None = None) -> dict:
+    """Run the plan's federation on a SuperLink of this run at ``address`` (``simulation``: Flower's simulation
+    runtime with these settings, e.g. num-supernodes; else deployed SuperNodes connect to it) and return the
+    ServerApp's outcome; the SuperLink is stopped on the way out."""
+    from keepfit.federated.deployed import OUTCOME_FILE, PLAN_FILE
+
+    host, port = parse_address(address)
+    save_config(config, run_dir / "config.yaml")
+    plan_path = run_dir / PLAN_FILE
+    atomic_write_text(plan_path, json.dumps({**plan, "config": str(run_dir / "config.yaml"), "run_dir": str(run_dir)}))
+    app = run_dir / "flower-app"
+    app.mkdir(exist_ok=True)
+    atomic_write_text(app / "pyproject.toml", APP_TOML)
+    env = _flower_env(run_dir / "flwr", f"{host}:{port}")
+    log_path = run_dir / "superlink.log"
+    command = [_tool("flower-superlink"), "--insecure", "--host", host, "--port", str(port),
+               "--disable-runtime-dependency-installation", "--database", ":flwr-in-memory:"]
+    with _child(command + (["--simulation"] if simulation else []), log_path, env) as link:
+        _wait_until_listening(host, port, link, 60.0, log_path)
+        _submit(app, plan_path, env, log_path, simulation or {})
+        fc = config.federate
+        return _await_outcome(run_dir / OUTCOME_FILE, link,
+                              fc.connect_timeout + fc.rounds * fc.round_timeout + 120, log_path)
+
+
 def serve(
     config: KeepfitConfig, *, clients: int, address: str = "127.0.0.1:9092", snapshot: str | None = None,
     register: bool = True,
@@ -173,39 +214,23 @@ def serve(
     listens on ``address``, runs federate.rounds rounds once they have all connected (within
     federate.connect_timeout), then exports, evaluates and registers the average through the gate like
     :func:`keepfit.federate`. Holds the project lock."""
-    from keepfit.federated.deployed import OUTCOME_FILE, PLAN_FILE
-    from keepfit.federated.run import _base_model, _check_settings, finish, require_flower
+    from keepfit.federated.run import base_model, check_settings, finish, require_flower
     from keepfit.lock import project_lock
     from keepfit.pipeline import _new_run_dir, _require_trainable, resolve_snapshot
 
     require_flower()
-    host, port = parse_address(address)
+    parse_address(address)
     store = Store.at(config.store)
     config = config.model_copy(update={"store": str(store.root.resolve())})  # the ServerApp runs elsewhere
     with project_lock(store, "keepfit federate server", timeout=config.update.lock_timeout):
         started = time.perf_counter()
         snap = resolve_snapshot(config, snapshot)
-        _check_settings(config, snap, clients)
+        check_settings(config, snap, clients)
         _require_trainable(snap)
-        base, _ = _base_model(config)
+        base = base_model(config)
         run_dir = _new_run_dir(store, "federate").resolve()
-        save_config(config, run_dir / "config.yaml")
-        plan = run_dir / PLAN_FILE
-        atomic_write_text(plan, json.dumps({"config": str(run_dir / "config.yaml"), "snapshot": snap.id,
-                                            "base": str(base), "clients": clients, "run_dir": str(run_dir)}))
-        app = run_dir / "flower-app"
-        app.mkdir()
-        atomic_write_text(app / "pyproject.toml", APP_TOML)
-        env = _flower_env(run_dir / "flwr", f"{host}:{port}")
-        log_path = run_dir / "superlink.log"
-        link_cmd = [_tool("flower-superlink"), "--insecure", "--host", host, "--port", str(port),
-                    "--disable-runtime-dependency-installation", "--database", ":flwr-in-memory:"]
-        with _child(link_cmd, log_path, env) as link:
-            _wait_until_listening(host, port, link, 60.0, log_path)
-            _submit(app, plan, env, log_path)
-            fc = config.federate
-            outcome = _await_outcome(run_dir / OUTCOME_FILE, link,
-                                     fc.connect_timeout + fc.rounds * fc.round_timeout + 120, log_path)
+        plan = {"snapshot": snap.id, "base": str(base), "clients": clients}
+        outcome = launch(config, run_dir, plan, address)
         return finish(config, snap, run_dir, outcome, register, started)
 
 
@@ -232,7 +257,7 @@ def join(
     log_path = work / "supernode.log"
     fc = config.federate
     command = [_tool("flower-supernode"), "--insecure", "--superlink", server, "--node-config", node,
-               "--max-wait-time", str(fc.connect_timeout), "--port", str(_free_port())]
+               "--max-wait-time", str(fc.connect_timeout), "--port", str(free_port())]
     with _child(command, log_path, _env(FLWR_DISABLE_UPDATE_CHECK="1")) as proc:
         deadline = time.monotonic() + fc.connect_timeout + fc.rounds * fc.round_timeout + 120
         while not (work / "done").exists():

@@ -7,9 +7,7 @@ import importlib.util
 import json
 import logging
 import math
-import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -65,11 +63,14 @@ class FederateResult:
     reasons: list[str] = field(default_factory=list)
     judged_against: str | None = None
     seconds: float = 0.0
-    # with keep_replies: per round, each client's (examples, weights by name) as the server received them
+    # with keep_weights: per round, each client's (examples, weights by name) as the server received them, and
+    # the round's average
     replies: dict[int, list[tuple[int, dict[str, np.ndarray]]]] = field(default_factory=dict)
+    averages: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
-def _check_settings(config: KeepfitConfig, snap: Snapshot, clients: int) -> None:
+def check_settings(config: KeepfitConfig, snap: Snapshot, clients: int) -> None:
+    """A ConfigError unless the task is single-label classification and there are at least two clients."""
     if snap.task != "single-label":
         raise ConfigError(
             f"keepfit federate trains single-label text classifiers; the task is {snap.task}. "
@@ -79,17 +80,17 @@ def _check_settings(config: KeepfitConfig, snap: Snapshot, clients: int) -> None
         raise ConfigError(f"A federation needs at least 2 clients, got {clients}. Set federate.clients (or --clients).")
 
 
-def _base_model(config: KeepfitConfig) -> tuple[Path, str | None]:
+def base_model(config: KeepfitConfig) -> Path:
     """The start model: the champion's folder when there is one (its weights start the rounds), else the
-    configured pre-trained model; and the champion's version."""
+    configured pre-trained model."""
     from keepfit.registry import Registry
     from keepfit.train.model import resolve_model_path
 
     registry = Registry.open(config)
     champion = registry.champion()
     if champion is not None:
-        return registry.model_path(champion.version), champion.version
-    return resolve_model_path(config.model.name, config.model.revision), None
+        return registry.model_path(champion.version)
+    return resolve_model_path(config.model.name, config.model.revision)
 
 
 def _write_shards(train: pd.DataFrame, parts: list[np.ndarray], folder: Path) -> list[Path]:
@@ -105,19 +106,6 @@ def _write_shards(train: pd.DataFrame, parts: list[np.ndarray], folder: Path) ->
     return paths
 
 
-def _simulated_client(config: KeepfitConfig, folder: Path, work_root: Path, base: Path):
-    """A simulated client's setup: its own Parquet file, by the partition id Flower gives the node."""
-    from keepfit.federated.flower import ClientSetup
-
-    def source(node_config: dict[str, Any], labels: list[str]) -> ClientSetup:
-        name = f"client-{int(node_config['partition-id'])}"
-        path = folder / f"{name}.parquet"
-        rows = check_shard(pd.read_parquet(path), labels, path)
-        return ClientSetup(config=config, rows=rows, name=name, work_dir=work_root / name, base_model=base)
-
-    return source
-
-
 def federate(
     config: KeepfitConfig,
     *,
@@ -126,18 +114,18 @@ def federate(
     shards: str | None = None,
     rounds: int | None = None,
     register: bool = True,
-    on_round: Callable[[int, dict[str, Any]], dict[str, float]] | None = None,
-    keep_replies: bool = False,
+    keep_weights: bool = False,
 ) -> FederateResult:
-    """Federated fine-tuning on Flower's simulation engine: the snapshot's training rows are dealt to
+    """Federated fine-tuning on Flower's simulation runtime: the snapshot's training rows are dealt to
     ``clients`` (federate.clients) simulated clients (``shards``: iid or dirichlet label skew), each trains the
     small part (federate.train_strategy) on its own rows for federate.local_epochs per round, and the server
     averages (federate.strategy: FedAvg or FedProx) for ``rounds`` rounds. The average is exported as a model
     folder (as `keepfit fit` writes), evaluated on the test split and registered: version 1 becomes champion;
     with a champion the rounds start from its weights and the gate judges the result (rejected: challenger).
 
-    ``on_round(round, weights)`` (Python only): extra metrics of each round's average (benchmarks);
-    ``keep_replies`` keeps every reply's weights in the ledger (tests). Holds the project lock.
+    The ServerApp and the ClientApps run in Flower's processes (a SuperLink of this run with its simulation
+    runtime on Ray); ``keep_weights`` keeps each round's average and every reply's weights (tests, benchmarks:
+    ``FederateResult.averages`` / ``replies``). Holds the project lock.
     """
     from keepfit.lock import project_lock
 
@@ -145,27 +133,52 @@ def federate(
     changes = {k: v for k, v in {"clients": clients, "shards": shards, "rounds": rounds}.items() if v is not None}
     config = config.model_copy(update={"federate": config.federate.model_copy(update=changes)}) if changes else config
     store = Store.at(config.store)
+    config = config.model_copy(update={"store": str(store.root.resolve())})  # Flower's processes read it
     with project_lock(store, "keepfit federate", timeout=config.update.lock_timeout):
-        return _federate_locked(config, store, snapshot, register, on_round, keep_replies)
+        return _federate_locked(config, store, snapshot, register, keep_weights)
 
 
-def _federate_locked(config, store: Store, snapshot, register: bool, on_round, keep_replies: bool) -> FederateResult:
+def _federate_locked(config, store: Store, snapshot, register: bool, keep_weights: bool) -> FederateResult:
+    from keepfit.federated.deployed import WEIGHTS_DIR
+    from keepfit.federated.processes import free_port, launch
     from keepfit.pipeline import _new_run_dir, _require_trainable, resolve_snapshot
 
     started = time.perf_counter()
     fc = config.federate
     snap = resolve_snapshot(config, snapshot)
-    _check_settings(config, snap, fc.clients)
+    check_settings(config, snap, fc.clients)
     _require_trainable(snap)
     parts = deal_rows(snap.train["label"], fc.clients, fc.shards, alpha=fc.alpha, seed=fc.seed)
-    base, _ = _base_model(config)
-    run_dir = _new_run_dir(store, "federate")
-    folder = run_dir / "shards"
-    _write_shards(snap.train, parts, folder)
-    trained, ledger = _simulate(config, snap, base, run_dir, folder, on_round, keep_replies)
-    outcome = {"model_dir": str(trained.model_dir), "labels": trained.labels, "history": trained.history,
-               "clients": [len(p) for p in parts], **ledger_json(ledger)}
-    return replace(finish(config, snap, run_dir, outcome, register, started), replies=ledger.replies)
+    base = base_model(config)
+    run_dir = _new_run_dir(store, "federate").resolve()
+    _write_shards(snap.train, parts, run_dir / "shards")
+    plan = {"snapshot": snap.id, "base": str(base), "clients": fc.clients, "shards": str(run_dir / "shards"),
+            "keep_weights": keep_weights}
+    simulation = {"num-supernodes": fc.clients, "client-resources-num-cpus": 1, "init-args-num-cpus": fc.workers,
+                  "init-args-logging-level": "ERROR"}
+    outcome = launch(config, run_dir, plan, f"127.0.0.1:{free_port()}", simulation)
+    result = finish(config, snap, run_dir, {**outcome, "clients": [len(p) for p in parts]}, register, started)
+    if not keep_weights:
+        return result
+    averages, replies = _saved_weights(run_dir / WEIGHTS_DIR)
+    return replace(result, averages=averages, replies=replies)
+
+
+def _saved_weights(folder: Path) -> tuple[dict[int, dict[str, np.ndarray]], dict[int, list]]:
+    """What ``Ledger.save_weights`` wrote: each round's average, and its replies as (examples, weights)."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    averages, replies = {}, {}
+    for path in sorted(folder.glob("round-*.safetensors")):
+        _, r, kind, *_ = path.stem.split("-")
+        if kind == "average":
+            averages[int(r)] = load_file(str(path))
+            continue
+        with safe_open(str(path), framework="numpy") as f:
+            examples = int(f.metadata()["examples"])
+        replies.setdefault(int(r), []).append((examples, load_file(str(path))))
+    return averages, replies
 
 
 @dataclass(frozen=True)
@@ -216,26 +229,6 @@ def server_member(config: KeepfitConfig, snap: Snapshot, base: Path, run_dir: Pa
     return member, labels
 
 
-def _simulate(config, snap: Snapshot, base: Path, run_dir: Path, folder: Path, on_round, keep_replies: bool):
-    """Flower's simulation engine (Ray) runs the ServerApp here and one ClientApp per client in its workers."""
-    from flwr.simulation import run_simulation
-
-    from keepfit.federated.flower import Ledger, make_client_app, make_server_app
-
-    fc = config.federate
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # no GPUs here: silences Ray's notice
-    logging.getLogger("flwr").setLevel(logging.WARNING)  # the rounds are reported from the ledger instead
-    server, labels = server_member(config, snap, base, run_dir)
-    ledger = Ledger(keep_replies=keep_replies)
-    server_app = make_server_app(config, server, labels, fc.clients, ledger, on_round)
-    client_app = make_client_app(_simulated_client(config, folder, run_dir / "clients", base))
-    backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-               "init_args": {"num_cpus": fc.workers, "num_gpus": 0, "include_dashboard": False,
-                             "logging_level": "error", "log_to_driver": False}}
-    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=fc.clients, backend_config=backend)
-    return export_average(server, snap, ledger, run_dir), ledger
-
-
 def ledger_json(ledger) -> dict[str, Any]:
     """The ledger's rounds as JSON-able dicts (what the server received, per round)."""
     return {"rounds": [asdict(r) for r in ledger.rounds]}
@@ -250,10 +243,11 @@ def export_average(server, snap: Snapshot, ledger, run_dir: Path):
     from keepfit.train.metrics import best_metric_name
 
     if ledger.final is None:
-        failures = sum(r.failures for r in ledger.rounds)
+        errors = [e for r in ledger.rounds for e in r.errors]
+        first = f" The first client error: {errors[0]}" if errors else ""
         raise TrainingError(
-            f"The federation ended without an average: {len(ledger.rounds)} round(s) ran, {failures} client "
-            f"failure(s). Expected every round to get replies; see {run_dir} and the clients' logs for their errors."
+            f"The federation ended without an average: {len(ledger.rounds)} round(s) ran, {len(errors)} client "
+            f"failure(s). Expected every round to get replies; see {run_dir} and the clients' logs.{first}"
         )
     job = server.job
     set_weights(server, ledger.final)

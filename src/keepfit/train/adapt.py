@@ -39,7 +39,7 @@ from keepfit.train.checkpoint import TrainState, load_best
 from keepfit.train.inference import autocast, choose_precision
 from keepfit.train.job import Job
 from keepfit.train.loop import EvalHook, _attach_log, _run_config, fit_loop, seed_everything
-from keepfit.train.model import quiet_transformers, resolve_model_path
+from keepfit.train.model import load_tokenizer, quiet_transformers, resolve_model_path
 
 __all__ = ["AdaptResult", "adapt", "MaskedPositionsLM", "mlm_batch", "ADAPT_META", "MLM_HEAD_FILE"]
 
@@ -136,8 +136,9 @@ def _batch_seed(*key: int) -> int:
     return int(np.random.SeedSequence([k % 2**32 for k in key]).generate_state(2, np.uint64)[0] >> 1)
 
 
-def mlm_batch(collator, tokens: _Tokens, rows: np.ndarray, pad_id: int, seed: int) -> tuple[dict[str, torch.Tensor],
-                                                                                              torch.Tensor]:
+def mlm_batch(
+    collator, tokens: _Tokens, rows: np.ndarray, pad_id: int, seed: int
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Masked model inputs of ``rows`` and the original ids at the masked positions.
 
     Returns ``({input_ids, attention_mask: [B, T], masked: bool [B, T]}, targets [n_masked])``: the collator's
@@ -250,7 +251,10 @@ def _load_mlm(path: Path) -> tuple[nn.Module, bool]:
                          "as BERT, RoBERTa or MiniLM (keepfit adapt trains encoders, not causal LMs).") from None
     head_file = path / MLM_HEAD_FILE
     if head_file.exists():
-        model.load_state_dict(load_file(str(head_file)), strict=False)
+        unknown = model.load_state_dict(load_file(str(head_file)), strict=False).unexpected_keys
+        if unknown:
+            raise ModelError(f"{head_file} holds tensors {type(model).__name__} lacks ({unknown[:3]}): it was not "
+                             f"written for this model. Remove the file to start the MLM head fresh.")
         log.info("MLM head: loaded from %s", head_file)
         return model, True
     prefix = model.base_model_prefix + "."
@@ -296,8 +300,6 @@ def _build_job(config: KeepfitConfig, corpus: UnlabelledText, run_dir: Path, dev
     of masked batches, the held-out texts as fixed masked batches for the loss."""
     ac = config.adapt
     source = resolve_model_path(config.model.name, config.model.revision)
-    from keepfit.train.model import load_tokenizer
-
     tokenizer = load_tokenizer(source)
     if tokenizer.mask_token is None:
         raise ModelError(f"The tokenizer of {source} has no mask token: masked-language-model training needs one. "
@@ -308,10 +310,7 @@ def _build_job(config: KeepfitConfig, corpus: UnlabelledText, run_dir: Path, dev
                     "so single tokens are masked", source)
     mlm, head_loaded = _load_mlm(source)
     train_rows, held = _held_out_split(corpus.texts, ac.held_out, ac.max_held_out_rows, ac.seed)
-    texts = [corpus.texts[i] for i in train_rows]
-    if not texts:
-        raise ConfigError(f"adapt.held_out {ac.held_out} leaves no text to train on ({len(corpus.texts)} texts); "
-                          "lower it or give more text.")
+    texts = [corpus.texts[i] for i in train_rows]  # never empty: one distinct text at least stays for training
     limit = prepare.model_max_length(mlm, tokenizer)
     max_length, cut = _max_length(tokenizer, texts, ac.max_length, limit)
     if cut:
@@ -359,12 +358,11 @@ def _loss_before(job: Job, run_dir: Path) -> dict[str, float]:
     path = run_dir / BEFORE_FILE
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8"))
-    device = next(job.model.parameters()).device
     job.model.eval()
     metrics = job.evaluate_fn(job.model) if len(job.val.ids) else {}
     job.model.train()
     atomic_write_text(path, json.dumps(metrics))
-    log.info("held-out MLM before adaptation: %s (device %s)", json.dumps(metrics), device)
+    log.info("held-out MLM before adaptation: %s", json.dumps(metrics))
     return metrics
 
 

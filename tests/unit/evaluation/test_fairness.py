@@ -56,6 +56,19 @@ def test_every_label_one_vs_rest_reports_the_largest_gap():
     assert report["gaps"]["equalized_odds_difference"]["value"] == pytest.approx(2 / 3)
 
 
+def test_a_label_gap_interval_is_that_of_the_label_named_and_holds_the_point():
+    rng = np.random.default_rng(1)
+    n, n_labels = 600, 12
+    y = rng.integers(0, n_labels, n)
+    pred = np.where(rng.uniform(size=n) < 0.9, y, rng.integers(0, n_labels, n))
+    groups = rng.choice(["x", "y", "z"], n).astype(object)
+    labels = [f"l{i}" for i in range(n_labels)]
+    report = group_fairness("single-label", labels, y, pred, {"g": groups}, _cfg(bootstrap=500))["columns"]["g"]
+    for gap in report["gaps"].values():
+        lo, hi = gap["interval"]
+        assert lo <= gap["value"] <= hi
+
+
 def test_the_figures_agree_with_fairlearn_functions_on_random_rows():
     rng = np.random.default_rng(0)
     n, n_labels = 900, 4

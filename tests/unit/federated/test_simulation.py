@@ -1,6 +1,6 @@
-"""A two-client Flower simulation (Ray) on a tiny model: the server's average is the example-weighted mean of
-what the clients sent, only weights and counts reach it, the result registers and predicts, and with a champion
-the federated model goes through the gate."""
+"""A two-client Flower simulation (a SuperLink's simulation runtime, Ray) on a tiny model: the server's average
+is the example-weighted mean of what the clients sent, only weights and counts reach it, the result registers
+and predicts, and with a champion the federated model goes through the gate."""
 
 from __future__ import annotations
 
@@ -33,13 +33,8 @@ def project(tiny_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def first(project):
-    averages: dict[int, dict] = {}
-
-    def keep(server_round: int, weights: dict) -> dict[str, float]:
-        averages[server_round] = {k: v.numpy().copy() for k, v in weights.items()}
-        return {}
-
-    return keepfit.federate(project, keep_replies=True, on_round=keep), averages
+    result = keepfit.federate(project, keep_weights=True)
+    return result, result.averages
 
 
 def test_the_average_is_the_example_weighted_mean_of_what_clients_sent(first):
