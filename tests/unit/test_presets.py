@@ -58,7 +58,7 @@ def test_every_bad_preset_is_reported_at_once(tmp_path):
     assert "did you mean train.lr?" in by_place["presets.mine.train.lrr"]
     assert "did you mean train.epochs?" in by_place["presets.mine.trian.epochs"]
     assert "greater than 0" in by_place["presets.mine.train.lr"] and "(got -1)" in by_place["presets.mine.train.lr"]
-    assert "'head', 'full' or 'lora'" in by_place["presets.mine.train.strategy"]
+    assert "'head', 'full', 'lora' or 'fewshot'" in by_place["presets.mine.train.strategy"]
     assert "expected a key section.setting" in by_place["presets.mine.task"]
 
 

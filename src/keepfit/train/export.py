@@ -31,6 +31,8 @@ head = load_file("PATH/keepfit_head.safetensors")  # weight [labels, hidden], bi
 batch = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
 mask = batch["attention_mask"].unsqueeze(-1).float()
 pooled = (encoder(**batch).last_hidden_state * mask).sum(1) / mask.sum(1)
+if encoder.config.to_dict().get("keepfit_normalize"):  # few-shot models read unit-length embeddings
+    pooled = torch.nn.functional.normalize(pooled, dim=-1)
 logits = pooled @ head["weight"].T + head["bias"]  # then keepfit_postprocess.json's temperature
 ```"""
     return """```python

@@ -4,7 +4,8 @@ Sentence encoders such as all-MiniLM-L6-v2 were trained with mean pooling; trans
 ``BertForSequenceClassification`` reads the pooled [CLS] state through a pooler layer those encoders never trained.
 :class:`MeanPooledClassifier` is the encoder (``AutoModel``), the mask-weighted mean of its last hidden states,
 dropout and one Linear layer. Its folder is the encoder's own Hugging Face folder (``AutoModel`` loads it as is)
-plus the head's two tensors in ``keepfit_head.safetensors``; ``keepfit.json`` says ``"pooling": "mean"``.
+plus the head's two tensors in ``keepfit_head.safetensors``; ``keepfit.json`` says ``"pooling": "mean"``. A
+``config.json`` with ``"keepfit_normalize": true`` (few-shot models) has the head read the mean scaled to unit length.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["HEAD_FILE", "MeanPooledClassifier", "declares_mean_pooling", "mean_pool"]
+__all__ = ["HEAD_FILE", "NORMALIZE_KEY", "MeanPooledClassifier", "declares_mean_pooling", "mean_pool"]
 
 HEAD_FILE = "keepfit_head.safetensors"
+NORMALIZE_KEY = "keepfit_normalize"  # in the encoder's config: the head reads unit-length mean embeddings
 
 
 def declares_mean_pooling(model_dir: Path) -> bool:
@@ -60,6 +62,7 @@ class MeanPooledClassifier(nn.Module):
         nn.init.normal_(self.classifier.weight, std=std)
         nn.init.zeros_(self.classifier.bias)
         self.num_labels = num_labels
+        self.normalize = bool(getattr(self.config, NORMALIZE_KEY, False))
 
     @property
     def encoder_model(self) -> nn.Module:
@@ -83,7 +86,10 @@ class MeanPooledClassifier(nn.Module):
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
         hidden = self.encoder_model(**inputs).last_hidden_state
-        pooled = mean_pool(hidden, attention_mask).to(self.classifier.weight.dtype)
+        pooled = mean_pool(hidden, attention_mask)
+        if self.normalize:  # what a contrastively tuned encoder learnt is the direction, not the length
+            pooled = nn.functional.normalize(pooled, dim=-1)
+        pooled = pooled.to(self.classifier.weight.dtype)
         return SequenceClassifierOutput(logits=self.classifier(self.dropout(pooled)))
 
     def save_pretrained(self, path: str | Path, safe_serialization: bool = True, **kwargs: Any) -> None:

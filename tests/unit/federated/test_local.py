@@ -3,6 +3,8 @@ weights, and mismatched weights are refused."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 
@@ -76,3 +78,17 @@ def test_lora_members_share_adapters_and_head_and_the_average_exports_as_a_model
     predictor = load_predictor(trained.model_dir)
     assert predictor.labels == ["neg", "pos"]
     assert predictor.predict(["a good film", "a bad film"]).outputs.shape == (2, 2)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("flwr") is None, reason="needs the federated extra (flwr)")
+@pytest.mark.parametrize(("name", "fraction", "per_round"), [("fedavg", 1.0, 5), ("fedprox", 0.5, 3)])
+def test_the_server_uses_flowers_own_strategy(name, fraction, per_round):
+    from flwr.serverapp.strategy import FedAvg, FedProx
+
+    from keepfit.federated.flower import Ledger, make_strategy
+
+    config = KeepfitConfig.model_validate({"federate": {"strategy": name, "mu": 0.3, "fraction": fraction}})
+    strategy = make_strategy(config, 5, Ledger())
+    assert isinstance(strategy, FedProx if name == "fedprox" else FedAvg)
+    assert (strategy.min_train_nodes, strategy.min_available_nodes, strategy.fraction_evaluate) == (per_round, 5, 0)
+    assert getattr(strategy, "proximal_mu", 0.0) == (0.3 if name == "fedprox" else 0.0)

@@ -12,11 +12,22 @@ import pytest
 import yaml
 
 from keepfit.cli import main
-from keepfit.errors import DataError
+from keepfit.errors import ConfigError, DataError
 from keepfit.train.fewshot import require_shots, sample_pairs
 from keepfit.train.testing import config_for, sentiment_frame, snapshot_of
 
 LABELS = np.array([0, 0, 1, 1, 1, 1, 1, 2, 2, 2])  # imbalanced on purpose: 2, 5 and 3 examples
+
+
+def test_fewshot_config_takes_the_pair_recipe_where_unset_and_refuses_what_does_not_fit():
+    from keepfit.config import FEWSHOT_RECIPE, load_config
+
+    plain = load_config(None, ["train.strategy=fewshot"])
+    assert {k: getattr(plain.train, k) for k in FEWSHOT_RECIPE} == FEWSHOT_RECIPE and plain.model.pooling == "mean"
+    named = load_config(None, ["train.strategy=fewshot", "train.lr=1e-3", "train.epochs=2"])
+    assert (named.train.lr, named.train.epochs, named.train.batch_size) == (1e-3, 2, FEWSHOT_RECIPE["batch_size"])
+    with pytest.raises(ConfigError, match="single-label text classification.*model.pooling to mean"):
+        load_config(None, ["train.strategy=fewshot", "task=multi-label", "model.pooling=cls"])
 
 
 def test_pairs_are_balanced_and_every_label_is_represented():
@@ -66,7 +77,8 @@ def test_fewshot_fit_makes_a_model_folder_that_predicts_above_chance(fewshot_run
     accuracy = float((predicted == snapshot.test["label"].to_numpy()).mean())
     assert accuracy >= 0.9, accuracy  # chance is 0.5; seeds 0-2 of this recipe score 0.975-0.995
     meta = json.loads((result.model_dir / "keepfit.json").read_text())
-    assert meta["strategy"] == "fewshot" and meta["pooling"] == "mean"
+    assert meta["strategy"] == "fewshot" and meta["pooling"] == "mean" and predictor.model.normalize
+    assert json.loads((result.model_dir / "config.json").read_text())["keepfit_normalize"] is True
     assert meta["fewshot"] == {"examples": 40, "examples_per_label": {"min": 20, "median": 20.0, "max": 20},
                                "iterations": 8, "epochs": 3.0, "pairs": 640, "positive": 320, "negative": 320}
     assert "640 contrastive pairs: 320 positive, 320 negative" in (result.model_dir / "README.md").read_text()
