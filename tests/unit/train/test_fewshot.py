@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from keepfit.cli import main
-from keepfit.errors import ConfigError, DataError
+from keepfit.errors import ConfigError, DataError, GateRejected
 from keepfit.train.fewshot import require_shots, sample_pairs
 from keepfit.train.testing import config_for, sentiment_frame, snapshot_of
 
@@ -114,6 +114,12 @@ def test_fit_command_trains_fewshot_and_registers(tiny_model, tmp_path, monkeypa
     assert meta["strategy"] == "fewshot" and meta["fewshot"]["positive"] == meta["fewshot"]["negative"] > 0
     code, output = _keepfit(monkeypatch, capsys, "models", "show", "champion")
     assert code == 0 and "version 1" in output, output
+    sentiment_frame(20, 9).to_csv(tmp_path / "new.csv", index=False)  # an update: the candidate trains the head
+    code, output = _keepfit(monkeypatch, capsys, "update", "--data", "new.csv", "--set", "train.strategy=fewshot")
+    assert code in (0, GateRejected.exit_code), output  # judged by the gate either way
+    (update,) = (tmp_path / ".keepfit" / "runs").glob("*-update-*")
+    candidate = json.loads((update / "model" / "keepfit.json").read_text())
+    assert candidate["strategy"] == "head" and candidate["init_from"] and candidate["pooling"] == "mean"
 
 
 def test_fit_command_refuses_a_label_with_one_example_before_training(tiny_model, tmp_path, monkeypatch, capsys):
