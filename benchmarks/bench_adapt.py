@@ -4,6 +4,7 @@ texts) help a fine-tune on a small labelled subset?
     python benchmarks/bench_adapt.py adapt [--epochs 3] [--set adapt.lr=1e-4 ...] [--tag NAME]
     python benchmarks/bench_adapt.py finetune --arm base|adapted --seed S [--fraction 0.1] [--tag NAME]
     python benchmarks/bench_adapt.py report [--tag NAME]
+    python benchmarks/bench_adapt.py speed [--steps 20]
 
 Each piece is its own invocation (run them under ``flock /tmp/keepfit-cpu.lock`` on a shared machine) and writes
 its JSON to benchmarks/results/:
@@ -16,7 +17,9 @@ its JSON to benchmarks/results/:
   (the same rows for both arms), 10% of those per label held out for validation, train.seed S, started from the
   packaged model (``base``) or the adapted folder (``adapted``); test accuracy and macro-F1 on all of test.csv.
 - ``report``: the per-seed pairs, means, and the paired difference with a t interval over seeds, into
-  results/bench_adapt[-TAG].json.
+  results/bench_adapt[-TAG].json. The base arm's runs are shared by every TAG (they do not depend on it).
+- ``speed``: a training step (forward and backward, batch 32) with the prediction head on the masked positions
+  only, as keepfit trains, against the head on every position, on the same masked batches.
 """
 
 from __future__ import annotations
@@ -79,6 +82,45 @@ def run_adapt(args: argparse.Namespace) -> dict:
     }
 
 
+def run_speed(args: argparse.Namespace) -> dict:
+    """Training-step time of the MLM with its prediction head on the masked positions only (keepfit's
+    MaskedPositionsLM) against the head on every position (what AutoModelForMaskedLM's forward does), on the same
+    masked batches of banking77 texts; the two alternate, best and median of ``--steps`` each."""
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    from keepfit.train.adapt import MaskedPositionsLM, mlm_batch, mlm_collator, mlm_tokens
+    from keepfit.train.inference import autocast, choose_precision
+    from keepfit.train.model import load_tokenizer
+
+    tokenizer = load_tokenizer(model_path())
+    mlm = AutoModelForMaskedLM.from_pretrained(str(model_path()))
+    texts = pd.read_csv(Path(args.data) / "train.csv")["text"].astype(str).tolist()
+    rng = np.random.default_rng(0)
+    tokens = mlm_tokens(tokenizer, texts, 56)
+    collator, precision = mlm_collator(tokenizer, 0.15, True), choose_precision("auto")
+    pad = tokenizer.pad_token_id
+    batches = [mlm_batch(collator, tokens, rng.choice(len(texts), 32, replace=False), pad, seed=i)
+               for i in range(args.steps + 2)]
+    model = MaskedPositionsLM(mlm).train()
+    head = model.head_name  # BERT's cls
+    times: dict[str, list[float]] = {"masked positions": [], "every position": []}
+    for i, (inputs, targets) in enumerate(batches):
+        for mode in times:
+            model.head_name = head if mode == "masked positions" else None
+            started = time.perf_counter()
+            with autocast(precision):
+                logits = model(**inputs).logits
+            torch.nn.functional.cross_entropy(logits.float(), targets).backward()
+            model.zero_grad(set_to_none=True)
+            if i >= 2:  # the first two are warm-up
+                times[mode].append(time.perf_counter() - started)
+    summary = {mode: {"best_ms": 1000 * min(t), "median_ms": 1000 * float(np.median(t))} for mode, t in times.items()}
+    return {"piece": "speed", "precision": precision, "batch_size": 32, "steps": args.steps,
+            "threads": torch.get_num_threads(), "step_forward_backward": summary,
+            "median_speedup": summary["every position"]["median_ms"] / summary["masked positions"]["median_ms"]}
+
+
 def labelled_subset(train: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
     """A stratified ``fraction`` of the rows (at least 2 per label, so each keeps one for training)."""
     picks = [g.sample(n=max(2, round(fraction * len(g))), random_state=seed) for _, g in train.groupby("label")]
@@ -104,7 +146,7 @@ def run_finetune(args: argparse.Namespace) -> dict:
         preds = predictor.predict(test["text"].tolist(), batch_size=64)
         pred = [preds.labels[i] for i in preds.outputs.argmax(1)]
     return {
-        "piece": "finetune", "arm": args.arm, "seed": args.seed, "tag": args.tag, "fraction": args.fraction,
+        "piece": "finetune", "arm": args.arm, "seed": args.seed, "tag": _arm_tag(args), "fraction": args.fraction,
         "model": str(start), "train_rows": len(snapshot.train), "validation_rows": len(snapshot.validation),
         "test_rows": len(test), "train_wall_seconds": train_seconds, "precision": result.precision,
         "best_validation_accuracy": result.best_metric, "overrides": args.set,
@@ -112,13 +154,19 @@ def run_finetune(args: argparse.Namespace) -> dict:
     }
 
 
+def _arm_tag(args: argparse.Namespace) -> str | None:
+    """The base arm does not depend on the adapted variant: every variant is compared with the same base runs."""
+    return None if args.arm == "base" else args.tag
+
+
 def report(args: argparse.Namespace) -> dict:
     from scipy import stats
 
     suffix = _suffix(args.tag)
     adapt_file = RESULTS / f"bench_adapt_adapt{suffix}.json"
-    pieces = [json.loads(p.read_text()) for p in sorted(RESULTS.glob(f"bench_adapt_ft_*{suffix}_s*.json"))]
-    pieces = [p for p in pieces if p.get("tag") == args.tag]
+    pieces = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("bench_adapt_ft_*_s*.json"))]
+    pieces = [p for p in pieces if (p["arm"] == "base" and p.get("tag") is None) or
+              (p["arm"] == "adapted" and p.get("tag") == args.tag)]
     by_seed: dict[int, dict[str, dict]] = {}
     for piece in pieces:
         by_seed.setdefault(piece["seed"], {})[piece["arm"]] = piece
@@ -145,7 +193,7 @@ def report(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("piece", choices=["adapt", "finetune", "report"])
+    parser.add_argument("piece", choices=["adapt", "finetune", "report", "speed"])
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="Folder with train.csv and test.csv.")
     parser.add_argument("--work", default=str(DEFAULT_WORK), help="Where the adapted model and the text go.")
     parser.add_argument("--tag", default=None, help="Names a variant (its adapted folder and JSON files).")
@@ -153,6 +201,7 @@ def main() -> None:
     parser.add_argument("--arm", choices=["base", "adapted"], default="base")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fraction", type=float, default=0.1, help="finetune: labelled share of train.csv.")
+    parser.add_argument("--steps", type=int, default=20, help="speed: timed steps per mode.")
     parser.add_argument("--set", action="append", default=[], help="Config override (KEY=VALUE), repeatable.")
     args = parser.parse_args()
     if not (Path(args.data) / "train.csv").exists():
@@ -161,7 +210,9 @@ def main() -> None:
     if args.piece == "adapt":
         out, name = run_adapt(args), f"bench_adapt_adapt{suffix}.json"
     elif args.piece == "finetune":
-        out, name = run_finetune(args), f"bench_adapt_ft_{args.arm}{suffix}_s{args.seed}.json"
+        out, name = run_finetune(args), f"bench_adapt_ft_{args.arm}{_suffix(_arm_tag(args))}_s{args.seed}.json"
+    elif args.piece == "speed":
+        out, name = run_speed(args), "bench_adapt_speed.json"
     else:
         out, name = report(args), f"bench_adapt{suffix}.json"
     RESULTS.mkdir(exist_ok=True)

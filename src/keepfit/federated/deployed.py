@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,28 +16,15 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 
 from keepfit._io import atomic_write_text
-from keepfit.errors import KeepfitError, TrainingError
-from keepfit.federated.flower import ClientSetup, make_client_app
+from keepfit.errors import KeepfitError
+from keepfit.federated.flower import ClientSetup, make_client_app, wait_for_clients
+from keepfit.federated.run import CLIENT_ERROR_FILE, OUTCOME_FILE, WEIGHTS_DIR
 
-__all__ = ["server_app", "client_app", "OUTCOME_FILE", "PLAN_FILE", "WEIGHTS_DIR"]
+__all__ = ["server_app", "client_app"]
 
 log = logging.getLogger("keepfit.federate")
 
-PLAN_FILE, OUTCOME_FILE, WEIGHTS_DIR = "plan.json", "outcome.json", "weights"
 server_app = ServerApp()
-
-
-def _wait_for_clients(grid, clients: int, timeout: float) -> None:
-    """Flower's strategies wait for clients without end; a federation whose clients never come is an error."""
-    deadline = time.monotonic() + timeout
-    while len(list(grid.get_node_ids())) < clients:
-        if time.monotonic() > deadline:
-            raise TrainingError(
-                f"Only {len(list(grid.get_node_ids()))} of {clients} clients connected within {timeout:.0f} s. "
-                "Expected every client to run `keepfit federate client --server ADDRESS`; start them, or "
-                "lower --clients, or raise federate.connect_timeout."
-            )
-        time.sleep(0.5)
 
 
 @server_app.main()
@@ -56,7 +42,7 @@ def _serve(grid, context) -> None:
         config = load_config(Path(plan["config"]))
         snap = load_snapshot(Store.at(config.store), plan["snapshot"])
         server, labels = server_member(config, snap, Path(plan["base"]), run_dir)
-        _wait_for_clients(grid, plan["clients"], config.federate.connect_timeout)
+        wait_for_clients(grid, plan["clients"], config.federate.connect_timeout)  # all of them, for the first round
         ledger = Ledger(keep_weights=plan.get("keep_weights", False))
         run_rounds(grid, config, server, labels, plan["clients"], ledger)
         trained = export_average(server, snap, ledger, run_dir)
@@ -66,6 +52,12 @@ def _serve(grid, context) -> None:
                                    "history": trained.history, **ledger_json(ledger)}
     except KeepfitError as err:
         outcome = {"ok": False, "error": type(err).__name__, "message": str(err)}
+    except Exception as err:  # the waiting command must hear of a bug too, not wait out its timeout
+        atomic_write_text(run_dir / OUTCOME_FILE, json.dumps({
+            "ok": False, "error": type(err).__name__,
+            "message": f"The federation's server failed ({type(err).__name__}: {err}); this is a bug, see "
+                       f"{run_dir / 'superlink.log'}."}))
+        raise
     atomic_write_text(run_dir / OUTCOME_FILE, json.dumps(outcome, default=float))
 
 
@@ -79,7 +71,11 @@ def _client(settings: dict[str, Any], labels: list[str]) -> ClientSetup:
     if "data-path" in settings:
         config = load_config(Path(settings["keepfit-config"]))
         work = Path(settings["work-dir"])
-        rows = read_shard(config, Path(settings["data-path"]), labels)
+        try:  # labels outside the federation's are only known now (when the client's config names none)
+            rows = read_shard(config, Path(settings["data-path"]), labels)
+        except KeepfitError as err:
+            atomic_write_text(work / CLIENT_ERROR_FILE, json.dumps({"error": type(err).__name__, "message": str(err)}))
+            raise
         model = settings.get("model") or None
         return ClientSetup(config=config, rows=rows, name=work.name, work_dir=work,
                            base_model=Path(model) if model else None, done_file=work / "done")

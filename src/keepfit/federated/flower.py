@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,22 +113,39 @@ def _describe(content: Any) -> dict[str, Any]:
     return out
 
 
+def wait_for_clients(grid, clients: int, timeout: float) -> None:
+    """Return once ``clients`` clients are connected; a TrainingError after ``timeout`` seconds without them."""
+    from keepfit.errors import TrainingError
+
+    deadline = time.monotonic() + timeout
+    while len(list(grid.get_node_ids())) < clients:
+        if time.monotonic() > deadline:
+            raise TrainingError(
+                f"Only {len(list(grid.get_node_ids()))} of {clients} clients connected within {timeout:.0f} s. "
+                "Expected every client to run `keepfit federate client --server ADDRESS` (and to stay until the "
+                "last round); start them, or lower --clients, or raise federate.connect_timeout."
+            )
+        time.sleep(0.5)
+
+
 def make_strategy(config: KeepfitConfig, clients: int, ledger: Ledger):
     """Flower's FedAvg or FedProx (federate.strategy), sampling federate.fraction of ``clients`` each round
-    (at least two), waiting for all of them to connect, with no client-side evaluation (the server scores
-    the average on its validation rows); every round's replies go through ``ledger`` first."""
+    (at least two) from the clients connected, with no client-side evaluation (the server scores the average on
+    its validation rows); every round's replies go through ``ledger`` first."""
     from flwr.serverapp.strategy import FedAvg, FedProx
 
     fc = config.federate
     per_round = max(2, min(clients, math.ceil(fc.fraction * clients)))
     common = dict(fraction_train=fc.fraction, fraction_evaluate=0.0, min_train_nodes=per_round,
-                  min_evaluate_nodes=0, min_available_nodes=clients)
+                  min_evaluate_nodes=0, min_available_nodes=per_round)
     base = FedProx if fc.strategy == "fedprox" else FedAvg
 
     class Recording(base):  # type: ignore[misc, valid-type]
-        """The library's strategy; the ledger sees each round's replies before they are averaged."""
+        """The library's strategy; the ledger sees each round's replies before they are averaged, and a round
+        whose clients are gone fails after federate.connect_timeout (Flower would wait for them forever)."""
 
         def configure_train(self, server_round, arrays, config, grid):
+            wait_for_clients(grid, self.min_available_nodes, fc.connect_timeout)
             messages = list(super().configure_train(server_round, arrays, config, grid))
             self._sent = (arrays.count_bytes(), len(messages))
             return messages

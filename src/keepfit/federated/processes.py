@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -93,10 +95,19 @@ def _child(command: list[str], log_path: Path, env: dict[str, str] | None = None
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupted) if main else None
     try:
         yield proc
     finally:
         _stop_tree(proc)
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(signum, frame) -> None:
+    """SIGTERM ends the command like Ctrl-C, so the processes it started are stopped too."""
+    raise KeyboardInterrupt
 
 
 def _stop_tree(proc: subprocess.Popen) -> None:
@@ -185,7 +196,7 @@ def launch(config: KeepfitConfig, run_dir: Path, plan: dict[str, object], addres
     """Run the plan's federation on a SuperLink of this run at ``address`` (``simulation``: Flower's simulation
     runtime with these settings, e.g. num-supernodes; else deployed SuperNodes connect to it) and return the
     ServerApp's outcome; the SuperLink is stopped on the way out."""
-    from keepfit.federated.deployed import OUTCOME_FILE, PLAN_FILE
+    from keepfit.federated.run import OUTCOME_FILE, PLAN_FILE
 
     host, port = parse_address(address)
     save_config(config, run_dir / "config.yaml")
@@ -241,7 +252,7 @@ def join(
     Flower SuperNode that connects to ``server`` (giving up after federate.connect_timeout), trains on the
     shard in each round it is sampled for, and ends after the federation's last round. ``model``: its copy of
     the start model when the server's path is not readable here."""
-    from keepfit.federated.run import read_shard, require_flower
+    from keepfit.federated.run import CLIENT_ERROR_FILE, read_shard, require_flower
 
     require_flower()
     parse_address(server)
@@ -258,9 +269,14 @@ def join(
     fc = config.federate
     command = [_tool("flower-supernode"), "--insecure", "--superlink", server, "--node-config", node,
                "--max-wait-time", str(fc.connect_timeout), "--port", str(free_port())]
+    error = work / CLIENT_ERROR_FILE
+    error.unlink(missing_ok=True)
     with _child(command, log_path, _env(FLWR_DISABLE_UPDATE_CHECK="1")) as proc:
         deadline = time.monotonic() + fc.connect_timeout + fc.rounds * fc.round_timeout + 120
         while not (work / "done").exists():
+            if error.exists():  # its ClientApp refused its rows once the server's labels came
+                found = json.loads(error.read_text(encoding="utf-8"))
+                raise ERRORS.get(found["error"], KeepfitError)(found["message"])
             if proc.poll() is not None:
                 raise TrainingError(
                     f"Could not take part in the federation at {server}: the Flower SuperNode exited with code "

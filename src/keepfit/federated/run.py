@@ -28,6 +28,8 @@ log = logging.getLogger("keepfit.federate")
 
 EXTRA_HINT = "Install it with `pip install 'keepfit[federated]'` (Flower with its Ray simulation engine)."
 LEDGER_FILE = "federation.json"
+# what a run's Flower processes and the waiting command exchange, in the run (or client work) folder
+PLAN_FILE, OUTCOME_FILE, WEIGHTS_DIR, CLIENT_ERROR_FILE = "plan.json", "outcome.json", "weights", "error.json"
 
 
 def missing_modules() -> list[str]:
@@ -139,7 +141,6 @@ def federate(
 
 
 def _federate_locked(config, store: Store, snapshot, register: bool, keep_weights: bool) -> FederateResult:
-    from keepfit.federated.deployed import WEIGHTS_DIR
     from keepfit.federated.processes import free_port, launch
     from keepfit.pipeline import _new_run_dir, _require_trainable, resolve_snapshot
 

@@ -41,7 +41,10 @@ from keepfit.train.job import Job
 from keepfit.train.loop import EvalHook, _attach_log, _run_config, fit_loop, seed_everything
 from keepfit.train.model import load_tokenizer, quiet_transformers, resolve_model_path
 
-__all__ = ["AdaptResult", "adapt", "MaskedPositionsLM", "mlm_batch", "ADAPT_META", "MLM_HEAD_FILE"]
+__all__ = [
+    "AdaptResult", "adapt", "MaskedPositionsLM", "mlm_batch", "mlm_tokens", "mlm_collator", "ADAPT_META",
+    "MLM_HEAD_FILE", "MaskableTokens",
+]
 
 log = logging.getLogger("keepfit.train")
 
@@ -100,7 +103,7 @@ def _perplexity(loss: float | None) -> float | None:
 
 
 @dataclass
-class _Tokens:
+class MaskableTokens:
     """Token ids, character offsets and special-token flags per text (offsets: whole-word masking's words)."""
 
     ids: list[list[int]]
@@ -109,20 +112,22 @@ class _Tokens:
     lengths: np.ndarray
 
 
-def _tokens(tokenizer, texts: list[str], max_length: int) -> _Tokens:
+def mlm_tokens(tokenizer, texts: list[str], max_length: int) -> MaskableTokens:
+    """Token ids, offsets and special-token flags of ``texts``, truncated to ``max_length`` tokens."""
     if not texts:
-        return _Tokens([], [], [], np.zeros(0, dtype=np.int64))
+        return MaskableTokens([], [], [], np.zeros(0, dtype=np.int64))
     encoded = tokenizer(
         texts, truncation=True, max_length=max_length, padding=False, return_offsets_mapping=True,
         return_special_tokens_mask=True, return_attention_mask=False, return_token_type_ids=False,
     )
     ids = encoded["input_ids"]
-    return _Tokens(ids, encoded["offset_mapping"], encoded["special_tokens_mask"],
+    return MaskableTokens(ids, encoded["offset_mapping"], encoded["special_tokens_mask"],
                    np.array([len(x) for x in ids], dtype=np.int64))
 
 
-def _collator(tokenizer, probability: float, whole_word: bool):
-    """transformers' MLM collator; whole words are always replaced by [MASK] (the collator's rule for them)."""
+def mlm_collator(tokenizer, probability: float, whole_word: bool):
+    """transformers' MLM collator (for :func:`mlm_batch`); whole words are always replaced by [MASK] (the
+    collator's rule for them)."""
     from transformers import DataCollatorForLanguageModeling
 
     replace = {"mask_replace_prob": 1.0, "random_replace_prob": 0.0} if whole_word else {}
@@ -137,7 +142,7 @@ def _batch_seed(*key: int) -> int:
 
 
 def mlm_batch(
-    collator, tokens: _Tokens, rows: np.ndarray, pad_id: int, seed: int
+    collator, tokens: MaskableTokens, rows: np.ndarray, pad_id: int, seed: int
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Masked model inputs of ``rows`` and the original ids at the masked positions.
 
@@ -315,8 +320,8 @@ def _build_job(config: KeepfitConfig, corpus: UnlabelledText, run_dir: Path, dev
     max_length, cut = _max_length(tokenizer, texts, ac.max_length, limit)
     if cut:
         log.warning("%d of %d training texts are longer than %d tokens and are truncated", cut, len(texts), max_length)
-    train, val = _tokens(tokenizer, texts, max_length), _tokens(tokenizer, held, max_length)
-    collator = _collator(tokenizer, ac.mask_probability, whole_word)
+    train, val = mlm_tokens(tokenizer, texts, max_length), mlm_tokens(tokenizer, held, max_length)
+    collator = mlm_collator(tokenizer, ac.mask_probability, whole_word)
     pad = int(tokenizer.pad_token_id or 0)
     precision = choose_precision(config.train.precision, device.type)
     order = np.argsort(val.lengths, kind="stable")

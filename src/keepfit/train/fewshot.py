@@ -1,10 +1,11 @@
 """Few-shot fine-tuning (``train.strategy: fewshot``): the SetFit method (Tunstall et al., 2022) in keepfit's loop.
 
 A handful of labelled examples per label make many contrastive pairs: each round pairs every example once with
-another example of its label (positive, target cosine 1) and once with an example of another label (negative,
-target 0). The sentence encoder learns on the pairs (cosine similarity of mean-pooled embeddings, squared error,
-SetFit's default loss), then a logistic-regression head (SetFit's) is fitted on the tuned encoder's unit-length
-features of the examples themselves; the exported classifier reads its embeddings normalised the same way.
+another example of its label (positive) and once with an example of another label (negative). The sentence encoder
+learns on the cosine similarity of the pairs' mean-pooled embeddings (:func:`pair_loss`: a logistic loss by default,
+SetFit's squared error on request), then a logistic-regression head (SetFit's) is fitted on the tuned encoder's
+unit-length features of the examples themselves; the exported classifier reads its embeddings normalised the same
+way.
 
 The pair phase runs in :func:`keepfit.train.loop.fit_loop` like any strategy (a :class:`~keepfit.train.job.Job`
 whose rows are pairs), so length bucketing, bf16 autocast, checkpoints and exact resume apply; the exported folder
@@ -38,8 +39,8 @@ from keepfit.train.job import Job
 from keepfit.train.pooling import NORMALIZE_KEY, mean_pool
 from keepfit.types import Snapshot
 
-__all__ = ["MIN_EXAMPLES_PER_LABEL", "Pairs", "sample_pairs", "require_shots", "PairEncoder", "build_fewshot_job",
-           "fewshot_summary"]
+__all__ = ["MIN_EXAMPLES_PER_LABEL", "Pairs", "sample_pairs", "require_shots", "pair_loss", "PairEncoder",
+           "build_fewshot_job", "fewshot_summary"]
 
 log = logging.getLogger("keepfit.train")
 
@@ -144,6 +145,23 @@ def _evaluating(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+PAIR_SCALE, PAIR_THRESHOLD = 20.0, 0.5  # the logistic loss's cosine scale (sentence-transformers' ranking losses
+# use 20) and the cosine that separates "same label" from "other label"
+
+
+def pair_loss(similarity: torch.Tensor, same: torch.Tensor, kind: str = "logistic") -> torch.Tensor:
+    """The mean loss of pairs with cosine ``similarity`` [P] and ``same`` [P] (1.0 positive, 0.0 negative).
+
+    ``logistic``: binary cross-entropy of ``PAIR_SCALE * (similarity - PAIR_THRESHOLD)``: pairs on the right side
+    of the threshold by a margin barely move, so a pre-trained sentence encoder keeps its geometry. ``cosine``:
+    SetFit's CosineSimilarityLoss, squared error to 1 or 0, which pulls every pair to its target.
+    """
+    similarity = similarity.float()
+    if kind == "cosine":
+        return F.mse_loss(similarity, same)
+    return F.binary_cross_entropy_with_logits(PAIR_SCALE * (similarity - PAIR_THRESHOLD), same)
+
+
 def _pair_rows(examples: prepare.Encoded, pairs: Pairs) -> prepare.Encoded:
     """The loop's rows are pairs: ``ids`` holds each pair's two row indices into ``examples``, ``lengths`` the
     longer text's tokens (what the pair costs in a padded batch, so bucketing groups pairs of similar cost)."""
@@ -232,7 +250,8 @@ def build_fewshot_job(
         return {k: v.to(device) for k, v in collate(texts, np.arange(len(texts)), pad).items()}
 
     def loss_fn(similarity: torch.Tensor, batch: np.ndarray) -> torch.Tensor:
-        return F.mse_loss(similarity.float(), rows.targets[torch.from_numpy(batch)].to(similarity.device))
+        same = rows.targets[torch.from_numpy(batch)].to(similarity.device)
+        return pair_loss(similarity, same, tc.fewshot_loss)
 
     def val_logits(_trained: nn.Module) -> torch.Tensor:  # the classifier's, whatever module trains
         with _evaluating(full):
@@ -247,7 +266,8 @@ def build_fewshot_job(
     job.val_logits, job.evaluate_fn = val_logits, evaluate
     job.finish = lambda j: _fit_head(j, examples, pad)
     job.meta["fewshot"] = {"examples": len(examples.ids), "examples_per_label": _shots(examples.class_ids),
-                           "iterations": tc.fewshot_iterations, "epochs": tc.epochs, **pairs.counts()}
+                           "iterations": tc.fewshot_iterations, "epochs": tc.epochs, "loss": tc.fewshot_loss,
+                           **pairs.counts()}
     log.info("few-shot: %d examples of %d labels -> %s contrastive pairs (%d rounds), %s epoch(s)",
              len(examples.ids), len(job.labels), pairs.counts(), tc.fewshot_iterations, tc.epochs)
     return job
@@ -261,4 +281,4 @@ def fewshot_summary(meta: dict[str, Any]) -> str:
     return (f" ({info['examples']} examples, {info['examples_per_label']['min']}-"
             f"{info['examples_per_label']['max']} per label; {info['pairs']} contrastive pairs: "
             f"{info['positive']} positive, {info['negative']} negative; {info['iterations']} rounds x "
-            f"{info['epochs']} epoch(s))")
+            f"{info['epochs']} epoch(s), {info.get('loss', 'logistic')} loss)")

@@ -90,5 +90,6 @@ def test_the_server_uses_flowers_own_strategy(name, fraction, per_round):
     config = KeepfitConfig.model_validate({"federate": {"strategy": name, "mu": 0.3, "fraction": fraction}})
     strategy = make_strategy(config, 5, Ledger())
     assert isinstance(strategy, FedProx if name == "fedprox" else FedAvg)
-    assert (strategy.min_train_nodes, strategy.min_available_nodes, strategy.fraction_evaluate) == (per_round, 5, 0)
+    assert (strategy.min_train_nodes, strategy.min_available_nodes, strategy.fraction_evaluate) == (
+        per_round, per_round, 0)
     assert getattr(strategy, "proximal_mu", 0.0) == (0.3 if name == "fedprox" else 0.0)

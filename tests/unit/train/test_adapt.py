@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from keepfit.config import KeepfitConfig
-from keepfit.train.adapt import ADAPT_META, MLM_HEAD_FILE, _collator, _tokens, adapt, mlm_batch
+from keepfit.train.adapt import ADAPT_META, MLM_HEAD_FILE, adapt, mlm_batch, mlm_collator, mlm_tokens
 from keepfit.train.model import load_tokenizer, resolve_pooling
 from keepfit.train.testing import config_for, make_tiny_model, sentiment_frame, snapshot_of
 
@@ -54,10 +54,10 @@ def adapted(pooled_model, corpus, tmp_path_factory):
 def test_masks_are_whole_words_and_seeded(tiny_model):
     tokenizer = load_tokenizer(tiny_model)
     texts = ["reallygreat storyplot was awfulsad", "the filmmovie quiteplain okay", "lovenice plotstory"] * 4
-    tokens = _tokens(tokenizer, texts, 64)
+    tokens = mlm_tokens(tokenizer, texts, 64)
     words = [tokenizer(t).word_ids() for t in texts]
     assert any(len([w for w in ws if w == k]) > 1 for ws in words for k in set(ws) if k is not None)
-    collator, rows = _collator(tokenizer, 0.5, whole_word=True), np.arange(len(texts))
+    collator, rows = mlm_collator(tokenizer, 0.5, whole_word=True), np.arange(len(texts))
 
     inputs, targets = mlm_batch(collator, tokens, rows, tokenizer.pad_token_id, seed=7)
     again, same_targets = mlm_batch(collator, tokens, rows, tokenizer.pad_token_id, seed=7)
