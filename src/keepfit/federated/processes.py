@@ -143,7 +143,7 @@ def _wait_until_listening(host: str, port: int, proc: subprocess.Popen, timeout:
         if proc.poll() is not None:
             raise TrainingError(f"The Flower SuperLink exited with code {proc.returncode} before it listened on "
                                 f"{host}:{port}; see {log_path}. Is the port taken? Pick another with --address.")
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+        if _listening(f"{host}:{port}"):
             return
         time.sleep(0.3)
     raise TrainingError(f"The Flower SuperLink did not listen on {host}:{port} within {timeout:.0f} s; see {log_path}.")
@@ -177,17 +177,20 @@ def _await_outcome(path: Path, link: subprocess.Popen, timeout: float, log_path:
     return outcome
 
 
+def _listening(address: str) -> bool:
+    """Whether something accepts connections at ``address`` (HOST:PORT)."""
+    try:
+        with socket.create_connection(parse_address(address), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def _await_server_end(server: str, proc: subprocess.Popen, timeout: float) -> None:
     """After its last round a client keeps its SuperNode up until the server closes (so the last reply is
     delivered), or at most ``timeout`` seconds."""
-    host, port = parse_address(server)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with socket.create_connection((host, port), timeout=1):
-                pass
-        except OSError:
-            return
+    while time.monotonic() < deadline and proc.poll() is None and _listening(server):
         time.sleep(1.0)
 
 
@@ -271,19 +274,25 @@ def join(
                "--max-wait-time", str(fc.connect_timeout), "--port", str(free_port())]
     error = work / CLIENT_ERROR_FILE
     error.unlink(missing_ok=True)
+    unreachable = (
+        f"Could not take part in the federation at {server}: it was not reachable for federate.connect_timeout = "
+        f"{fc.connect_timeout:.0f} s. Expected `keepfit federate server` listening there: start it first, or check "
+        f"--server. Log: {log_path}"
+    )
     with _child(command, log_path, _env(FLWR_DISABLE_UPDATE_CHECK="1")) as proc:
         deadline = time.monotonic() + fc.connect_timeout + fc.rounds * fc.round_timeout + 120
+        seen, last_seen = False, time.monotonic()
         while not (work / "done").exists():
             if error.exists():  # its ClientApp refused its rows once the server's labels came
                 found = json.loads(error.read_text(encoding="utf-8"))
                 raise ERRORS.get(found["error"], KeepfitError)(found["message"])
-            if proc.poll() is not None:
-                raise TrainingError(
-                    f"Could not take part in the federation at {server}: the Flower SuperNode exited with code "
-                    f"{proc.returncode} (after at most federate.connect_timeout = {fc.connect_timeout:.0f} s "
-                    f"without reaching it). Expected `keepfit federate server` listening there: start it first, "
-                    f"or check --server. Log: {log_path}"
-                )
+            if _listening(server):
+                seen, last_seen = True, time.monotonic()
+            elif time.monotonic() - last_seen > fc.connect_timeout or proc.poll() is not None:
+                # the SuperNode gives up on a server never reached; one that went away it would wait for forever
+                raise TrainingError(unreachable if not seen else (
+                    f"The federation at {server} went away before its last round (unreachable for "
+                    f"{fc.connect_timeout:.0f} s); see the server's output. Log: {log_path}"))
             if time.monotonic() > deadline:
                 raise TrainingError(f"The federation at {server} did not finish in time; see {log_path}.")
             time.sleep(0.5)

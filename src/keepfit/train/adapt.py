@@ -137,7 +137,7 @@ def mlm_collator(tokenizer, probability: float, whole_word: bool):
 
 
 def _batch_seed(*key: int) -> int:
-    """A 64-bit seed from a tuple of non-negative ints (seed, stream, epoch, batch)."""
+    """A 63-bit torch seed from a tuple of ints (seed, stream, epoch, batch), each taken modulo 2**32."""
     return int(np.random.SeedSequence([k % 2**32 for k in key]).generate_state(2, np.uint64)[0] >> 1)
 
 
