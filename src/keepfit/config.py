@@ -746,7 +746,8 @@ class FederateConfig(_Section):
     workers: int = Field(1, ge=1, description="Simulation: clients that train at once (Ray workers, one CPU each).")
     round_timeout: float = Field(600.0, gt=0, description="Seconds the server waits for a round's replies.")
     connect_timeout: float = Field(
-        60.0, gt=0, description="Seconds a client keeps trying to reach the server before it gives up."
+        60.0, gt=0, description="Seconds a client keeps trying to reach the server, and the server waits for "
+        "its clients (before the first round and whenever too few are connected), before giving up."
     )
     seed: int = Field(42, description="Drives the shards, the client sampling and the local batch order.")
 
