@@ -123,7 +123,8 @@ def lora_arm(arm: str, data_dir: Path, rounds: int, clients: int, threads: int, 
         return out
 
 
-def run_arm(arm: str, data_dir: Path, rounds: int, clients: int, threads: int, mu: float = 0.01) -> dict:
+def run_arm(arm: str, data_dir: Path, rounds: int, clients: int, threads: int, mu: float = 0.01,
+            seed: int = 42) -> dict:
     import torch
 
     import keepfit
@@ -148,7 +149,7 @@ def run_arm(arm: str, data_dir: Path, rounds: int, clients: int, threads: int, m
         strategy = "fedprox" if arm == "skew-prox" else "fedavg"
         config = project(data_dir, folder, threads, {"federate": {
             "clients": clients, "rounds": rounds, "local_epochs": 1, "shards": shards, "alpha": 0.5,
-            "strategy": strategy, "mu": mu, "lr": HEAD_LR, "seed": 42}})
+            "strategy": strategy, "mu": mu, "lr": HEAD_LR, "seed": seed}})
         result = keepfit.federate(config, register=False, keep_weights=True)
         per_round = {r: {k: torch.from_numpy(v) for k, v in w.items()} for r, w in result.averages.items()}
         seconds = time.perf_counter() - started
@@ -157,7 +158,7 @@ def run_arm(arm: str, data_dir: Path, rounds: int, clients: int, threads: int, m
         curve = [accuracy(feats, w["linear.weight"], w["linear.bias"], truth) for _, w in sorted(per_round.items())]
         shard_labels = _shard_label_counts(result.run_dir / "shards")
         return {"arm": arm, "clients": result.clients, "shard_labels": shard_labels, "rounds": rounds,
-                "strategy": strategy, "mu": mu if strategy == "fedprox" else None, "shards": shards,
+                "strategy": strategy, "mu": mu if strategy == "fedprox" else None, "shards": shards, "seed": seed,
                 "seconds": seconds, "test_accuracy": curve[-1],
                 "test_accuracy_per_round": curve,
                 "bytes_up_per_round": [r["bytes_up"] for r in result.rounds],
@@ -196,6 +197,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--summary", action="store_true")
     parser.add_argument("--mu", type=float, default=0.01, help="FedProx's mu (arm skew-prox)")
+    parser.add_argument("--seed", type=int, default=42, help="federate.seed of the federated arms (shards, order)")
     parser.add_argument("--name", help="suffix of the result's arm name (e.g. 60r), to keep runs apart")
     parser.add_argument("--lora", type=int, metavar="ROWS", help="LoRA instead of the head, on ROWS training rows "
                         "(arms central and iid only)")
@@ -210,7 +212,7 @@ def main() -> None:
     if args.lora:
         row = lora_arm(args.arm, args.data_dir, args.rounds, args.clients, args.threads, args.lora)
     else:
-        row = run_arm(args.arm, args.data_dir, args.rounds, args.clients, args.threads, args.mu)
+        row = run_arm(args.arm, args.data_dir, args.rounds, args.clients, args.threads, args.mu, args.seed)
     if args.name:
         row["arm"] = f"{row['arm']}-{args.name}"
     RESULTS.mkdir(exist_ok=True)

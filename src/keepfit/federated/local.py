@@ -34,8 +34,8 @@ class Member:
 
 def member_config(config: KeepfitConfig) -> KeepfitConfig:
     """The training config of local rounds: federate.train_strategy, federate.local_epochs per round,
-    federate.lr where set; no early stopping or checkpoint averaging inside a round; one torch thread unless
-    train.threads says otherwise (simulated clients share the machine)."""
+    federate.lr where set; no early stopping, checkpoint averaging or fairness reweighing inside a round; one
+    torch thread unless train.threads says otherwise (simulated clients share the machine)."""
     fc, tc = config.federate, config.train
     changes: dict[str, Any] = {
         "strategy": fc.train_strategy,
@@ -46,6 +46,7 @@ def member_config(config: KeepfitConfig) -> KeepfitConfig:
         "evals_per_epoch": 1,
         "threads": tc.threads or 1,
         "seed": fc.seed,
+        "fairness_reweight": False,  # a shard holds text and label only: no group columns to weigh by
     }
     if fc.lr is not None:
         changes["head_lr" if fc.train_strategy == "head" else "lr"] = fc.lr
