@@ -264,8 +264,10 @@ def compare_outputs(
     }
     fair = fairness_groups(frame, config.fairness_columns, where="the compared rows") if (
         config.fairness_columns and frame is not None and task != "regression") else {}
-    judged = [union.index(x) for x in config.fairness_labels if x in union] or [
-        union.index(x) for x in labels_old if x in labels_new]  # a label one model lacks would read as a gap
+    # the labels judged: evaluate.fairness_labels, else every label both models know (a label one model lacks
+    # would read as a gap); none without fairness columns (regression has no labels at all)
+    judged = ([union.index(x) for x in config.fairness_labels if x in union] or [
+        union.index(x) for x in labels_old if x in labels_new]) if fair else []
     out = {}
     for name, mask in masks.items():
         extra = {k: v for k, v in masks.items() if k != ALL} if name == ALL else None
