@@ -7,6 +7,7 @@ within one file system).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -67,7 +68,12 @@ def atomic_dir(path: Path, overwrite: bool = False) -> Iterator[Path]:
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError as err:  # another process renamed its folder into place between the check and here
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                raise FileExistsError(f"{path} already exists") from None
         fsync_dir(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
